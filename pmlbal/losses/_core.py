@@ -1,0 +1,218 @@
+"""Shared machinery of every pmlbal loss: pair bookkeeping, masked reductions, row blocks.
+
+The losses never build PML's [#pos_pairs x #neg_pairs] tensors. Pairs are held as
+dense B x M *count* matrices, built one block of anchor rows at a time, so memory is
+O(B*M) without chunking and O(chunk*M) with it. Counts (not 0/1 masks) keep a
+miner's duplicated pairs (triplets sharing an (anchor, negative)) weighted exactly
+as PML weights them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+IndicesTuple = tuple[torch.Tensor, ...]
+
+
+class Pairs:
+    """Positive and negative pairs of (anchor row, reference column), block by block.
+
+    Built from labels (every same-label pair is positive, every other pair negative,
+    self-pairs excluded when `exclude_self`), or from a miner's `indices_tuple`
+    (pairs `(a1, p, a2, n)` or triplets `(a, p, n)`, PML's convention).
+    Pair lists are ordered by anchor, which is what lets a block of rows find its
+    own pairs by `searchsorted`.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        device: torch.device,
+        labels: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+        indices_tuple: IndicesTuple | None = None,
+        exclude_self: bool = False,
+    ) -> None:
+        self.n_rows, self.n_cols, self.device = n_rows, n_cols, device
+        self.exclude_self = exclude_self
+        self.from_labels = indices_tuple is None
+        if self.from_labels:
+            if labels is None or ref_labels is None:
+                raise ValueError("labels are required when no indices_tuple is given")
+            self.labels = labels.to(device)
+            self.ref_labels = ref_labels.to(device)
+            self._pos: tuple[torch.Tensor, torch.Tensor] | None = None
+            self._neg: tuple[torch.Tensor, torch.Tensor] | None = None
+        else:
+            a1, p, a2, n = _as_pairs(indices_tuple)
+            self._pos = _sort_by_anchor(a1.to(device), p.to(device))
+            self._neg = _sort_by_anchor(a2.to(device), n.to(device))
+
+    # -- pair lists ------------------------------------------------------------
+    def pos_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pos is None:
+            self._pos = self._pairs_from_labels(positive=True)
+        return self._pos
+
+    def neg_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._neg is None:
+            self._neg = self._pairs_from_labels(positive=False)
+        return self._neg
+
+    def num_pos(self) -> int:
+        return len(self.pos_pairs()[0])
+
+    def num_neg(self) -> int:
+        if self.from_labels and self._neg is None:
+            # Counting does not need the (possibly huge) negative index lists.
+            return int(self.n_rows * self.n_cols - self.num_pos() - self._num_self())
+        return len(self.neg_pairs()[0])
+
+    def _num_self(self) -> int:
+        return min(self.n_rows, self.n_cols) if self.exclude_self else 0
+
+    def _pairs_from_labels(self, positive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = [], []
+        step = max(1, (1 << 24) // max(self.n_cols, 1))
+        for r0 in range(0, self.n_rows, step):
+            r1 = min(self.n_rows, r0 + step)
+            mask = self._label_mask(r0, r1, positive)
+            r, c = torch.where(mask)
+            rows.append(r + r0)
+            cols.append(c)
+        if not rows:
+            empty = torch.empty(0, dtype=torch.long, device=self.device)
+            return empty, empty
+        return torch.cat(rows), torch.cat(cols)
+
+    def pos_slice(self, r0: int, r1: int) -> slice:
+        return _anchor_range(self.pos_pairs()[0], r0, r1)
+
+    def neg_slice(self, r0: int, r1: int) -> slice:
+        return _anchor_range(self.neg_pairs()[0], r0, r1)
+
+    # -- dense blocks ----------------------------------------------------------
+    def _label_mask(self, r0: int, r1: int, positive: bool) -> torch.Tensor:
+        same = self.labels[r0:r1, None] == self.ref_labels[None, :]
+        mask = same if positive else ~same
+        if self.exclude_self and positive:
+            idx = torch.arange(r0, min(r1, self.n_cols), device=self.device)
+            mask[idx - r0, idx] = False
+        return mask
+
+    def block(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pos_count, neg_count), each (r1-r0) x M, for anchor rows r0..r1."""
+        if self.from_labels:
+            pos = self._label_mask(r0, r1, positive=True).to(dtype)
+            neg = self._label_mask(r0, r1, positive=False).to(dtype)
+            return pos, neg
+        return (
+            self._count_block(self.pos_pairs(), self.pos_slice(r0, r1), r0, r1, dtype),
+            self._count_block(self.neg_pairs(), self.neg_slice(r0, r1), r0, r1, dtype),
+        )
+
+    def _count_block(self, pairs, sl: slice, r0: int, r1: int, dtype) -> torch.Tensor:
+        counts = torch.zeros(r1 - r0, self.n_cols, dtype=dtype, device=self.device)
+        a, o = pairs[0][sl] - r0, pairs[1][sl]
+        counts.index_put_((a, o), torch.ones(len(a), dtype=dtype, device=self.device), accumulate=True)
+        return counts
+
+    def is_trivial(self) -> bool:
+        """PML's GenericPairLoss returns zero when every index list has <= 1 entry."""
+        return self.num_pos() <= 1 and self.num_neg() <= 1
+
+
+def _as_pairs(indices_tuple: Sequence[torch.Tensor]) -> IndicesTuple:
+    if len(indices_tuple) == 4:
+        return tuple(torch.as_tensor(x).long() for x in indices_tuple)
+    if len(indices_tuple) == 3:
+        a, p, n = (torch.as_tensor(x).long() for x in indices_tuple)
+        return a, p, a, n
+    raise ValueError(
+        f"indices_tuple must hold 3 (anchor, positive, negative) or 4 (a1, p, a2, n) "
+        f"tensors, got {len(indices_tuple)}"
+    )
+
+
+def _sort_by_anchor(a: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.argsort(a, stable=True)
+    return a[order], o[order]
+
+
+def _anchor_range(sorted_anchors: torch.Tensor, r0: int, r1: int) -> slice:
+    bounds = torch.searchsorted(
+        sorted_anchors, torch.tensor([r0, r1], device=sorted_anchors.device, dtype=sorted_anchors.dtype)
+    )
+    lo, hi = bounds.tolist()
+    return slice(lo, hi)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp16/bf16 similarities are promoted to fp32 for exp/log; fp64 stays fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def masked_logsumexp(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise log(sum_j weight_ij * exp(x_ij)) over entries with weight > 0.
+
+    Returns (lse, has_any). Rows without any weighted entry get lse = 0 and a
+    gradient of exactly 0 (no inf * 0 = NaN in backward).
+    """
+    keep = weight > 0
+    has_any = keep.any(dim=1)
+    x = x.masked_fill(~keep, float("-inf"))
+    row_max = x.amax(dim=1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    total = (weight * torch.exp(x - row_max)).sum(dim=1)
+    safe = torch.where(has_any, total, torch.ones_like(total))
+    lse = torch.where(has_any, torch.log(safe) + row_max.squeeze(1), torch.zeros_like(total))
+    return lse, has_any
+
+
+def masked_mean(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise weighted mean of x; rows with zero total weight give 0."""
+    total = weight.sum(dim=1)
+    has_any = total > 0
+    mean = (weight * x).sum(dim=1) / torch.where(has_any, total, torch.ones_like(total))
+    return mean, has_any
+
+
+def map_row_blocks(
+    fn: Callable[..., tuple[torch.Tensor, ...]],
+    queries: torch.Tensor,
+    refs: torch.Tensor,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, ...]:
+    """Apply `fn(query_block, refs, r0, r1)` to blocks of query rows and concatenate.
+
+    With `chunk_size`, each block runs under activation checkpointing, so only one
+    block's B_chunk x M intermediates live at a time, in forward and in backward;
+    peak memory then grows linearly with the batch size.
+    """
+    n = queries.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(queries, refs, 0, n)
+    outputs: list[tuple[torch.Tensor, ...]] = []
+    use_ckpt = torch.is_grad_enabled() and (queries.requires_grad or refs.requires_grad)
+    for r0 in range(0, n, chunk_size):
+        r1 = min(n, r0 + chunk_size)
+        if use_ckpt:
+            out = checkpoint(fn, queries[r0:r1], refs, r0, r1, use_reentrant=False)
+        else:
+            out = fn(queries[r0:r1], refs, r0, r1)
+        outputs.append(out)
+    return tuple(torch.cat(parts) for parts in zip(*outputs))
+
+
+def detached_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Batch mean for the recorded loss terms: detached, no host sync."""
+    x = x.detach()
+    if mask is not None:
+        x = x[mask]
+    if x.numel() == 0:
+        return torch.zeros((), dtype=x.dtype, device=x.device)
+    return x.mean()

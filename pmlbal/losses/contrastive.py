@@ -1,0 +1,104 @@
+"""Balanced contrastive (margin) loss."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer
+
+from ..registry import register
+from ._core import detached_mean, map_row_blocks
+from .base import BalancedLoss, check_choice
+
+
+@register("loss")
+class BalancedContrastiveLoss(BalancedLoss):
+    """Contrastive margin loss with an explicit balance and a choice of aggregation::
+
+        pos_l = [d_ip - pos_margin]_+   (positive pairs)     neg_l = [neg_margin - d_in]_+   (negative pairs)
+        "nonzero": mean of non-zero pos_l + balance * mean of non-zero neg_l   (PML's default)
+        "mean":    mean of pos_l + balance * mean of neg_l   (balance independent of batch size)
+        "pooled":  (sum pos_l + balance * sum neg_l) / (|P| + |N|)   (the usual hidden form)
+
+    Sub-losses ``pos_loss`` (``pos_pair``) and ``neg_loss`` (``neg_pair``) exactly as
+    PML's ``ContrastiveLoss``; the aggregation only picks the default reducer and a
+    constant weight per sub-loss, so a user's reducer keeps working. With
+    ``balance=1, aggregation="nonzero"`` it equals PML's ``ContrastiveLoss`` for any
+    distance, reducer or miner.
+
+    Args:
+        pos_margin, neg_margin: margins in the units of the distance (default 0 and 1).
+        balance: weight of the negative term, >= 0.
+        aggregation: ``"nonzero"``, ``"mean"`` or ``"pooled"``.
+        chunk_size: anchor rows per checkpointed block (None: one block).
+
+    Examples:
+        >>> import torch, pmlbal
+        >>> loss = pmlbal.losses.BalancedContrastiveLoss(aggregation="mean")(torch.randn(8, 4), torch.arange(8) % 2)
+    """
+
+    def __init__(
+        self,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        balance: float = 1.0,
+        aggregation: str = "nonzero",
+        chunk_size: int | None = None,
+        **kwargs,
+    ):
+        self.pos_margin = float(pos_margin)
+        self.neg_margin = float(neg_margin)
+        self.aggregation = check_choice("aggregation", aggregation, ("nonzero", "mean", "pooled"))
+        super().__init__(balance=balance, chunk_size=chunk_size, **kwargs)
+        self.add_to_recordable_attributes(list_of_names=["pos_margin", "neg_margin"], is_stat=False)
+
+    def get_default_reducer(self):
+        return AvgNonZeroReducer() if self.aggregation == "nonzero" else MeanReducer()
+
+    def _sub_loss_names(self):
+        return ["pos_loss", "neg_loss"]
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if pairs.is_trivial():
+            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
+            return self.zero_losses()
+        a1, p = pairs.pos_pairs()
+        a2, n = pairs.neg_pairs()
+
+        def block(q, refs, r0, r1):
+            mat = self.distance(q, refs)
+            ps, ns = pairs.pos_slice(r0, r1), pairs.neg_slice(r0, r1)
+            pos_d, neg_d = mat[a1[ps] - r0, p[ps]], mat[a2[ns] - r0, n[ns]]
+            pos_l = torch.relu(self.distance.margin(pos_d, self.pos_margin))
+            neg_l = torch.relu(self.distance.margin(self.neg_margin, neg_d))
+            return pos_l, neg_l
+
+        pos_l, neg_l = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        n_pos, n_neg = len(pos_l), len(neg_l)
+        w_pos, w_neg = 1.0, self.balance
+        if self.aggregation == "pooled" and n_pos + n_neg > 0:
+            # Under the mean reducer these weights turn the two means into one pooled mean.
+            w_pos = n_pos / (n_pos + n_neg)
+            w_neg = self.balance * n_neg / (n_pos + n_neg)
+        nonzero = self.aggregation == "nonzero"
+        self.record_terms(
+            detached_mean(pos_l, pos_l > 0 if nonzero else None),
+            detached_mean(neg_l, neg_l > 0 if nonzero else None),
+        )
+        return {
+            "pos_loss": {
+                "losses": pos_l * w_pos if n_pos else 0,
+                "indices": (a1, p),
+                "reduction_type": "pos_pair",
+            },
+            "neg_loss": {
+                "losses": neg_l * w_neg if n_neg else 0,
+                "indices": (a2, n),
+                "reduction_type": "neg_pair",
+            },
+        }
+
+    def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
+        if self.aggregation == "pooled":
+            return self.balance * (batch_size - samples_per_class) / (samples_per_class - 1)
+        return self.balance

@@ -1,0 +1,96 @@
+"""Balanced NT-Xent / InfoNCE (Sors et al., arXiv 2112.11743)."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+
+from ..registry import register
+from ._core import detached_mean, map_row_blocks, masked_logsumexp
+from .base import BalancedLoss, check_choice, check_positive
+
+
+@register("loss")
+class BalancedNTXentLoss(BalancedLoss):
+    """NT-Xent with an explicit balance between its positive and entropy terms.
+
+    Per positive pair (i, p), with logits l = s / temperature::
+
+        pos_term = -l_ip
+        ent_term = log( [exp(l_ip) unless decoupled] + w_i * sum_{n in N(i)} exp(l_in) )
+        loss     = pos_term + balance * ent_term
+
+    ``w_i = 1`` for ``negatives="sum"`` (classic InfoNCE) and ``1/|N(i)|`` for
+    ``negatives="mean"`` (pmlbal design: the balance no longer drifts with batch size).
+    One sub-loss ``loss`` per positive pair (reduction type ``pos_pair``), exactly as
+    PML's ``NTXentLoss``: with ``balance=1, negatives="sum", decoupled=False`` any PML
+    reducer, distance or miner gives PML's value. A pair whose anchor has no negative
+    contributes 0 (PML does the same: its two terms cancel).
+
+    Args:
+        temperature: softmax temperature, > 0 (default 0.07).
+        balance: weight of the entropy term, >= 0 (default 1).
+        negatives: ``"sum"`` or ``"mean"``.
+        decoupled: drop the positive from the denominator (DCL).
+        chunk_size: anchor rows per checkpointed block (None: one block).
+
+    Raises:
+        ValueError: on a non-positive temperature, negative balance or unknown ``negatives``.
+
+    Examples:
+        >>> import torch, pmlbal
+        >>> loss_fn = pmlbal.losses.BalancedNTXentLoss(temperature=0.1, balance=0.5)
+        >>> emb, labels = torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        >>> loss = loss_fn(emb, labels)
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        balance: float = 1.0,
+        negatives: str = "sum",
+        decoupled: bool = False,
+        chunk_size: int | None = None,
+        **kwargs,
+    ) -> None:
+        self.temperature = check_positive("temperature", temperature)
+        self.negatives = check_choice("negatives", negatives, ("sum", "mean"))
+        self.decoupled = bool(decoupled)
+        super().__init__(balance=balance, chunk_size=chunk_size, **kwargs)
+        self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
+
+    def get_default_distance(self):
+        return CosineSimilarity()
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if pairs.is_trivial() or pairs.num_pos() == 0 or pairs.num_neg() == 0:
+            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
+            return self.zero_losses()
+        a, p = pairs.pos_pairs()
+
+        def block(q, refs, r0, r1):
+            logits = self.logits(self.distance(q, refs), self.temperature)
+            _, neg = pairs.block(r0, r1, logits.dtype)
+            neg_lse, has_neg = masked_logsumexp(logits, neg)
+            if self.negatives == "mean":
+                neg_lse = neg_lse - torch.log(neg.sum(dim=1).clamp(min=1))
+            sl = pairs.pos_slice(r0, r1)
+            rows = a[sl] - r0
+            return logits[rows, p[sl]], neg_lse[rows], has_neg[rows]
+
+        pos_logit, neg_lse, valid = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        pos_term = -pos_logit
+        ent_term = neg_lse if self.decoupled else torch.logaddexp(pos_logit, neg_lse)
+        ent_term = torch.where(valid, ent_term, torch.zeros_like(ent_term))
+        losses = torch.where(valid, pos_term + self.balance * ent_term, torch.zeros_like(pos_term))
+        self.record_terms(detached_mean(pos_term, valid), detached_mean(ent_term, valid))
+        return {"loss": {"losses": losses, "indices": (a, p), "reduction_type": "pos_pair"}}
+
+    def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
+        if self.decoupled:
+            return self.balance
+        # At equal similarities the softmax leaves 1/(1 + w*n) of the entropy term's
+        # weight on the positive itself and w*n/(1 + w*n) on the negatives.
+        wn = 1.0 if self.negatives == "mean" else float(batch_size - samples_per_class)
+        return self.balance * wn / (1.0 + wn)

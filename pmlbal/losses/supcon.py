@@ -1,0 +1,74 @@
+"""Balanced supervised contrastive loss (SupCon with an explicit balance)."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.reducers import AvgNonZeroReducer
+from pytorch_metric_learning.utils import common_functions as c_f
+
+from ..registry import register
+from ._core import detached_mean, map_row_blocks, masked_logsumexp, masked_mean
+from .base import BalancedLoss, check_positive
+
+
+@register("loss")
+class BalancedSupConLoss(BalancedLoss):
+    """SupCon with an explicit balance. Per anchor i with at least one positive::
+
+        loss_i = -(1/|P(i)|) sum_{p in P(i)} l_ip + balance * log sum_{j in P(i) u N(i)} exp(l_ij)
+
+    with l = s / temperature. One sub-loss ``loss`` per anchor (``element``), default
+    reducer ``AvgNonZeroReducer``: at ``balance=1`` it equals PML's ``SupConLoss``
+    with any reducer, distance or miner. Anchors without a positive contribute 0; a
+    batch without any positive or any negative pair gives PML's zero loss.
+
+    Args:
+        temperature: > 0 (default 0.1).
+        balance: weight of the entropy (log-denominator) term, >= 0.
+        chunk_size: anchor rows per checkpointed block (None: one block).
+
+    Examples:
+        >>> import torch, pmlbal
+        >>> loss = pmlbal.losses.BalancedSupConLoss(balance=2.0)(torch.randn(8, 4), torch.arange(8) % 2)
+    """
+
+    def __init__(self, temperature: float = 0.1, balance: float = 1.0, chunk_size: int | None = None, **kwargs):
+        self.temperature = check_positive("temperature", temperature)
+        super().__init__(balance=balance, chunk_size=chunk_size, **kwargs)
+        self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
+
+    def get_default_reducer(self):
+        return AvgNonZeroReducer()
+
+    def get_default_distance(self):
+        return CosineSimilarity()
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if pairs.is_trivial() or pairs.num_pos() == 0 or pairs.num_neg() == 0:
+            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
+            return self.zero_losses()
+
+        def block(q, refs, r0, r1):
+            logits = self.logits(self.distance(q, refs), self.temperature)
+            pos, neg = pairs.block(r0, r1, logits.dtype)
+            # SupCon's masks are sets: a pair mined twice still counts once (as in PML).
+            pos, neg = pos.clamp(max=1), neg.clamp(max=1)
+            pos_mean, has_pos = masked_mean(logits, pos)
+            lse, _ = masked_logsumexp(logits, pos + neg)
+            return -pos_mean, lse, has_pos
+
+        pos_term, ent_term, has_pos = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        losses = torch.where(has_pos, pos_term + self.balance * ent_term, torch.zeros_like(pos_term))
+        self.record_terms(detached_mean(pos_term, has_pos), detached_mean(ent_term, has_pos))
+        return {
+            "loss": {
+                "losses": losses,
+                "indices": c_f.torch_arange_from_size(embeddings),
+                "reduction_type": "element",
+            }
+        }
+
+    def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
+        return self.balance * (batch_size - samples_per_class) / (batch_size - 1)

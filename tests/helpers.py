@@ -1,0 +1,13 @@
+"""Shared test data builders."""
+
+import torch
+
+
+def clustered(n_classes: int, per_class: int, dim: int, dtype=torch.float64, spread: float = 0.6, seed: int = 0):
+    """Embeddings with class structure (so losses are neither saturated nor trivial)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g, dtype=dtype)
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    emb = centres[labels] + spread * torch.randn(len(labels), dim, generator=g, dtype=dtype)
+    perm = torch.randperm(len(labels), generator=g)
+    return emb[perm].clone().requires_grad_(True), labels[perm]
