@@ -1,7 +1,7 @@
 """pmlbal's losses: PML loss classes with an explicit balance (SPEC sections 1-3)."""
 
 from .alpha_cl import AlphaCLLoss
-from .base import BalancedLoss
+from .base import BalancedLoss, PMLCompatibleLoss
 from .contrastive import BalancedContrastiveLoss
 from .dhel import DHELLoss
 from .kcl import KCLLoss

@@ -87,6 +87,8 @@ class Pairs:
         if not rows:
             empty = torch.empty(0, dtype=torch.long, device=self.device)
             return empty, empty
+        if len(rows) == 1:  # torch.cat would copy: the negative lists can hold ~B^2 pairs
+            return rows[0], cols[0]
         return torch.cat(rows), torch.cat(cols)
 
     def pos_slice(self, r0: int, r1: int) -> slice:
@@ -105,11 +107,13 @@ class Pairs:
         return mask
 
     def block(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pos_count, neg_count), each (r1-r0) x M, for anchor rows r0..r1."""
+        """(pos, neg) for anchor rows r0..r1, each (r1-r0) x M.
+
+        Boolean masks when built from labels (the cheap common case); pair counts of
+        `dtype` when built from a miner's pairs, where a pair may appear twice.
+        """
         if self.from_labels:
-            pos = self._label_mask(r0, r1, positive=True).to(dtype)
-            neg = self._label_mask(r0, r1, positive=False).to(dtype)
-            return pos, neg
+            return self._label_mask(r0, r1, positive=True), self._label_mask(r0, r1, positive=False)
         return (
             self._count_block(self.pos_pairs(), self.pos_slice(r0, r1), r0, r1, dtype),
             self._count_block(self.neg_pairs(), self.neg_slice(r0, r1), r0, r1, dtype),
@@ -156,29 +160,39 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def as_mask(weight: torch.Tensor) -> torch.Tensor:
+    """Boolean view of a mask or a pair-count matrix."""
+    return weight if weight.dtype == torch.bool else weight > 0
+
+
 def masked_logsumexp(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise log(sum_j weight_ij * exp(x_ij)) over entries with weight > 0.
 
-    Returns (lse, has_any). Rows without any weighted entry get lse = 0 and a
-    gradient of exactly 0 (no inf * 0 = NaN in backward).
+    `weight` is a boolean mask or a count matrix. Returns (lse, has_any). Rows
+    without any entry get lse = 0 and a gradient of exactly 0 (no inf * 0 = NaN).
     """
-    keep = weight > 0
+    keep = as_mask(weight)
     has_any = keep.any(dim=1)
     x = x.masked_fill(~keep, float("-inf"))
     row_max = x.amax(dim=1, keepdim=True).detach()
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    total = (weight * torch.exp(x - row_max)).sum(dim=1)
+    e = torch.exp(x - row_max)
+    total = (e if weight.dtype == torch.bool else weight * e).sum(dim=1)
     safe = torch.where(has_any, total, torch.ones_like(total))
     lse = torch.where(has_any, torch.log(safe) + row_max.squeeze(1), torch.zeros_like(total))
     return lse, has_any
 
 
 def masked_mean(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise weighted mean of x; rows with zero total weight give 0."""
-    total = weight.sum(dim=1)
+    """Row-wise weighted mean of x (boolean mask or counts); rows with no weight give 0."""
+    if weight.dtype == torch.bool:
+        total = weight.sum(dim=1).to(x.dtype)
+        weighted = x.masked_fill(~weight, 0.0).sum(dim=1)
+    else:
+        total = weight.sum(dim=1)
+        weighted = (weight * x).sum(dim=1)
     has_any = total > 0
-    mean = (weight * x).sum(dim=1) / torch.where(has_any, total, torch.ones_like(total))
-    return mean, has_any
+    return weighted / torch.where(has_any, total, torch.ones_like(total)), has_any
 
 
 def map_row_blocks(
@@ -209,10 +223,17 @@ def map_row_blocks(
 
 
 def detached_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Batch mean for the recorded loss terms: detached, no host sync."""
+    """Batch mean for the recorded loss terms: detached, no host sync; 0 when empty."""
     x = x.detach()
     if mask is not None:
-        x = x[mask]
+        count = mask.sum()
+        return torch.where(mask, x, torch.zeros_like(x)).sum() / count.clamp(min=1)
     if x.numel() == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
     return x.mean()
+
+
+def nonzero_mean(x: torch.Tensor) -> torch.Tensor:
+    """Detached mean of the non-zero entries (zeros add nothing to the sum)."""
+    x = x.detach()
+    return x.sum() / torch.count_nonzero(x).clamp(min=1)

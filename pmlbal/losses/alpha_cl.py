@@ -81,6 +81,7 @@ class AlphaCLLoss(BalancedLoss):
             s = self.distance(q, refs)
             s = s.to(compute_dtype(s.dtype))
             _, neg = pairs.block(r0, r1, s.dtype)
+            neg = neg.to(s.dtype)
             with torch.no_grad():
                 x = (1.0 - s).clamp(min=0.0) ** self.exponent
                 w = self.pair_weights(x, neg)

@@ -8,7 +8,7 @@ import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ._core import IndicesTuple, Pairs
+from ._core import IndicesTuple, Pairs, compute_dtype
 
 
 def check_positive(name: str, value: float) -> float:
@@ -63,9 +63,12 @@ class BalancedLoss(BaseMetricLossFunction):
             labels=labels,
             ref_labels=ref_labels,
             indices_tuple=indices_tuple,
-            # PML's rule: self-pairs are dropped only when the reference set is the batch itself.
-            exclude_self=ref_labels is labels,
+            exclude_self=self.excludes_self_pairs(embeddings, labels, ref_emb, ref_labels),
         )
+
+    def excludes_self_pairs(self, embeddings, labels, ref_emb, ref_labels) -> bool:
+        """Whether (i, i) is dropped: only when the reference set is the batch itself."""
+        return ref_emb is embeddings
 
     def record_terms(self, pos_term: torch.Tensor, entropy_term: torch.Tensor) -> None:
         self.pos_term = pos_term
@@ -73,8 +76,6 @@ class BalancedLoss(BaseMetricLossFunction):
 
     def logits(self, mat: torch.Tensor, temperature: float) -> torch.Tensor:
         """Similarity / temperature in a safe dtype; distances are negated, as PML does."""
-        from ._core import compute_dtype
-
         mat = mat.to(compute_dtype(mat.dtype))
         if not self.distance.is_inverted:
             mat = -mat
@@ -83,6 +84,15 @@ class BalancedLoss(BaseMetricLossFunction):
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         """Entropy-to-positive gradient weight ratio implied at the uninformed point (see `effective_balance`)."""
         raise NotImplementedError
+
+
+class PMLCompatibleLoss(BalancedLoss):
+    """A balanced loss with a PML counterpart: PML's quirks are kept, so it is a true drop-in."""
+
+    def excludes_self_pairs(self, embeddings, labels, ref_emb, ref_labels) -> bool:
+        # PML decides by the *labels* object: passing ref_labels=labels with a separate
+        # ref_emb drops the (i, i) pairs there too, so we must as well.
+        return ref_labels is labels
 
 
 def _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels) -> None:

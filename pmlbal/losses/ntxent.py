@@ -7,11 +7,11 @@ from pytorch_metric_learning.distances import CosineSimilarity
 
 from ..registry import register
 from ._core import detached_mean, map_row_blocks, masked_logsumexp
-from .base import BalancedLoss, check_choice, check_positive
+from .base import PMLCompatibleLoss, check_choice, check_positive
 
 
 @register("loss")
-class BalancedNTXentLoss(BalancedLoss):
+class BalancedNTXentLoss(PMLCompatibleLoss):
     """NT-Xent with an explicit balance between its positive and entropy terms.
 
     Per positive pair (i, p), with logits l = s / temperature::
@@ -74,7 +74,7 @@ class BalancedNTXentLoss(BalancedLoss):
             _, neg = pairs.block(r0, r1, logits.dtype)
             neg_lse, has_neg = masked_logsumexp(logits, neg)
             if self.negatives == "mean":
-                neg_lse = neg_lse - torch.log(neg.sum(dim=1).clamp(min=1))
+                neg_lse = neg_lse - torch.log(neg.sum(dim=1).clamp(min=1).to(neg_lse.dtype))
             sl = pairs.pos_slice(r0, r1)
             rows = a[sl] - r0
             return logits[rows, p[sl]], neg_lse[rows], has_neg[rows]

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity
-from pytorch_metric_learning.reducers import AvgNonZeroReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import detached_mean, map_row_blocks, masked_logsumexp, masked_mean
-from .base import BalancedLoss, check_positive
+from ._core import as_mask, detached_mean, map_row_blocks, masked_logsumexp, masked_mean
+from .base import PMLCompatibleLoss, check_positive
+from .reducers import NonZeroMeanReducer
 
 
 @register("loss")
-class BalancedSupConLoss(BalancedLoss):
+class BalancedSupConLoss(PMLCompatibleLoss):
     """SupCon with an explicit balance. Per anchor i with at least one positive::
 
         loss_i = -(1/|P(i)|) sum_{p in P(i)} l_ip + balance * log sum_{j in P(i) u N(i)} exp(l_ij)
 
-    with l = s / temperature. One sub-loss ``loss`` per anchor (``element``), default
-    reducer ``AvgNonZeroReducer``: at ``balance=1`` it equals PML's ``SupConLoss``
-    with any reducer, distance or miner. Anchors without a positive contribute 0; a
+    with l = s / temperature. One sub-loss ``loss`` per anchor (``element``). The
+    default reducer averages the non-zero anchors (PML's ``AvgNonZeroReducer`` keeps
+    only losses > 0, which would drop the negative losses ``balance < 1`` allows; on
+    ``balance=1`` the two agree), so at ``balance=1`` it equals PML's ``SupConLoss``
+    with any reducer, distance or miner. Pass PML's ``AvgNonZeroReducer`` explicitly
+    only with ``balance >= 1``. Anchors without a positive contribute 0; a
     batch without any positive or any negative pair gives PML's zero loss.
 
     Args:
@@ -39,7 +42,7 @@ class BalancedSupConLoss(BalancedLoss):
         self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
 
     def get_default_reducer(self):
-        return AvgNonZeroReducer()
+        return NonZeroMeanReducer()
 
     def get_default_distance(self):
         return CosineSimilarity()
@@ -54,9 +57,9 @@ class BalancedSupConLoss(BalancedLoss):
             logits = self.logits(self.distance(q, refs), self.temperature)
             pos, neg = pairs.block(r0, r1, logits.dtype)
             # SupCon's masks are sets: a pair mined twice still counts once (as in PML).
-            pos, neg = pos.clamp(max=1), neg.clamp(max=1)
+            pos, neg = as_mask(pos), as_mask(neg)
             pos_mean, has_pos = masked_mean(logits, pos)
-            lse, _ = masked_logsumexp(logits, pos + neg)
+            lse, _ = masked_logsumexp(logits, pos | neg)
             return -pos_mean, lse, has_pos
 
         pos_term, ent_term, has_pos = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)

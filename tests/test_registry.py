@@ -1,0 +1,87 @@
+"""Registration: by-name creation and acceptance inside PML's wrappers."""
+
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning.utils import distributed as pml_dist
+
+import pmlbal
+from pmlbal.losses import BalancedLoss
+
+LOSS_NAMES = ["AlphaCLLoss", "BalancedContrastiveLoss", "BalancedNTXentLoss", "BalancedSupConLoss", "DHELLoss", "KCLLoss"]
+
+
+def test_every_loss_is_listed_and_reachable_from_pml():
+    assert set(LOSS_NAMES) <= set(pmlbal.list_losses())
+    for name in LOSS_NAMES:
+        assert getattr(pml_losses, name) is pmlbal.get(name)
+
+
+def test_create_by_name_passes_arguments():
+    loss = pmlbal.create("BalancedNTXentLoss", temperature=0.1, balance=0.5)
+    assert isinstance(loss, BalancedLoss) and loss.temperature == 0.1 and loss.balance == 0.5
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match="BalancedNTXentLoss") as err:
+        pmlbal.create("NTXentLos")
+    assert "NTXentLos" in str(err.value)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_accepted_by_self_supervised_loss_and_cross_batch_memory(name):
+    loss = pmlbal.create(name)
+    za, zb = torch.randn(8, 6, requires_grad=True), torch.randn(8, 6)
+    value = pml_losses.SelfSupervisedLoss(loss)(za, zb)
+    assert torch.isfinite(value) and value.requires_grad
+    cbm = pml_losses.CrossBatchMemory(pmlbal.create(name), embedding_size=6, memory_size=32)
+    for step in range(3):
+        emb = torch.randn(8, 6, requires_grad=True)
+        v = cbm(emb, torch.arange(8) % 4)
+        v.backward()
+        assert torch.isfinite(v) and torch.isfinite(emb.grad).all()
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_distributed_wrapper_accepts_outside_distributed(name):
+    wrapper = pml_dist.DistributedLossWrapper(pmlbal.create(name))
+    emb, labels = torch.randn(8, 6), torch.arange(8) % 4
+    with pytest.warns(UserWarning):
+        assert torch.allclose(wrapper(emb, labels), pmlbal.create(name)(emb, labels))
+
+
+def _ddp_worker(rank, world, port, results):
+    import pmlbal  # noqa: F401  (registers into PML in the spawned process)
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(rank)
+    emb = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    labels = torch.arange(8) % 4 + 4 * rank
+    out = []
+    for ours, theirs in [
+        (pmlbal.create("BalancedNTXentLoss", temperature=0.2), pml_losses.NTXentLoss(temperature=0.2)),
+        (pmlbal.create("BalancedContrastiveLoss"), pml_losses.ContrastiveLoss()),
+    ]:
+        for efficient in (False, True):
+            a = pml_dist.DistributedLossWrapper(ours, efficient=efficient)(emb, labels)
+            b = pml_dist.DistributedLossWrapper(theirs, efficient=efficient)(emb, labels)
+            out.append((a.item(), b.item()))
+    results[rank] = out
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_wrapper_matches_pml_on_two_gloo_ranks():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, results), nprocs=2, join=True)
+    for rank in range(2):
+        for a, b in results[rank]:
+            assert a == pytest.approx(b, rel=1e-9)
