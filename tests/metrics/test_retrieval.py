@@ -1,0 +1,142 @@
+"""Retrieval metrics against PML's AccuracyCalculator and a naive per-query loop."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as PMLCalc
+
+from pmlbal.metrics import AccuracyCalculator, retrieval_metrics
+
+PML_NAMES = {"precision_at_1": "precision_at_1", "r_precision": "r_precision", "map_at_r": "mean_average_precision_at_r"}
+
+
+def data(kind, n=400, dim=16, classes=25, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    if kind == "random":
+        return torch.randn(n, dim, generator=g), labels
+    centres = torch.randn(classes, dim, generator=g)
+    return centres[labels] + 0.8 * torch.randn(n, dim, generator=g), labels
+
+
+def pml(query, ql, ref=None, rl=None):
+    calc = PMLCalc(include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu"))
+    return calc.get_accuracy(query, ql, ref, rl) if ref is not None else calc.get_accuracy(query, ql)
+
+
+def naive_recall(query, ql, ref, rl, k, self_ref):
+    hits, n = 0, 0
+    for i in range(len(query)):
+        d = ((ref - query[i]) ** 2).sum(dim=1)
+        cand = [j for j in range(len(ref)) if not (self_ref and j == i)]
+        if not any(rl[j] == ql[i] for j in cand):
+            continue  # lone query
+        n += 1
+        order = sorted(cand, key=lambda j: (float(d[j]), j))[:k]
+        hits += any(rl[j] == ql[i] for j in order)
+    return hits / n
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_self_reference_matches_pml_and_naive(kind, backend):
+    x, y = data(kind)
+    ours = retrieval_metrics(x, y, backend=backend)
+    theirs = pml(x, y)
+    for name, pml_name in PML_NAMES.items():
+        assert ours[name] == pytest.approx(theirs[pml_name], abs=1e-12)
+    for k in (1, 2, 4, 8):
+        assert ours[f"recall@{k}"] == pytest.approx(naive_recall(x, y, x, y, k, True), abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_separate_reference_with_lone_queries_and_singletons(backend):
+    q, ql = data("clustered", n=300, seed=1)
+    r, rl = data("clustered", n=200, seed=2)
+    ql = ql.clone()
+    ql[:7] = 999  # lone: class absent from the reference set
+    rl = rl.clone()
+    rl[:3] = torch.tensor([500, 501, 502])  # singleton reference classes
+    ql[7:10] = torch.tensor([500, 501, 502])
+    ours = retrieval_metrics(q, ql, r, rl, backend=backend)
+    theirs = pml(q, ql, r, rl)
+    assert ours["lone_queries"] == 7
+    for name, pml_name in PML_NAMES.items():
+        assert ours[name] == pytest.approx(theirs[pml_name], abs=1e-12)
+    assert ours["recall@4"] == pytest.approx(naive_recall(q, ql, r, rl, 4, False), abs=1e-12)
+
+
+def test_self_reference_singletons_are_lone():
+    x, y = data("clustered", n=120)
+    y = y.clone()
+    y[:5] = torch.arange(100, 105)  # each alone in the set: no other item of its class
+    ours = retrieval_metrics(x, y)
+    assert ours["lone_queries"] == 5
+    assert ours["map_at_r"] == pytest.approx(pml(x, y)["mean_average_precision_at_r"], abs=1e-12)
+
+
+def test_backends_agree_and_blocks_do_not_matter():
+    x, y = data("clustered", n=700, dim=32, classes=40, seed=4)
+    a = retrieval_metrics(x, y, backend="faiss", ks=(1, 10, 100))
+    b = retrieval_metrics(x, y, backend="torch", ks=(1, 10, 100), block_size=37)
+    assert a.keys() == b.keys()
+    for key in a:  # per-block float sums differ only in the last bit
+        assert a[key] == pytest.approx(b[key], abs=1e-12)
+
+
+def test_duplicates_are_neighbours_not_self():
+    # The query is removed by index: an exact duplicate of it still counts as a neighbour.
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.1]])
+    y = torch.tensor([0, 0, 1, 1])
+    out = retrieval_metrics(x, y, ks=(1,))
+    assert out["recall@1"] == 1.0 and out["map_at_r"] == 1.0
+
+
+def test_inner_product_metric_and_numpy_input():
+    x, y = data("clustered")
+    x = torch.nn.functional.normalize(x, dim=1)
+    a = retrieval_metrics(x.numpy(), y.numpy(), metric="inner_product", backend="torch")
+    b = retrieval_metrics(x, y, metric="euclidean", backend="faiss")
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=1e-9)
+
+
+def test_accuracy_calculator_adds_recall_and_keeps_pml_values():
+    x, y = data("clustered")
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_k"),
+        recall_ks=(1, 2, 4, 8), k="max_bin_count", device=torch.device("cpu"),
+    )
+    ours = calc.get_accuracy(x, y)
+    theirs = pml(x, y)
+    for pml_name in PML_NAMES.values():
+        assert ours[pml_name] == pytest.approx(theirs[pml_name], abs=1e-12)
+    ref = retrieval_metrics(x, y)
+    for k in (1, 2, 4, 8):
+        assert ours[f"recall_at_{k}"] == pytest.approx(ref[f"recall@{k}"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(4)), "one label per query"),
+        (lambda: retrieval_metrics(torch.randn(5), torch.zeros(5)), "2-D"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), torch.randn(5, 4), torch.zeros(5)), "dimension"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(1, 5)), "larger than the reference"),
+        (lambda: retrieval_metrics(torch.tensor([[math.nan, 0.0], [0.0, 1.0]]), torch.zeros(2), ks=(1,)), "NaN"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), torch.randn(4, 3), torch.zeros(3)), "reference_labels"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(0,)), "positive"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(1,), backend="annoy"), "backend"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(1,), include=("ndcg",)), "unknown metrics"),
+    ],
+)
+def test_bad_input(call, word):
+    with pytest.raises(ValueError, match=word):
+        call()
+
+
+def test_all_lone_gives_nan_not_crash():
+    out = retrieval_metrics(torch.randn(4, 3), torch.arange(4), ks=(1,))
+    assert out["lone_queries"] == 4 and np.isnan(out["recall@1"])
