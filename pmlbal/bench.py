@@ -1,0 +1,80 @@
+"""Run the harness for each loss and seed, skipping runs whose record already exists."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import asdict, replace
+from typing import Any, Callable
+
+from .records import config_key, find_existing
+from .train import TrainConfig, train
+
+#: The main job's line-up: PML baselines next to pmlbal's losses.
+DEFAULT_LOSSES = (
+    "NTXentLoss(temperature=0.1)",
+    "BalancedNTXentLoss(temperature=0.1, balance=0.5, negatives=mean)",
+    "ContrastiveLoss",
+    "BalancedContrastiveLoss(aggregation=mean)",
+    "DHELLoss",
+    "KCLLoss",
+)
+
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+
+
+def parse_loss_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"Name(key=value, ...)"`` -> (name, kwargs); values are Python literals or bare words."""
+    m = _SPEC.match(spec)
+    if not m:
+        raise ValueError(f"bad loss spec {spec!r}; expected Name or Name(key=value, ...)")
+    name, body = m.group(1), (m.group(2) or "").strip()
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        if "=" not in part:
+            raise ValueError(f"bad argument {part!r} in loss spec {spec!r}; expected key=value")
+        key, value = (s.strip() for s in part.split("=", 1))
+        kwargs[key] = parse_value(value)
+    return name, kwargs
+
+
+def parse_value(value: str) -> Any:
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, keeping commas inside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [s.strip() for s in out if s.strip()]
+
+
+def run_bench(base: TrainConfig, losses: list[str], seeds: int,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records."""
+    records = []
+    plan = [(spec, seed) for spec in losses for seed in range(seeds)]
+    for n, (spec, seed) in enumerate(plan, 1):
+        name, kwargs = parse_loss_spec(spec)
+        cfg = replace(base, loss=name, loss_kwargs=kwargs, seed=seed).resolved()
+        existing = find_existing(cfg.results_dir, config_key(asdict(cfg)), seed)
+        if existing is not None:
+            log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")
+            records.append(existing)
+            continue
+        record = train(cfg)
+        log(f"[{n}/{len(plan)}] {spec} seed {seed}: Recall@1 {record['final']['recall@1']:.4f} "
+            f"MAP@R {record['final']['map_at_r']:.4f} in {record['wall_time_s']:.0f}s")
+        records.append(record)
+    return records

@@ -1,0 +1,190 @@
+"""The `pmlbal` command line: thin click commands over the library."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from .data import DATASETS, SPLITS
+
+DATASET = click.Choice(sorted(DATASETS))
+POSITIVE_INT = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+def _fail(err: Exception) -> None:
+    raise click.ClickException(str(err))
+
+
+def _train_options(f):
+    options = [
+        click.option("--dataset", type=DATASET, default="digits", show_default=True, help="Data set to train and evaluate on."),
+        click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder holding the data set's official layout (not needed for digits)."),
+        click.option("--backbone", default=None, help="timm model name (default: per data set)."),
+        click.option("--pretrained", default=None, help="'timm' or a local state-dict file; random init if omitted."),
+        click.option("--embedding-dim", type=POSITIVE_INT, default=None, help="Embedding size."),
+        click.option("--epochs", type=POSITIVE_INT, default=None, help="Training epochs."),
+        click.option("--batch-size", type=POSITIVE_INT, default=None, help="Batch size (P classes x m samples)."),
+        click.option("--samples-per-class", type=click.IntRange(min=2), default=None, help="m, samples per class in a batch."),
+        click.option("--lr", type=POSITIVE_FLOAT, default=None, help="AdamW learning rate."),
+        click.option("--eval-split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+                     help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
+        click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Evaluate every N epochs as well as at the end (0: only at the end)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+        click.option("--freeze-bn", is_flag=True, help="Freeze BatchNorm statistics and affine parameters."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+                     help="Run records go to DIR/runs/."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Decoded-image cache (default ~/.cache/pmlbal or $PMLBAL_CACHE)."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _base_config(**kw):
+    from .train import TrainConfig
+
+    train_split = "train-sub" if kw["eval_split"] == "val" else "train"
+    return TrainConfig(
+        dataset=kw["dataset"], root=kw["root"], backbone=kw["backbone"], pretrained=kw["pretrained"],
+        embedding_dim=kw["embedding_dim"], epochs=kw["epochs"], batch_size=kw["batch_size"],
+        samples_per_class=kw["samples_per_class"], lr=kw["lr"], train_split=train_split, eval_split=kw["eval_split"],
+        eval_every=kw["eval_every"], device=kw["device"], compile=kw["compile_"], freeze_bn=kw["freeze_bn"],
+        results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pmlbal")
+def main() -> None:
+    """pmlbal: balanced, fast, tuned contrastive losses for pytorch-metric-learning."""
+
+
+@main.command()
+@_train_options
+@click.option("--loss", default="BalancedNTXentLoss", show_default=True,
+              help="pmlbal or PML loss class name, optionally with arguments: 'Name(key=value, ...)'.")
+@click.option("--loss-arg", multiple=True, metavar="KEY=VALUE", help="Extra loss argument (repeatable).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+def train(loss, loss_arg, seed, **kw):
+    """Train one model, evaluate it and write its run record."""
+    from .bench import parse_loss_spec, parse_value
+    from .data import CorruptImageError, DatasetLayoutError
+    from .train import train as run_train
+
+    try:
+        name, kwargs = parse_loss_spec(loss)
+        for item in loss_arg:
+            if "=" not in item:
+                raise ValueError(f"--loss-arg expects KEY=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            kwargs[key.strip()] = parse_value(value.strip())
+        cfg = replace(_base_config(**kw), loss=name, loss_kwargs=kwargs, seed=seed)
+        record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"))
+    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+        _fail(err)
+    f = record["final"]
+    click.echo(" ".join(f"{k}={v:.4f}" for k, v in f.items() if isinstance(v, float)))
+    click.echo(f"record: {record['path']}")
+
+
+@main.command()
+@_train_options
+@click.option("--losses", default="default", show_default=True,
+              help="'default' (the main job's six losses), 'all' (every pmlbal loss) or a comma list of specs.")
+@click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="Seeds per loss.")
+def bench(losses, seeds, **kw):
+    """Train every loss for every seed (skipping recorded runs), then print the leaderboard."""
+    from .bench import DEFAULT_LOSSES, run_bench, split_specs
+    from .data import CorruptImageError, DatasetLayoutError
+    from .leaderboard import write_leaderboards
+    from .registry import list_losses
+
+    specs = list(DEFAULT_LOSSES) if losses == "default" else list_losses() if losses == "all" else split_specs(losses)
+    try:
+        run_bench(_base_config(**kw), specs, seeds, log=click.echo)
+        boards = write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
+    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+        _fail(err)
+    click.echo(Path(kw["results_dir"], f"{kw['dataset']}.md").read_text() if boards else "no records")
+
+
+@main.command()
+@_train_options
+@click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss class name (must take 'balance').")
+@click.option("--balance", "balances", default="0.25,0.5,1,2,4", show_default=True, help="Comma list of balances.")
+@click.option("--batch-sizes", default=None, help="Comma list of batch sizes (default: the data set's).")
+@click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True)
+def sweep(loss, balances, batch_sizes, seeds, **kw):
+    """Recall@1 across balance x batch size: one run per cell, then the leaderboard and its plot."""
+    from .bench import run_bench
+    from .leaderboard import write_leaderboards
+
+    try:
+        bals = [float(b) for b in balances.split(",")]
+        sizes = [int(b) for b in batch_sizes.split(",")] if batch_sizes else [None]
+    except ValueError:
+        _fail(ValueError(f"--balance and --batch-sizes take comma lists of numbers, got {balances!r} / {batch_sizes!r}"))
+    try:
+        for size in sizes:
+            base = replace(_base_config(**kw), batch_size=size)
+            run_bench(base, [f"{loss}(balance={b})" for b in bals], seeds, log=click.echo)
+        write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
+    except ValueError as err:
+        _fail(err)
+    click.echo(f"plot: {Path(kw['results_dir'], kw['dataset'] + '_balance.png')}")
+
+
+@main.command()
+@click.option("--dataset", type=DATASET, default=None, help="Only this data set (default: every one with records).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--seeds", type=POSITIVE_INT, default=None, help="Seeds a complete row should have (rows with fewer are marked).")
+@click.option("--no-plots", is_flag=True, help="Tables only.")
+def leaderboard(dataset, results_dir, seeds, no_plots):
+    """Rebuild DIR/<dataset>.md/.csv, plots and DIR/README.md from DIR/runs/*.json."""
+    from .leaderboard import write_leaderboards
+
+    boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
+                                warn=lambda m: click.echo(m, err=True))
+    if not boards:
+        raise click.ClickException(f"no usable run records under {Path(results_dir) / 'runs'}")
+    for ds in boards:
+        click.echo(Path(results_dir, f"{ds}.md").read_text())
+
+
+@main.group()
+def datasets():
+    """Data set utilities."""
+
+
+@datasets.command("check")
+@click.argument("name", type=DATASET)
+@click.argument("root", type=click.Path(file_okay=False), required=False)
+@click.option("--decode", is_flag=True, help="Also open every image (slow), reporting unreadable files by path.")
+def datasets_check(name, root, decode):
+    """Verify NAME's layout under ROOT: image and class counts per split; exit 1 naming what is wrong."""
+    from .data import CorruptImageError, DatasetLayoutError, create
+
+    try:
+        for split in SPLITS:
+            ds = create(name, root, split)
+            missing = [p for p in ds.paths if not name == "digits" and not Path(p).is_file()]
+            if missing:
+                raise DatasetLayoutError(f"{name}: {len(missing)} image file(s) missing, first: {missing[0]}")
+            if decode:
+                for i in range(len(ds)):
+                    ds.load_image(i)
+            click.echo(f"{name} {split:<9} {len(ds):>7} images {ds.num_classes:>6} classes")
+    except (DatasetLayoutError, CorruptImageError, ValueError) as err:
+        _fail(err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""One loader base for every data set: official layout -> (image source, labels), class splits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SPLITS = ("train", "test", "train-sub", "val")
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """A data set's files are missing or malformed; the message names the file and the layout."""
+
+
+class CorruptImageError(OSError):
+    """An image file could not be decoded; the message names its path."""
+
+
+class RetrievalDataset:
+    """A zero-shot retrieval split: images of train classes or of held-out test classes.
+
+    ``split``: ``train`` and ``test`` are the standard class-disjoint halves;
+    ``train-sub`` and ``val`` divide the train classes again (the last
+    ``val_fraction`` of them, at least 2, form ``val``), so hyper-parameters are
+    chosen without ever touching test classes. Subclasses fill ``paths`` and
+    ``labels`` for the whole train or test half in ``_load(half)``.
+    """
+
+    name = "base"
+    val_fraction = 0.2
+    layout = ""
+
+    def __init__(self, root: str | Path | None, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root = Path(root) if root is not None else None
+        self.split = split
+        half = "test" if split == "test" else "train"
+        paths, labels = self._load(half)
+        labels = np.asarray(labels, dtype=np.int64)
+        if split in ("train-sub", "val"):
+            classes = np.unique(labels)
+            n_val = max(2, math.ceil(len(classes) * self.val_fraction))
+            val_classes = classes[-n_val:]
+            keep = np.isin(labels, val_classes) == (split == "val")
+            paths = [p for p, k in zip(paths, keep) if k]
+            labels = labels[keep]
+        self.paths: list[str] = list(paths)
+        self.labels: np.ndarray = labels
+
+    def _load(self, half: str) -> tuple[list[str], np.ndarray]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(np.unique(self.labels))
+
+    def load_image(self, i: int) -> Image.Image:
+        """The i-th image as RGB (grayscale and CMYK files are converted)."""
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise DatasetLayoutError(f"{self.name}: missing image {path} (expected {self.layout})") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise CorruptImageError(f"{self.name}: cannot decode image {path}: {err}") from None
+
+    def fingerprint(self) -> str:
+        """Identifies the exact file list and labels, so a changed data set gets a fresh cache."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for p, y in zip(self.paths, self.labels.tolist()):
+            h.update(f"{p}\t{y}\n".encode())
+        return h.hexdigest()[:16]
+
+    def _require(self, relative: str) -> Path:
+        if self.root is None:
+            raise DatasetLayoutError(f"{self.name}: a root folder is required (expected {self.layout})")
+        path = self.root / relative
+        if not path.exists():
+            raise DatasetLayoutError(f"{self.name}: missing {relative} under {self.root} (expected {self.layout})")
+        return path
+
+
+def class_range_mask(labels: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return (labels >= lo) & (labels <= hi)

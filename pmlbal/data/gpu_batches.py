@@ -1,0 +1,77 @@
+"""Batches prepared on the device: a uint8 image bank, augmentation as tensor ops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+
+class ImageBank:
+    """All images of a split as one uint8 NCHW tensor on the device (pinned host memory as fallback)."""
+
+    def __init__(self, images: np.ndarray, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        # np.array copies the read-only memmap into memory, which torch needs anyway.
+        data = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if data.numel() < 0.5 * free:
+                data = data.to(self.device)
+            else:  # too large for the card: keep it pinned and copy each batch asynchronously
+                data = data.pin_memory()
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(self.data.device)
+        return self.data[idx].to(self.device, non_blocking=True)
+
+
+def random_resized_crop_flip(
+    images: torch.Tensor,
+    out_size: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop + RandomHorizontalFlip for a whole uint8 batch at once.
+
+    One crop box per image (area fraction in `scale`, log-uniform aspect in `ratio`),
+    bilinear resampling with `roi_align`; returns float32 NCHW in [0, 255].
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    u = torch.rand(b, 4, generator=generator, device="cpu").to(dev)
+    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * h * w
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    aspect = torch.exp(log_r)
+    cw = torch.sqrt(area * aspect).clamp(max=w)
+    ch = torch.sqrt(area / aspect).clamp(max=h)
+    x0 = (w - cw) * u[:, 2]
+    y0 = (h - ch) * u[:, 3]
+    boxes = torch.stack([torch.arange(b, device=dev, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
+    out = roi_align(images.float(), boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def center_crop_resize(images: torch.Tensor, out_size: int, crop_fraction: float = 0.875) -> torch.Tensor:
+    """Evaluation transform: centre crop of `crop_fraction` of the side, resized to out_size."""
+    _, _, h, w = images.shape
+    ch, cw = round(h * crop_fraction), round(w * crop_fraction)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = images[:, :, top : top + ch, left : left + cw].float()
+    return F.interpolate(crop, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """[0, 255] -> the backbone's normalisation (mean/std in [0, 1] units, as timm gives them)."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) * 255.0
+    return (x - m) / s
