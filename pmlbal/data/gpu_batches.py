@@ -43,7 +43,8 @@ def random_resized_crop_flip(
     """torchvision's RandomResizedCrop + RandomHorizontalFlip for a whole uint8 batch at once.
 
     One crop box per image (area fraction in `scale`, log-uniform aspect in `ratio`),
-    bilinear resampling with `roi_align`; returns float32 NCHW in [0, 255].
+    bilinear resampling with `roi_align` (adaptive sampling: ceil(box/out) points per output
+    pixel, so downscaling is anti-aliased and a full-size crop is exact); float32 NCHW in [0, 255].
     """
     b, _, h, w = images.shape
     dev = images.device
@@ -56,7 +57,7 @@ def random_resized_crop_flip(
     x0 = (w - cw) * u[:, 2]
     y0 = (h - ch) * u[:, 3]
     boxes = torch.stack([torch.arange(b, device=dev, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
-    out = roi_align(images.float(), boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    out = roi_align(images.float(), boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 

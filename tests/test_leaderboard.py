@@ -1,0 +1,97 @@
+"""Records and leaderboards: rebuilt identically, bad records skipped by path, atomic unique writes, PNGs."""
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from pmlbal.leaderboard import build_rows, write_leaderboards
+from pmlbal.plots import balance_sweep_series
+from pmlbal.records import SCHEMA_VERSION, RecordError, config_key, new_run_id, read_record, write_record
+
+
+def fake_record(loss="BalancedNTXentLoss", seed=0, r1=0.8, balance=None, batch=50):
+    kwargs = {} if balance is None else {"balance": balance}
+    cfg = {"dataset": "digits", "loss": loss, "loss_kwargs": kwargs, "seed": seed, "backbone": "resnet10t",
+           "embedding_dim": 64, "batch_size": batch, "epochs": 2, "eval_split": "test"}
+    final = {"recall@1": r1, "recall@2": r1 + 0.05, "recall@4": r1 + 0.1, "recall@8": r1 + 0.12,
+             "map_at_r": r1 / 2, "r_precision": r1 / 1.5}
+    return {"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg), "config": cfg, "config_key": config_key(cfg),
+            "seed": seed, "command": f"pmlbal train --loss {loss}", "final": final, "train_time_s": 3.0,
+            "device": "CPU", "steps": [{"loss": 1.0, "pos_term": -1.0, "entropy_term": 2.0}] * 3}
+
+
+def test_rows_mean_std_and_order(tmp_path):
+    for seed, r1 in enumerate([0.8, 0.9]):
+        write_record(fake_record(seed=seed, r1=r1), tmp_path)
+    write_record(fake_record(loss="NTXentLoss", r1=0.95), tmp_path)
+    boards = write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)
+    rows = boards["digits"]
+    assert [r["loss"] for r in rows] == ["NTXentLoss", "BalancedNTXentLoss"]
+    assert rows[1]["recall@1"][0] == pytest.approx(0.85) and rows[1]["recall@1"][1] == pytest.approx(0.05)
+    md = (tmp_path / "digits.md").read_text()
+    assert "95.00 ± 0.00" in md and "| 1 † |" in md and "| 2 |" in md
+    assert "digits" in (tmp_path / "README.md").read_text()
+
+
+def test_rebuilt_identically(tmp_path):
+    for seed in range(3):
+        write_record(fake_record(seed=seed, r1=0.7 + 0.01 * seed), tmp_path)
+    write_leaderboards(tmp_path, plots=False)
+    first = {p.name: p.read_bytes() for p in tmp_path.glob("*.*")}
+    write_leaderboards(tmp_path, plots=False)
+    assert first == {p.name: p.read_bytes() for p in tmp_path.glob("*.*")}
+
+
+def test_bad_records_are_reported_by_path_and_skipped(tmp_path):
+    write_record(fake_record(), tmp_path)
+    runs = tmp_path / "runs"
+    (runs / "broken.json").write_text("{not json")
+    old = fake_record()
+    old["schema"] = 0
+    (runs / "old.json").write_text(json.dumps(old))
+    missing = fake_record()
+    del missing["final"]
+    (runs / "missing.json").write_text(json.dumps(missing))
+    warnings = []
+    boards = write_leaderboards(tmp_path, plots=False, warn=warnings.append)
+    assert len(boards["digits"]) == 1
+    text = "\n".join(warnings)
+    assert "broken.json" in text and "old.json" in text and "schema" in text
+    assert "missing.json" in text and "final" in text
+    with pytest.raises(RecordError, match="missing field"):
+        read_record(runs / "missing.json")
+
+
+def _writer(args):
+    results_dir, seed = args
+    return str(write_record(fake_record(seed=seed), results_dir))
+
+
+def test_concurrent_writers_never_overwrite(tmp_path):
+    with mp.get_context("spawn").Pool(4) as pool:
+        paths = pool.map(_writer, [(str(tmp_path), 0)] * 16)
+    assert len(set(paths)) == 16 and len(list((tmp_path / "runs").glob("*.json"))) == 16
+    for p in paths:
+        read_record(p)
+    assert not list((tmp_path / "runs").glob(".*"))
+
+
+def test_plots_are_pngs_with_expected_series(tmp_path):
+    from pmlbal import plots
+
+    for bal in (0.5, 1.0, 2.0):
+        for batch in (20, 50):
+            write_record(fake_record(balance=bal, batch=batch, r1=0.5 + 0.1 * bal), tmp_path)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    series = balance_sweep_series(records)
+    assert set(series) == {("BalancedNTXentLoss", 20), ("BalancedNTXentLoss", 50)}
+    assert [b for b, _ in series[("BalancedNTXentLoss", 20)]] == [0.5, 1.0, 2.0]
+    rows = build_rows(records, "digits")
+    assert plots.plot_recall_bars(tmp_path / "bars.png", "digits", rows) == ["R@1", "R@2", "R@4", "R@8"]
+    assert plots.plot_balance_sweep(tmp_path / "bal.png", "digits", records) == [
+        "BalancedNTXentLoss, batch 20", "BalancedNTXentLoss, batch 50"]
+    assert len(plots.plot_loss_terms(tmp_path / "terms.png", "digits", rows, records)) == len(rows)
+    for name in ("bars.png", "bal.png", "terms.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
