@@ -1,0 +1,5 @@
+"""PML miners: BalancedPairMiner."""
+
+from .balanced_pair import BalancedPairMiner
+
+__all__ = ["BalancedPairMiner"]
