@@ -4,7 +4,7 @@ Importing pmlbal registers every loss, miner and sampler into PML's own modules,
 so `pytorch_metric_learning.losses.BalancedNTXentLoss` works after `import pmlbal`.
 """
 
-from . import losses, metrics, miners
+from . import losses, metrics, miners, samplers
 from .registry import create, get, list_losses, list_miners, list_samplers
 
 __version__ = "0.1.0"

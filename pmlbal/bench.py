@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 from .records import config_key, find_existing
-from .train import TrainConfig, train
+from .train import TrainConfig, identity, train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
 DEFAULT_LOSSES = (
@@ -68,7 +68,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     for n, (spec, seed) in enumerate(plan, 1):
         name, kwargs = parse_loss_spec(spec)
         cfg = replace(base, loss=name, loss_kwargs=kwargs, seed=seed).resolved()
-        existing = find_existing(cfg.results_dir, config_key(asdict(cfg)), seed)
+        existing = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
         if existing is not None:
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")
             records.append(existing)

@@ -35,6 +35,10 @@ def _train_options(f):
                      help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
         click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Evaluate every N epochs as well as at the end (0: only at the end)."),
+        click.option("--sampler", type=click.Choice(["m-per-class", "spectral"]), default="m-per-class",
+                     show_default=True, help="Batches: random P classes x m, or spectral clusters of confusable classes."),
+        click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
+                     help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
         click.option("--freeze-bn", is_flag=True, help="Freeze BatchNorm statistics and affine parameters."),
@@ -56,7 +60,7 @@ def _base_config(**kw):
         dataset=kw["dataset"], root=kw["root"], backbone=kw["backbone"], pretrained=kw["pretrained"],
         embedding_dim=kw["embedding_dim"], epochs=kw["epochs"], batch_size=kw["batch_size"],
         samples_per_class=kw["samples_per_class"], lr=kw["lr"], train_split=train_split, eval_split=kw["eval_split"],
-        eval_every=kw["eval_every"], device=kw["device"], compile=kw["compile_"], freeze_bn=kw["freeze_bn"],
+        eval_every=kw["eval_every"], sampler=kw["sampler"], resample_every=kw["resample_every"], device=kw["device"], compile=kw["compile_"], freeze_bn=kw["freeze_bn"],
         results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
     )
 

@@ -59,6 +59,8 @@ class TrainConfig:
     train_split: str = "train"
     eval_split: str = "test"
     eval_every: int = 0
+    sampler: str = "m-per-class"
+    resample_every: int = 1
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -88,9 +90,21 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {cfg.lr}")
         if cfg.input_size > cfg.cache_size:
             raise ValueError(f"input_size ({cfg.input_size}) cannot exceed cache_size ({cfg.cache_size})")
+        if cfg.sampler not in ("m-per-class", "spectral"):
+            raise ValueError(f"sampler must be 'm-per-class' or 'spectral', got {cfg.sampler!r}")
+        if cfg.resample_every < 1:
+            raise ValueError(f"resample_every must be >= 1, got {cfg.resample_every}")
         if cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test"):
             raise ValueError("train_split must be train|train-sub and eval_split val|test")
         return cfg
+
+
+def identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields that make a run distinct: those off the dataclass default (so adding an
+    option with a default keeps the identity, and the resumability, of earlier records)."""
+    defaults = TrainConfig()
+    keep = {"dataset", "loss", "loss_kwargs", "seed"}
+    return {k: v for k, v in asdict(cfg).items() if k in keep or v != getattr(defaults, k)}
 
 
 def make_loss(name: str, **kwargs: Any) -> torch.nn.Module:
@@ -137,12 +151,16 @@ def class_balanced_batches(labels: np.ndarray, batch_size: int, m: int, seed: in
 
 @torch.no_grad()
 def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch.device,
-          batch_size: int = 256, amp: bool = False) -> torch.Tensor:
-    """Evaluation embeddings (centre crop, L2-normalised), in fp32."""
+          batch_size: int = 256, amp: bool = False, augment: torch.Generator | None = None) -> torch.Tensor:
+    """L2-normalised fp32 embeddings of the whole bank: centre crops, or training augmentations with `augment`."""
     model.eval()
     out = []
     for i in range(0, len(bank), batch_size):
-        x = center_crop_resize(bank.take(torch.arange(i, min(i + batch_size, len(bank)))), input_size)
+        images = bank.take(torch.arange(i, min(i + batch_size, len(bank))))
+        if augment is None:
+            x = center_crop_resize(images, input_size)
+        else:
+            x = random_resized_crop_flip(images, input_size, augment)
         x = normalize(x, model.mean, model.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             z = model(x.contiguous(memory_format=torch.channels_last) if amp else x)
@@ -217,9 +235,22 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
     initial = evaluate(model, eval_bank, eval_set.labels, cfg, device)
     t_start, images_seen, train_time = time.perf_counter(), 0, 0.0
     bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True, leave=False)
+    spectral = None
+    if cfg.sampler == "spectral":
+        from .samplers import SpectralBatchSampler
+
+        spectral = SpectralBatchSampler(train_set.labels, batch_size=cfg.batch_size,
+                                        samples_per_class=cfg.samples_per_class, seed=cfg.seed)
     for epoch in range(1, cfg.epochs + 1):
+        if spectral is not None:
+            if (epoch - 1) % cfg.resample_every == 0:
+                # Fresh augmentations, no gradient: the embeddings the next batches are chosen by.
+                spectral.update(embed(model, train_bank, cfg.input_size, device, amp=amp, augment=gen))
+            batches = [np.asarray(b) for b in spectral]
+        else:
+            batches = class_balanced_batches(train_set.labels, cfg.batch_size, cfg.samples_per_class,
+                                             cfg.seed * 1000 + epoch)
         model.train()
-        batches = class_balanced_batches(train_set.labels, cfg.batch_size, cfg.samples_per_class, cfg.seed * 1000 + epoch)
         epoch_loss = []
         t0 = time.perf_counter()
         for idx in batches:
@@ -262,7 +293,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         schema=SCHEMA_VERSION,
         run_id=new_run_id(cfg_dict),
         config=cfg_dict,
-        config_key=config_key(cfg_dict),
+        config_key=config_key(identity(cfg)),
         seed=cfg.seed,
         command=command_for(cfg),
         initial=initial,

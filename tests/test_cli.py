@@ -81,3 +81,25 @@ def test_cli_train_on_miniature_sop_layout(tmp_path):
     assert "recall@1=" in result.output
     caches = list((tmp_path / "cache").glob("*.npy"))
     assert len(caches) == 2  # train and test decoded once
+
+
+@pytest.mark.slow
+def test_train_with_spectral_sampler_resamples_each_epoch(tmp_path, monkeypatch):
+    from pmlbal.samplers import SpectralBatchSampler
+
+    updates = []
+    original = SpectralBatchSampler.update
+
+    def spy(self, embeddings, *args):
+        updates.append(tuple(embeddings.shape))
+        return original(self, embeddings, *args)
+
+    monkeypatch.setattr(SpectralBatchSampler, "update", spy)
+    args = ["train", "--dataset", "digits", "--sampler", "spectral", "--resample-every", "1", "--epochs", "2",
+            "--batch-size", "20", "--samples-per-class", "10", "--results-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert updates == [(901, 64), (901, 64)]
+    record = json.loads(open(next((tmp_path / "runs").glob("*.json"))).read())
+    assert record["config"]["sampler"] == "spectral" and "--sampler spectral" in record["command"]

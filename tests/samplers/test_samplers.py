@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import samplers as pml_samplers
+
+import pmlbal
+from pmlbal.samplers import OSGDBatchSampler, SpectralBatchSampler
+from pmlbal.samplers.osgd import batch_infonce
+
+
+def views(n=480, d=16, clusters=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, d, generator=g) * 2
+    c = torch.arange(n) % clusters
+    u = centres[c] + 0.7 * torch.randn(n, d, generator=g)
+    v = u + 0.3 * torch.randn(n, d, generator=g)
+    return u, v
+
+
+def mean_batch_loss(batches, u, v, tau=0.1):
+    s = 1 / np.sqrt(tau)
+    uu, vv = F.normalize(u, dim=1) * s, F.normalize(v, dim=1) * s
+    idx = torch.tensor(np.array([b for b in batches]))
+    return float(batch_infonce(uu[idx], vv[idx]).mean())
+
+
+def test_self_supervised_batches_exact_and_once_per_epoch():
+    u, v = views(n=500)
+    sampler = SpectralBatchSampler(batch_size=16, k=6, num_samples=500, seed=3)
+    sampler.update(u, v)
+    batches = list(sampler)
+    assert all(len(b) == 16 for b in batches)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) == 500 - 500 % (6 * 16)  # remainder of a k*B chunk dropped
+    left_out = set(range(500)) - set(flat)
+    sampler.update(u, v)
+    assert set(range(500)) - {i for b in sampler for i in b} != left_out  # the dropped ones rotate
+
+
+def test_same_seed_same_batches():
+    u, v = views()
+    a, b = (SpectralBatchSampler(batch_size=16, k=5, num_samples=480, seed=1) for _ in range(2))
+    assert list(a) == list(b)
+    a.update(u, v)
+    b.update(u, v)
+    assert list(a) == list(b)
+
+
+def test_spectral_batches_have_higher_loss_than_random():
+    u, v = views()
+    sampler = SpectralBatchSampler(batch_size=16, k=10, num_samples=480, seed=0)
+    random_loss = mean_batch_loss(list(sampler), u, v)
+    sampler.update(u, v)
+    assert mean_batch_loss(list(sampler), u, v) > random_loss + 0.3
+
+
+def test_labelled_mode_groups_confusable_classes():
+    u, _ = views(n=640, clusters=8)
+    # 32 classes: each of the 8 clusters holds 4 classes that are hard to tell apart
+    labels = (torch.arange(640) % 32).numpy()
+    centre_of_class = torch.randn(8, 16) * 3
+    emb = centre_of_class[torch.from_numpy(labels % 8)] + 0.3 * torch.randn(640, 16)
+    sampler = SpectralBatchSampler(labels, batch_size=16, samples_per_class=4, k=8, seed=0)
+    sampler.update(emb)
+    batches = list(sampler)
+    assert len(batches) == 640 // 16
+    for b in batches:
+        classes, counts = np.unique(labels[b], return_counts=True)
+        assert len(b) == 16 and len(classes) == 4 and (counts == 4).all()
+    same_cluster = np.mean([len(np.unique(labels[b] % 8)) == 1 for b in batches])
+    assert same_cluster > 0.8  # batches gather classes of one confusable cluster
+
+
+def test_osgd_keeps_high_loss_batches():
+    u, v = views()
+    sampler = OSGDBatchSampler(480, batch_size=16, pool=10, top_q=3, seed=0)
+    random_loss = mean_batch_loss(list(sampler), u, v)
+    sampler.update(u, v)
+    batches = list(sampler)
+    assert len(batches) == 9 and all(len(b) == 16 for b in batches)
+    assert mean_batch_loss(batches, u, v) > random_loss
+
+
+def test_registered_in_pml():
+    assert pml_samplers.SpectralBatchSampler is SpectralBatchSampler
+    assert {"SpectralBatchSampler", "OSGDBatchSampler"} <= set(pmlbal.list_samplers())
+
+
+@pytest.mark.parametrize(
+    "ctor, word",
+    [
+        (lambda: SpectralBatchSampler(np.arange(40) % 5, batch_size=10, samples_per_class=4), "multiple"),
+        (lambda: SpectralBatchSampler(np.arange(40) % 2, batch_size=12, samples_per_class=4), "classes"),
+        (lambda: SpectralBatchSampler(batch_size=8), "num_samples"),
+        (lambda: SpectralBatchSampler(batch_size=8, num_samples=40, temperature=0), "temperature"),
+        (lambda: OSGDBatchSampler(40, batch_size=8, pool=4, top_q=5), "top_q"),
+    ],
+)
+def test_bad_arguments(ctor, word):
+    with pytest.raises(ValueError, match=word):
+        ctor()
+
+
+def test_update_checks_shapes():
+    sampler = SpectralBatchSampler(batch_size=8, num_samples=40)
+    with pytest.raises(ValueError, match="second view"):
+        sampler.update(torch.randn(40, 4))
+    with pytest.raises(ValueError, match="40 samples"):
+        sampler.update(torch.randn(30, 4), torch.randn(30, 4))
