@@ -37,17 +37,9 @@ def make_jpegs(folder: Path, n: int, classes: int = 32) -> None:
 
 
 def step_fn(model, loss_fn, opt, device):
-    amp = device.type == "cuda"
+    from pmlbal.train import train_step
 
-    def step(x, y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            z = model(x.contiguous(memory_format=torch.channels_last) if amp else x)
-        loss = loss_fn(z.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return lambda x, y: train_step(model, loss_fn, opt, x, y, amp=device.type == "cuda")
 
 
 def timed(run, steps, batch, device, warmup=3) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -40,14 +41,21 @@ def plot_recall_bars(path: Path, dataset: str, rows: list[dict[str, Any]]) -> li
 
 
 def balance_sweep_series(records: list[dict[str, Any]]) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(loss, batch size) -> sorted [(balance, mean Recall@1)] where at least two balances were run."""
-    acc: dict[tuple[str, int], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """(series label, batch size) -> sorted [(balance, mean Recall@1)] for configurations that
+    differ only in balance (and seed), where at least two balances were run."""
+    acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        bal = r["config"]["loss_kwargs"].get("balance")
-        if bal is not None:
-            acc[(r["config"]["loss"], r["config"]["batch_size"])][float(bal)].append(r["final"]["recall@1"])
-    return {key: sorted((b, sum(v) / len(v)) for b, v in by_bal.items())
-            for key, by_bal in acc.items() if len(by_bal) >= 2}
+        cfg = r["config"]
+        kwargs = dict(cfg["loss_kwargs"])
+        bal = kwargs.pop("balance", None)
+        if bal is None:
+            continue
+        rest = {k: v for k, v in cfg.items() if k not in ("loss_kwargs", "seed", "batch_size")}
+        label = cfg["loss"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else "")
+        key = (label, cfg["batch_size"], json.dumps(rest, sort_keys=True, default=str))
+        acc[key][float(bal)].append(r["final"]["recall@1"])
+    return {(label, bsz): sorted((b, sum(v) / len(v)) for b, v in by_bal.items())
+            for (label, bsz, _), by_bal in acc.items() if len(by_bal) >= 2}
 
 
 def plot_balance_sweep(path: Path, dataset: str, records: list[dict[str, Any]]) -> list[str]:

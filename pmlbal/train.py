@@ -202,6 +202,17 @@ def _git_commit() -> str | None:
         return None
 
 
+def train_step(forward, loss_fn, opt, x: torch.Tensor, y: torch.Tensor, amp: bool) -> torch.Tensor:
+    """One optimisation step; bf16 autocast and channels-last when `amp` (CUDA), loss in fp32."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        z = forward(x.contiguous(memory_format=torch.channels_last) if amp else x)
+    loss = loss_fn(z.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Train `config.backbone` with `config.loss`, evaluate, write and return the run record."""
     from tqdm.auto import tqdm
@@ -258,12 +269,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
             x = normalize(random_resized_crop_flip(train_bank.take(idx_t), cfg.input_size, gen,
                                                    scale=(cfg.crop_scale, 1.0)), model.mean, model.std)
             y = torch.as_tensor(train_set.labels[idx], device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                z = forward(x.contiguous(memory_format=torch.channels_last) if amp else x)
-            loss = loss_fn(z.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(forward, loss_fn, opt, x, y, amp)
             sched.step()
             step = {"loss": loss.detach()}
             for term in ("pos_term", "entropy_term"):
