@@ -114,6 +114,7 @@ def main() -> None:
         ax.set_title(f"N={n}, d={d}, B={b}")
         ax.set_xlabel("SGD step")
         ax.set_ylabel("full-batch loss")
+        ax.set_yscale("log")
         ax.legend()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110, bbox_inches="tight")

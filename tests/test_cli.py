@@ -44,17 +44,16 @@ def test_datasets_check_counts_and_names_missing_file(tmp_path):
 def test_training_beats_untrained_model_on_digits(tmp_path):
     from pmlbal.train import TrainConfig, train
 
-    record = train(TrainConfig(dataset="digits", loss="BalancedNTXentLoss", loss_kwargs={"temperature": 0.1},
-                               results_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), progress=False))
+    record = train(TrainConfig(dataset="digits", loss="BalancedNTXentLoss", loss_kwargs={"balance": 4.0},
+                               epochs=4, results_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), progress=False))
     before, after = record["initial"], record["final"]
-    # On digits an untrained random-init CNN already retrieves the nearest digit well
-    # (Recall@1 ~0.9), so the clear gain shows in the ranking of all same-class items.
-    assert after["map_at_r"] > before["map_at_r"] + 0.05
-    assert after["r_precision"] > before["r_precision"] + 0.05
-    assert after["recall@1"] > before["recall@1"] - 0.03
+    # An untrained random-init CNN already reaches ~0.9 Recall@1 on the unseen digits 5-9.
+    assert before["recall@1"] > 0.8
+    assert after["recall@1"] > before["recall@1"] + 0.03
+    assert after["map_at_r"] > before["map_at_r"] + 0.1
     saved = json.loads(open(record["path"]).read())
     assert saved["final"] == after and saved["versions"]["torch"] and saved["images_per_s"] > 0
-    assert len(saved["steps"]) == 8 * 18 and {"pos_term", "entropy_term"} <= set(saved["steps"][0])
+    assert len(saved["steps"]) == 4 * 18 and {"pos_term", "entropy_term"} <= set(saved["steps"][0])
 
 
 @pytest.mark.slow
