@@ -147,6 +147,34 @@ def sweep(loss, balances, batch_sizes, seeds, **kw):
 
 
 @main.command()
+@_train_options
+@click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
+@click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")
+@click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
+              help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
+@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True, help="Optuna storage URL.")
+@click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def tune(loss, budget, search, storage, study_name, seed, **kw):
+    """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
+    from .tune import run_search, search_space, training_objective
+
+    try:
+        dims = search_space(loss, kw["dataset"])
+        if storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        base = _base_config(**{**kw, "eval_split": "val"})
+        name = study_name or f"{kw['dataset']}-{loss}-{search}"
+        study = run_search(training_objective(base, loss, dims), dims, search, budget, storage, name, seed)
+    except ValueError as err:
+        _fail(err)
+    done = [t for t in study.trials if t.value is not None]
+    if not done:
+        raise click.ClickException(f"study {name!r}: no trial finished")
+    click.echo(f"study {name}: {len(study.trials)} trials; best val recall@1 {study.best_value:.4f} at {study.best_params}")
+
+
+@main.command()
 @click.option("--dataset", type=DATASET, default=None, help="Only this data set (default: every one with records).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--seeds", type=POSITIVE_INT, default=None, help="Seeds a complete row should have (rows with fewer are marked).")
