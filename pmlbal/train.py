@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import shlex
@@ -134,17 +133,26 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def class_balanced_batches(labels: np.ndarray, batch_size: int, m: int, seed: int) -> list[np.ndarray]:
-    """One epoch of batches of batch_size/m classes x m samples (PML's MPerClassSampler)."""
-    from pytorch_metric_learning.samplers import MPerClassSampler
+def batches_per_epoch(n_items: int, batch_size: int) -> int:
+    """Steps in one epoch, for either sampler: every sample about once, at least one batch."""
+    return max(1, n_items // batch_size)
 
+
+def check_classes_per_batch(labels: np.ndarray, batch_size: int, m: int) -> None:
     n_classes = len(np.unique(labels))
     if batch_size // m > n_classes:
         raise ValueError(
             f"batch_size/samples_per_class = {batch_size // m} classes per batch, but the split has {n_classes}"
         )
+
+
+def class_balanced_batches(labels: np.ndarray, batch_size: int, m: int, seed: int) -> list[np.ndarray]:
+    """One epoch of batches of batch_size/m classes x m samples (PML's MPerClassSampler)."""
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    check_classes_per_batch(labels, batch_size, m)
     np.random.seed(seed)  # MPerClassSampler draws from numpy's global generator
-    length = max(batch_size, (len(labels) // batch_size) * batch_size)
+    length = batches_per_epoch(len(labels), batch_size) * batch_size
     order = np.fromiter(iter(MPerClassSampler(labels, m, batch_size=batch_size, length_before_new_iter=length)), int)
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
@@ -235,7 +243,8 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
     forward = torch.compile(model) if cfg.compile else model
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(class_balanced_batches(train_set.labels, cfg.batch_size, cfg.samples_per_class, cfg.seed))
+    check_classes_per_batch(train_set.labels, cfg.batch_size, cfg.samples_per_class)  # fail before any work
+    steps_per_epoch = batches_per_epoch(len(train_set), cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -325,6 +334,3 @@ def _versions() -> dict[str, str]:
     return {"pmlbal": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "pytorch_metric_learning": pytorch_metric_learning.__version__, "python": platform.python_version()}
 
-
-def load_record_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

@@ -38,5 +38,6 @@ __all__ = [
     "BalancedSupConLoss",
     "DHELLoss",
     "KCLLoss",
+    "PMLCompatibleLoss",
     "effective_balance",
 ]

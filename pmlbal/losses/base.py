@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ._core import IndicesTuple, Pairs, compute_dtype
+from ._core import Pairs, compute_dtype, map_row_blocks
 
 
 def check_positive(name: str, value: float) -> float:
@@ -69,6 +70,26 @@ class BalancedLoss(BaseMetricLossFunction):
     def excludes_self_pairs(self, embeddings, labels, ref_emb, ref_labels) -> bool:
         """Whether (i, i) is dropped: only when the reference set is the batch itself."""
         return ref_emb is embeddings
+
+    def same_view_reduce(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """Per row i of `x`: reduce(values(x_i, x), mask of rows j != i with another label).
+
+        The two-view losses' uniformity / energy terms, which see one view at a time.
+        """
+        pairs = Pairs(len(x), len(x), x.device, labels=labels, ref_labels=labels, exclude_self=True)
+
+        def block(q, refs, r0, r1):
+            v = values(q, refs)
+            _, neg = pairs.block(r0, r1, v.dtype)
+            return reduce(v, neg)[:1]
+
+        return map_row_blocks(block, x, x, self.chunk_size)[0]
 
     def record_terms(self, pos_term: torch.Tensor, entropy_term: torch.Tensor) -> None:
         self.pos_term = pos_term

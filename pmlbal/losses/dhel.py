@@ -7,7 +7,7 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import Pairs, detached_mean, map_row_blocks, masked_logsumexp, masked_mean
+from ._core import detached_mean, map_row_blocks, masked_logsumexp, masked_mean
 from .base import BalancedLoss, check_positive
 
 
@@ -58,14 +58,9 @@ class DHELLoss(BalancedLoss):
         return ["loss", "positive_view_loss"]
 
     def _uniformity(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pairs = Pairs(len(x), len(x), x.device, labels=labels, ref_labels=labels, exclude_self=True)
-
-        def block(q, refs, r0, r1):
-            logits = self.logits(self.distance(q, refs), self.temperature)
-            _, neg = pairs.block(r0, r1, logits.dtype)
-            return masked_logsumexp(logits, neg)[:1]
-
-        return map_row_blocks(block, x, x, self.chunk_size)[0]
+        return self.same_view_reduce(
+            x, labels, lambda q, refs: self.logits(self.distance(q, refs), self.temperature), masked_logsumexp
+        )
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)

@@ -7,7 +7,7 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import Pairs, compute_dtype, detached_mean, map_row_blocks, masked_mean
+from ._core import compute_dtype, detached_mean, map_row_blocks, masked_mean
 from .base import BalancedLoss, check_choice, check_positive
 
 
@@ -68,14 +68,9 @@ class KCLLoss(BalancedLoss):
         return torch.exp(-self.t * d2) if self.kernel == "gaussian" else -0.5 * torch.log1p(self.t * d2)
 
     def _energy(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pairs = Pairs(len(x), len(x), x.device, labels=labels, ref_labels=labels, exclude_self=True)
-
-        def block(q, refs, r0, r1):
-            d2 = self._sq_dist(q, refs)
-            _, neg = pairs.block(r0, r1, d2.dtype)
-            return masked_mean(self._energy_kernel(d2), neg)[:1]
-
-        return map_row_blocks(block, x, x, self.chunk_size)[0]
+        return self.same_view_reduce(
+            x, labels, lambda q, refs: self._energy_kernel(self._sq_dist(q, refs)), masked_mean
+        )
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
