@@ -60,14 +60,38 @@ def split_specs(text: str) -> list[str]:
     return [s.strip() for s in out if s.strip()]
 
 
+def tuned_config(base: TrainConfig, name: str, kwargs: dict[str, Any], storage: str,
+                 log: Callable[[str], None] = print) -> TrainConfig:
+    """`base` with the best hyper-parameters any tuning study in `storage` found for this data
+    set and loss; the loss's own defaults (with a note) when there is none."""
+    from .tune.run import config_for, dims_of, find_tuned, load_spec, storage_exists
+
+    found = find_tuned(storage, base.dataset, name) if storage_exists(storage) else None
+    cfg = replace(base, loss=name, loss_kwargs=kwargs)
+    if found is None:
+        log(f"{name}: no tuning study for {base.dataset} in {storage}; default configuration")
+        return cfg
+    study, best = found
+    log(f"{name}: tuned configuration from study {study.study_name!r} (val {best.value:.4f}): {best.params}")
+    cfg = config_for(cfg, name, best.params, dims_of(load_spec(study)))
+    return replace(cfg, tuned_from=f"{storage}#{study.study_name}")
+
+
 def run_bench(base: TrainConfig, losses: list[str], seeds: int,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records."""
+              log: Callable[[str], None] = print, tuned_storage: str | None = None) -> list[dict[str, Any]]:
+    """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records.
+
+    With `tuned_storage`, each loss takes its tuned configuration from that Optuna storage.
+    """
     records = []
+    configs = {}
+    for spec in losses:
+        name, kwargs = parse_loss_spec(spec)
+        configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log) if tuned_storage
+                         else replace(base, loss=name, loss_kwargs=kwargs))
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     for n, (spec, seed) in enumerate(plan, 1):
-        name, kwargs = parse_loss_spec(spec)
-        cfg = replace(base, loss=name, loss_kwargs=kwargs, seed=seed).resolved()
+        cfg = replace(configs[spec], seed=seed).resolved()
         existing = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
         if existing is not None:
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")

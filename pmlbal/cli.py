@@ -104,7 +104,11 @@ def train(loss, loss_arg, seed, **kw):
 @click.option("--losses", default="default", show_default=True,
               help="'default' (the main job's six losses), 'all' (every pmlbal loss) or a comma list of specs.")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="Seeds per loss.")
-def bench(losses, seeds, **kw):
+@click.option("--config", "config_", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
+              help="'tuned': each loss's best configuration from a tuning study in --storage (default if none).")
+@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True,
+              help="Where --config tuned looks for tuning studies.")
+def bench(losses, seeds, config_, storage, **kw):
     """Train every loss for every seed (skipping recorded runs), then print the leaderboard."""
     from .bench import DEFAULT_LOSSES, run_bench, split_specs
     from .data import CorruptImageError, DatasetLayoutError
@@ -113,7 +117,8 @@ def bench(losses, seeds, **kw):
 
     specs = list(DEFAULT_LOSSES) if losses == "default" else list_losses() if losses == "all" else split_specs(losses)
     try:
-        run_bench(_base_config(**kw), specs, seeds, log=click.echo)
+        run_bench(_base_config(**kw), specs, seeds, log=click.echo,
+                  tuned_storage=storage if config_ == "tuned" else None)
         boards = write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
     except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
@@ -146,32 +151,184 @@ def sweep(loss, balances, batch_sizes, seeds, **kw):
     click.echo(f"plot: {Path(kw['results_dir'], kw['dataset'] + '_balance.png')}")
 
 
+def _parse_space(items) -> dict[str, tuple[float, float]]:
+    out = {}
+    for item in items:
+        name, _, rng = item.partition("=")
+        low, _, high = rng.partition(":")
+        try:
+            out[name.strip()] = (float(low), float(high))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected NAME=LOW:HIGH, e.g. balance=0.25:4", param_hint="--space")
+    return out
+
+
 @main.command()
 @_train_options
 @click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
 @click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")
 @click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
               help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
-@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True, help="Optuna storage URL.")
+@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True,
+              help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several machines).")
 @click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def tune(loss, budget, search, storage, study_name, seed, **kw):
+@click.option("--space", multiple=True, metavar="NAME=LOW:HIGH", help="Override a coordinate's range (repeatable).")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Trials run at once: 1 = in this process; N > 1 = N local worker processes (one per GPU when "
+                   "there are several); 0 = none here, `pmlbal tune-worker` processes elsewhere do the work.")
+@click.option("--final/--no-final", default=True, show_default=True,
+              help="Retrain the best configuration on train and evaluate it once on test (recorded).")
+@click.option("--show", is_flag=True, help="Print the study's trajectory and write its plot; runs nothing.")
+@click.option("--grace", type=POSITIVE_FLOAT, default=120.0, show_default=True,
+              help="Seconds without a heartbeat before a running trial is declared lost and queued again.")
+def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, **kw):
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
-    from .tune import run_search, search_space, training_objective
+    from .tune import make_spec, open_storage, run_search, search_space, training_objective
+    from .tune.run import retrain_best
 
+    name = study_name or f"{kw['dataset']}-{loss}-{search}"
     try:
-        dims = search_space(loss, kw["dataset"])
-        if storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        store = open_storage(storage)
+        if show:
+            return _show_study(store, name, kw["results_dir"])
+        dims = search_space(loss, kw["dataset"], _parse_space(space))
         base = _base_config(**{**kw, "eval_split": "val"})
-        name = study_name or f"{kw['dataset']}-{loss}-{search}"
-        study = run_search(training_objective(base, loss, dims), dims, search, budget, storage, name, seed)
+        spec = make_spec(base, loss, dims, search, budget, seed)
+        if workers > 1 and not _is_shared(storage):
+            raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
+        bar, log = _progress_bar(name, budget)
+        procs = _start_workers(storage, name, workers, kw) if workers > 1 else []
+        try:
+            study = run_search(training_objective(base, loss, dims) if workers == 1 else None, dims, search, budget,
+                               store, name, seed, spec=spec, local=workers == 1, grace=grace,
+                               progress=lambda st: _update_bar(bar, st), log=log)
+        finally:
+            bar.close()
+            _stop_workers(procs)
     except ValueError as err:
         _fail(err)
     done = [t for t in study.trials if t.value is not None]
     if not done:
         raise click.ClickException(f"study {name!r}: no trial finished")
     click.echo(f"study {name}: {len(study.trials)} trials; best val recall@1 {study.best_value:.4f} at {study.best_params}")
+    if final:
+        record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
+                              device=kw["device"], progress=True)
+        f = record["final"]
+        click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
+                   f"(record {record['path']})")
+
+
+def _is_shared(storage: str) -> bool:
+    return not storage.startswith("sqlite:///:memory:") and "://" in storage or storage.startswith("journal:")
+
+
+def _progress_bar(name: str, budget: int):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=budget, desc=f"tune {name}", unit="trial")
+    return bar, bar.write
+
+
+def _update_bar(bar, study) -> None:
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    complete = [t for t in finished if t.value is not None]
+    state = (len(finished), len(trials))
+    if getattr(bar, "_pmlbal_state", None) == state:
+        return  # redraw on change only: the coordinator polls every second
+    bar._pmlbal_state = state
+    bar.n = min(len(finished), bar.total)
+    if complete:
+        best = max(complete, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else min(complete, key=lambda t: t.value)
+        point = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        bar.set_postfix_str(f"best {best.value:.4f} at {point}; running {len(trials) - len(finished)}")
+    bar.refresh()
+
+
+def _start_workers(storage: str, name: str, n: int, kw) -> list:
+    import subprocess
+
+    devices = [kw["device"]] * n
+    if kw["device"] in ("auto", "cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        if count > 1:
+            devices = [f"cuda:{i % count}" for i in range(n)]
+    log_dir = Path(kw["results_dir"], "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, dev in enumerate(devices):
+        args = [sys.executable, "-m", "pmlbal.cli", "tune-worker", "--storage", storage, "--study", name,
+                "--device", dev, "--results-dir", kw["results_dir"]]
+        if kw["cache_dir"]:
+            args += ["--cache-dir", kw["cache_dir"]]
+        with open(log_dir / f"{name}-worker{i}.log", "ab") as out:
+            procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop_workers(procs) -> None:
+    for p in procs:
+        try:
+            p.wait(timeout=60)  # the study is done: they are leaving
+        except Exception:
+            p.terminate()
+
+
+def _show_study(storage, name: str, results_dir: str) -> None:
+    import optuna
+
+    from .tune.report import format_trajectory, plot_trajectory
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise click.ClickException(f"no study {name!r} in this storage; pass --study (see `optuna studies --storage URL`)")
+    click.echo(format_trajectory(study))
+    if any(t.value is not None for t in study.trials):
+        click.echo(f"plot: {plot_trajectory(study, Path(results_dir, f'tuning-{name}.png'))}")
+
+
+@main.command("tune-worker")
+@click.option("--storage", required=True, help="The study's storage URL (as given to `pmlbal tune`).")
+@click.option("--study", "study_name", required=True, help="The study to work for.")
+@click.option("--device", default=None, help="Override the study's device (e.g. cuda:1).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--heartbeat", type=POSITIVE_FLOAT, default=30.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--idle-timeout", type=POSITIVE_FLOAT, default=None,
+              help="Leave after this many seconds with nothing queued (default: wait for the search to end).")
+def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, idle_timeout):
+    """Claim a study's queued trials, train each and report, until the search is done."""
+    import os
+
+    import optuna
+
+    from .tune import open_storage
+    from .tune.run import dims_of, load_spec, make_sampler, objective_from_spec
+    from .tune.workers import work
+
+    try:
+        store = open_storage(storage)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=store)
+        except KeyError:
+            raise ValueError(f"no study {study_name!r} in {storage}; start it with `pmlbal tune --workers 0`")
+        spec = load_spec(study)
+        if spec["search"] != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
+            study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid())
+        overrides = {"results_dir": results_dir, "cache_dir": cache_dir, "progress": False}
+        if device:
+            overrides["device"] = device
+        objective = objective_from_spec(spec, **overrides)
+    except ValueError as err:
+        _fail(err)
+    n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd", budget=spec["budget"],
+             idle_timeout=idle_timeout, log=click.echo)
+    click.echo(f"worker done: {n} trials run")
 
 
 @main.command()

@@ -18,7 +18,8 @@ EXTRA_METRICS = ("map_at_r", "r_precision")
 
 def loss_label(config: dict[str, Any]) -> str:
     kwargs = ", ".join(f"{k}={v}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
-    return f"{config['loss']}({kwargs})" if kwargs else config["loss"]
+    label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
+    return label + " [tuned]" if config.get("tuned_from") else label
 
 
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:

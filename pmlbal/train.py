@@ -66,6 +66,8 @@ class TrainConfig:
     results_dir: str = "results"
     cache_dir: str | None = None
     progress: bool = True
+    #: "storage-url#study" when the hyper-parameters come from a tuning study (provenance only).
+    tuned_from: str | None = None
 
     def resolved(self) -> "TrainConfig":
         """A copy with data-set defaults filled in and every value checked."""
@@ -192,7 +194,7 @@ def command_for(cfg: TrainConfig) -> str:
         parts += ["--loss-arg", f"{k}={v}"]
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir"):
+        if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from"):
             continue
         v = getattr(cfg, f.name)
         d = DATASET_DEFAULTS[cfg.dataset].get(f.name, getattr(defaults, f.name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import optuna
@@ -29,7 +30,8 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
     The start is `x0`, else the centre of each range (geometric for log scales, the first
     choice for categoricals); default steps are x2 on log scales and 1/8 of the range on
     linear ones. Its state is recomputed from the study's trials at every call, so a study
-    loaded from storage resumes exactly. Once converged (or after `budget` trials) it stops
+    loaded from storage resumes exactly. A probe that raises is asked for once more (`retries`)
+    before it counts as no improvement. Once converged (or after `budget` trials) it stops
     the study, so ``optimize`` ends early and no probe runs twice.
 
     Examples:
@@ -39,9 +41,9 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, x0: Mapping[str, Any] | None = None, step: Mapping[str, float] | None = None,
                  min_step: Mapping[str, float] | None = None, tol: float = 0.0, order: Sequence[str] | None = None,
-                 seed: int | None = None, budget: int | None = None) -> None:
+                 seed: int | None = None, budget: int | None = None, retries: int = 1) -> None:
         self.x0, self.step, self.min_step = dict(x0 or {}), dict(step or {}), dict(min_step or {})
-        self.tol, self.order, self.budget = tol, order, budget
+        self.tol, self.order, self.budget, self.retries = tol, order, budget, retries
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
 
     # -- Optuna's interface ----------------------------------------------------------------
@@ -57,6 +59,11 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         decision = self.decide(study, search_space, exclude=trial.number)
         if decision.action == "probe":
             return decision.probes[0]
+        if decision.action == "wait":
+            # Only when another process runs this study's probes: single-process optimize never
+            # leaves a trial running. pmlbal.tune.coordinate is the multi-worker path.
+            optuna.logging.get_logger(__name__).warning(
+                "coordinate descent is waiting for running trials; trial %d re-evaluates the best point", trial.number)
         return dict(decision.best or {})
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
@@ -84,23 +91,50 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
     def decide(self, study, search_space, exclude: int | None = None,
                extra: tuple[Mapping[str, Any], float | None] | None = None) -> Decision:
         cd = self.engine(search_space)
-        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        finished: dict[tuple, float] = {}
-        running = []
-        for t in study._get_trials(deepcopy=False, use_cache=False):
-            if t.number == exclude or not set(search_space) <= set(t.params):
-                continue
-            key = point_key(t.params, cd.dims)
-            if t.state == TrialState.COMPLETE:
-                finished[key] = sign * t.value
-            elif t.state in (TrialState.FAIL, TrialState.PRUNED):
-                finished.setdefault(key, FAILED)
-            elif t.state == TrialState.RUNNING:
-                running.append(t.params)
-        if extra is not None:
-            params, value = extra
-            finished[point_key(params, cd.dims)] = FAILED if value is None else sign * value
-        decision = cd.ask(finished, running)
-        if decision.best_value is not None:
-            decision.best_value *= sign
-        return decision
+        trials = [t for t in study._get_trials(deepcopy=False, use_cache=False) if t.number != exclude]
+        return decide_from_trials(cd, trials, study.direction, self.retries, extra)
+
+
+def trial_point(trial: FrozenTrial) -> dict[str, Any]:
+    """The point a trial runs: its params, or for a queued trial the params it was enqueued with."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
+def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction, retries: int = 1,
+                       extra: tuple[Mapping[str, Any], float | None] | None = None) -> Decision:
+    """Replay `cd` on a study's trials. Complete trials give values; a point whose trials all
+    failed (raised, pruned or lost with its worker) more than `retries` times counts as FAILED,
+    one that failed fewer times is asked for again (the retry); running and queued trials are
+    pending. `extra` is a just-finished trial not yet in storage: (params, value or None)."""
+    sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    names = {d.name for d in cd.dims}
+    finished: dict[tuple, float] = {}
+    failures: dict[tuple, int] = {}
+    pending = []
+
+    def add(point, value):
+        key = point_key(point, cd.dims)
+        if value is None:
+            failures[key] = failures.get(key, 0) + 1
+        else:
+            finished[key] = max(finished.get(key, -math.inf), sign * value)
+
+    for t in trials:
+        point = trial_point(t)
+        if not names <= set(point):
+            continue
+        if t.state == TrialState.COMPLETE:
+            add(point, t.value)
+        elif t.state in (TrialState.FAIL, TrialState.PRUNED):
+            add(point, None)
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            pending.append(point)
+    if extra is not None:
+        add(*extra)
+    for key, n in failures.items():
+        if key not in finished and n > retries:
+            finished[key] = FAILED
+    decision = cd.ask(finished, pending)
+    if decision.best_value is not None:
+        decision.best_value *= sign
+    return decision

@@ -1,21 +1,138 @@
-"""Run a search over training runs with Optuna storage: cd, tpe, random or grid."""
+"""Searches over training runs on Optuna storage: cd, tpe, random or grid; final retrain; lookup.
+
+A study made by `pmlbal tune` carries its own description (the "spec": loss, data set, search
+space, base training configuration, metric) in its user attributes, so a `pmlbal tune-worker`
+on another machine needs only the storage URL and the study name to rebuild the objective.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from ..train import TrainConfig, train
 from .coordinate_descent import Dim
 from .optuna import CoordinateDescentSampler
 from .spaces import grid_values, samples_per_class, suggest
+from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
 SEARCHES = ("cd", "tpe", "random", "grid")
+SPEC = "pmlbal:spec"
+FINAL = "pmlbal:final_run_id"
 
 
-def make_sampler(search: str, dims: list[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
+# -- storage and studies --------------------------------------------------------------------
+def open_storage(url: str) -> str | optuna.storages.BaseStorage:
+    """`sqlite:///PATH` (its folder is made), `journal:PATH` (an append-only journal file, for
+    several processes sharing a file system), or any SQLAlchemy URL such as `postgresql://...`
+    (several machines)."""
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in url:
+        raise ValueError(f"storage {url!r} is not a URL: use sqlite:///PATH, journal:PATH or postgresql://...")
+    return url
+
+
+def storage_exists(url: str) -> bool:
+    """False for a sqlite or journal file that is not there (looking must not create it)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):]).is_file()
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):]).is_file()
+    return True
+
+
+def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
+              metric: str = "recall@1") -> dict[str, Any]:
+    base_dict = {k: v for k, v in asdict(base).items() if k not in ("results_dir", "cache_dir", "device", "progress")}
+    return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
+            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict}
+
+
+_SAME = ("loss", "dataset", "search", "metric", "dims", "base")
+
+
+def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
+               direction: str = "maximize", sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create `name`, or load it; a stored spec must agree with `spec` (else resuming would mix searches)."""
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                load_if_exists=True)
+    stored = study.user_attrs.get(SPEC)
+    if spec is not None:
+        spec = _jsonable(spec)
+        if stored is None:
+            study.set_user_attr(SPEC, spec)
+        else:
+            diff = [k for k in _SAME if stored.get(k) != spec.get(k)]
+            if diff:
+                raise ValueError(f"study {name!r} was made with another {', '.join(diff)}; "
+                                 f"resume it with the same options or pick another --study")
+            if stored.get("budget") != spec.get("budget"):
+                study.set_user_attr(SPEC, {**stored, "budget": spec["budget"]})
+    return study
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def load_spec(study: optuna.Study) -> dict[str, Any]:
+    spec = study.user_attrs.get(SPEC)
+    if spec is None:
+        raise ValueError(f"study {study.study_name!r} was not made by `pmlbal tune` (no {SPEC} attribute)")
+    return spec
+
+
+def dims_of(spec: Mapping[str, Any]) -> list[Dim]:
+    return [Dim(**{**d, "choices": tuple(d.get("choices", ()))}) for d in spec["dims"]]
+
+
+# -- objectives -------------------------------------------------------------------------------
+def config_for(base: TrainConfig, loss: str, params: Mapping[str, Any], dims: Sequence[Dim]) -> TrainConfig:
+    """`base` with a trial's hyper-parameters: loss arguments, batch size (and m) and lr."""
+    loss_names = {d.name for d in dims} - {"batch_size", "lr"}
+    cfg = replace(base, loss=loss, loss_kwargs={**base.loss_kwargs, **{k: params[k] for k in sorted(loss_names)}},
+                  batch_size=params.get("batch_size", base.batch_size), lr=params.get("lr", base.lr))
+    if "batch_size" in params:
+        cfg = replace(cfg, samples_per_class=samples_per_class(base.dataset, params["batch_size"]))
+    return cfg
+
+
+def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric: str = "recall@1") -> Callable:
+    """Each trial: one recorded training run on train-sub, scored by `metric` on the class-disjoint val split."""
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {d.name: suggest(trial, d) for d in dims}
+        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False)
+        record = train(cfg)
+        trial.set_user_attr("run_id", record["run_id"])
+        return record["final"][metric]
+
+    return objective
+
+
+def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
+    """Rebuild a study's training objective (for a worker); `overrides` e.g. device, results_dir."""
+    base = TrainConfig(**{**spec["base"], **overrides})
+    return training_objective(base, spec["loss"], dims_of(spec), spec["metric"])
+
+
+# -- searches -------------------------------------------------------------------------------------
+def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
     if search == "cd":
         return CoordinateDescentSampler(order=[d.name for d in dims], seed=seed, budget=budget)
     if search == "tpe":
@@ -27,34 +144,113 @@ def make_sampler(search: str, dims: list[Dim], seed: int = 0, budget: int | None
     raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
 
 
-def training_objective(base: TrainConfig, loss: str, dims: list[Dim], metric: str = "recall@1") -> Callable:
-    """Each trial: one training run on the class-disjoint validation split, scored by `metric`."""
-    loss_names = {d.name for d in dims} - {"batch_size", "lr"}
-
-    def objective(trial: optuna.Trial) -> float:
-        values = {d.name: suggest(trial, d) for d in dims}
-        cfg = replace(
-            base, loss=loss, loss_kwargs={k: values[k] for k in sorted(loss_names)},
-            batch_size=values.get("batch_size", base.batch_size), lr=values.get("lr", base.lr),
-            train_split="train-sub", eval_split="val", progress=False,
-        )
-        if "batch_size" in values:
-            cfg = replace(cfg, samples_per_class=samples_per_class(base.dataset, values["batch_size"]))
-        record = train(cfg)
-        trial.set_user_attr("run_id", record["run_id"])
-        return record["final"][metric]
-
-    return objective
+def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback: queue a trial that raised once more, with the same parameters."""
+    if trial.state == TrialState.FAIL:
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
-def run_search(objective: Callable, dims: list[Dim], search: str, budget: int, storage: str | None,
-               study_name: str, seed: int = 0, direction: str = "maximize") -> optuna.Study:
-    """Create or resume `study_name` in `storage` and run trials until `budget` trials exist (or CD stops)."""
-    sampler = make_sampler(search, dims, seed, budget if search == "cd" else None)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, sampler=sampler,
-                                load_if_exists=True)
+def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, budget: int, storage: Any,
+               study_name: str, seed: int = 0, direction: str = "maximize", *, spec: Mapping[str, Any] | None = None,
+               local: bool = True, heartbeat: float = 30.0, grace: float = 120.0, poll: float = 1.0,
+               progress: Callable[[optuna.Study], None] | None = None,
+               log: Callable[[str], None] = lambda s: None) -> optuna.Study:
+    """Create or resume `study_name` and search until `budget` trials (or convergence, for cd).
+
+    cd runs through the coordinator (`pmlbal.tune.workers.coordinate`): it enqueues probes,
+    re-queues trials of lost workers and, with `local`, runs the queued trials in this process.
+    With `local=False` the trials are left to `pmlbal tune-worker` processes. tpe, random and
+    grid run Optuna's own loop here (`local`), or supervise the workers (not `local`). A trial
+    that raises is recorded as failed with its error and tried once more.
+    """
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    # cd's trials are all enqueued with fixed parameters: the study's sampler is never consulted.
+    sampler = optuna.samplers.RandomSampler(seed) if search == "cd" else make_sampler(search, dims, seed)
+    study = open_study(storage, study_name, spec, direction, sampler)
     study.set_user_attr("search", search)
-    remaining = budget - len([t for t in study.trials if t.state.is_finished()])
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(RuntimeError, ValueError))
+    if search == "cd":
+        coordinate(study, dims, budget=budget, order=[d.name for d in dims], poll=poll, grace=grace,
+                   heartbeat=heartbeat, objective=objective if local else None,
+                   on_decision=(lambda d: progress(study)) if progress else None, log=log)
+        return study
+    if local:
+        for lost in StaleMonitor(grace).sweep(study, log):  # left running by a killed run of this search
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
+        remaining = budget - len([t for t in study.trials if t.state.is_finished()])
+        callbacks = [retry_failed_once] + ([lambda s, t: progress(s)] if progress else [])
+
+        def beating(trial: optuna.Trial) -> float:
+            with Heartbeat(study, trial._trial_id, heartbeat):
+                return objective(trial)
+
+        if remaining > 0:
+            study.optimize(beating, n_trials=remaining, catch=(Exception,), callbacks=callbacks)
+        return study
+    supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log)
     return study
+
+
+def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: float = 1.0,
+              progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print) -> None:
+    """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished."""
+    monitor = StaleMonitor(grace)
+    study._storage.set_study_user_attr(study._study_id, STATE, "running")
+    while True:
+        for lost in monitor.sweep(study, log):
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
+        trials = study.get_trials(deepcopy=False)
+        if progress:
+            progress(study)
+        if len([t for t in trials if t.state.is_finished()]) >= budget and all(t.state.is_finished() for t in trials):
+            study._storage.set_study_user_attr(study._study_id, STATE, "done")
+            return
+        time.sleep(poll)
+
+
+# -- after the search ----------------------------------------------------------------------------
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        return None
+    return study.best_trial
+
+
+def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> TrainConfig:
+    """The best trial's configuration, trained on the full train split and evaluated on test."""
+    spec = load_spec(study)
+    best = best_trial(study)
+    if best is None:
+        raise ValueError(f"study {study.study_name!r} has no finished trial")
+    base = TrainConfig(**{**spec["base"], **overrides})
+    cfg = config_for(base, spec["loss"], best.params, dims_of(spec))
+    return replace(cfg, train_split="train", eval_split="test", tuned_from=f"{storage_url}#{study.study_name}")
+
+
+def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:
+    """Train the best configuration once on train and evaluate on test; its run record."""
+    from ..records import config_key, find_existing
+    from ..train import identity
+
+    cfg = final_config(study, storage_url, **overrides).resolved()
+    record = find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed) or train(cfg)
+    study.set_user_attr(FINAL, record["run_id"])
+    return record
+
+
+def find_tuned(storage_url: str, dataset: str, loss: str) -> tuple[optuna.Study, FrozenTrial] | None:
+    """The study (any search) with the best validation value for `dataset` and `loss`; None if none."""
+    storage = open_storage(storage_url)
+    found = None
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        spec = study.user_attrs.get(SPEC)
+        if not spec or spec.get("dataset") != dataset or spec.get("loss") != loss:
+            continue
+        best = best_trial(study)
+        if best is None:
+            continue
+        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        if found is None or sign * best.value > sign * found[1].value:
+            found = (study, best)
+    return found

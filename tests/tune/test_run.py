@@ -1,3 +1,4 @@
+import json
 import math
 
 import optuna
@@ -5,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from pmlbal.cli import main
-from pmlbal.tune import Dim, grid_values, run_search, search_space
+from pmlbal.train import TrainConfig
+from pmlbal.tune import Dim, grid_values, make_spec, open_storage, run_search, search_space
 from pmlbal.tune.spaces import suggest
 
 
@@ -47,14 +49,64 @@ def test_search_space_and_grid():
 
 
 @pytest.mark.slow
-def test_cli_tune_on_digits_records_trials(tmp_path):
-    url = f"sqlite:///{tmp_path}/tuning.db"
-    args = ["tune", "--dataset", "digits", "--loss", "BalancedNTXentLoss", "--budget", "3", "--epochs", "1",
-            "--storage", url, "--study", "t", "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
-    result = CliRunner().invoke(main, args)
+def test_cli_tune_with_two_workers_then_show_retrain_and_bench_tuned(tmp_path):
+    """The whole tuning path on digits: two worker processes on a journal file, the trajectory
+    and its plot, the best configuration retrained on test, and `bench --config tuned` finding it."""
+    url = f"journal:{tmp_path}/tuning.log"
+    common = ["--dataset", "digits", "--epochs", "1", "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, ["tune", "--loss", "BalancedNTXentLoss", "--budget", "3", "--storage", url,
+                                       "--study", "t", "--workers", "2", "--space", "balance=0.5:2"] + common)
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="t", storage=url)
-    assert len(study.trials) == 3 and all(t.user_attrs.get("run_id") for t in study.trials)
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
-    bad = CliRunner().invoke(main, ["tune", "--loss", "TripletMarginLoss", "--storage", url])
-    assert bad.exit_code != 0 and "no default search space" in bad.output
+    study = optuna.load_study(study_name="t", storage=open_storage(url))
+    trials = study.trials
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" and t.user_attrs.get("run_id") for t in trials)
+    assert len({t.system_attrs["pmlbal:worker"] for t in trials}) >= 1
+    assert all(0.5 <= t.params["balance"] <= 2 for t in trials)
+    final = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json"))
+             if r["config"]["eval_split"] == "test"]
+    assert len(final) == 1 and final[0]["config"]["tuned_from"] == f"{url}#t"
+    assert final[0]["config"]["loss_kwargs"]["balance"] == study.best_params["balance"]
+    assert "best configuration on test" in result.output
+
+    shown = CliRunner().invoke(main, ["tune", "--show", "--storage", url, "--study", "t", "--results-dir", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "best so far" in shown.output and len(shown.output.splitlines()) >= 5
+    assert (tmp_path / "tuning-t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bench = CliRunner().invoke(main, ["bench", "--losses", "BalancedNTXentLoss", "--config", "tuned", "--storage", url]
+                               + common)
+    assert bench.exit_code == 0, bench.output
+    assert "tuned configuration from study 't'" in bench.output and "recorded already" in bench.output
+    assert "BalancedNTXentLoss(balance=" in bench.output and "[tuned]" in bench.output
+
+
+def test_cli_tune_refuses_bad_options(tmp_path):
+    url = f"sqlite:///{tmp_path}/tuning.db"
+    for args, word in [(["--loss", "TripletMarginLoss"], "no default search space"),
+                       (["--space", "balance=abc"], "NAME=LOW:HIGH"),
+                       (["--space", "tau=1:2"], "cannot override"),
+                       (["--storage", "results/tuning.db"], "not a URL"),
+                       (["--workers", "2", "--storage", "sqlite:///:memory:"], "needs a storage")]:
+        bad = CliRunner().invoke(main, ["tune", "--storage", url] + args if "--storage" not in args else ["tune"] + args)
+        assert bad.exit_code != 0 and word in bad.output, (args, bad.output)
+        assert [line for line in bad.output.splitlines() if line.startswith("Error:")] and "Traceback" not in bad.output
+
+
+def test_a_study_cannot_be_resumed_with_another_search(tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    dims = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
+    base = TrainConfig()
+    run_search(analytic(dims), dims, "cd", 3, url, "s", spec=make_spec(base, "BalancedNTXentLoss", dims, "cd", 3))
+    with pytest.raises(ValueError, match="another search"):
+        run_search(analytic(dims), dims, "tpe", 3, url, "s", spec=make_spec(base, "BalancedNTXentLoss", dims, "tpe", 3))
+    more = run_search(analytic(dims), dims, "cd", 6, url, "s", spec=make_spec(base, "BalancedNTXentLoss", dims, "cd", 6))
+    assert len(more.trials) == 6  # a larger budget resumes the same search
+
+
+def test_bench_tuned_falls_back_to_defaults_without_a_study(tmp_path):
+    from pmlbal.bench import tuned_config
+
+    notes = []
+    cfg = tuned_config(TrainConfig(), "BalancedNTXentLoss", {}, f"sqlite:///{tmp_path}/none.db", notes.append)
+    assert cfg.loss_kwargs == {} and cfg.tuned_from is None and "default configuration" in notes[0]
+    assert not (tmp_path / "none.db").exists()  # looking did not create a database

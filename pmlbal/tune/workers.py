@@ -1,0 +1,242 @@
+"""Several workers on one study: a coordinator enqueues probes, workers claim and run them.
+
+The coordinator replays coordinate descent on the study's trials (complete, failed, running and
+queued), enqueues the probes not yet queued (``study.enqueue_trial``), waits at the coordinate
+barrier and marks the study done at the end. Workers, on any machine that reaches the storage,
+claim a queued trial with the storage's compare-and-set (WAITING -> RUNNING, as Optuna's own
+``ask`` does), so no probe is taken twice, run it and report it.
+
+Liveness: a worker writes a heartbeat into its running trial's system attributes. Optuna's
+own heartbeat exists only for RDB storages; this one works on journal files too, and staleness
+is judged by the coordinator's clock (a heartbeat that has not changed for `grace` seconds),
+so clocks of different machines need not agree. A stale trial is marked failed; the search then
+asks for its point again (one retry), exactly as for a trial that raised.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .coordinate_descent import CoordinateDescent, Decision, Dim, point_key
+from .optuna import decide_from_trials, trial_point
+
+HEARTBEAT = "pmlbal:heartbeat"
+OWNER = "pmlbal:worker"
+STATE = "pmlbal:state"  # study user attribute: "running" or "done"
+
+log_default = print
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Context manager: writes a fresh value to the trial's heartbeat attribute every `interval` s."""
+
+    def __init__(self, study: optuna.Study, trial_id: int, interval: float) -> None:
+        self.study, self.trial_id, self.interval = study, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def beat(self) -> None:
+        self.study._storage.set_trial_system_attr(self.trial_id, HEARTBEAT, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a finished trial or a storage hiccup: the next beat retries
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self.study._storage.set_trial_system_attr(self.trial_id, OWNER, worker_name())
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def claim_queued(study: optuna.Study) -> optuna.Trial | None:
+    """Take one queued trial (WAITING -> RUNNING); None when the queue is empty."""
+    storage = study._storage
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
+              heartbeat: float = 30.0, log: Callable[[str], None] = log_default) -> FrozenTrial:
+    """Run a claimed trial under a heartbeat and report it; an exception fails it with its error.
+
+    Ctrl-C also fails the trial (so it is retried) and is then re-raised.
+    """
+    with Heartbeat(study, trial._trial_id, heartbeat):
+        try:
+            value = objective(trial)
+        except KeyboardInterrupt:
+            _tell_failed(study, trial, "interrupted")
+            raise
+        except Exception as err:
+            log(f"trial {trial.number} failed: {type(err).__name__}: {err}")
+            return _tell_failed(study, trial, f"{type(err).__name__}: {err}", traceback.format_exc())
+    try:
+        return study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # The coordinator gave this trial up for lost (no heartbeat) and queued it again.
+        log(f"trial {trial.number} finished after it was declared lost; its retry stands")
+        return study._storage.get_trial(trial._trial_id)
+
+
+def _tell_failed(study, trial, error: str, tb: str | None = None) -> FrozenTrial:
+    try:
+        trial.set_user_attr("error", error)
+        if tb:
+            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", tb)
+        return study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return study._storage.get_trial(trial._trial_id)
+
+
+def study_state(study: optuna.Study) -> str:
+    return study._storage.get_study_user_attrs(study._study_id).get(STATE, "running")
+
+
+def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, poll: float = 1.0,
+         heartbeat: float = 30.0, sample_new: bool = False, budget: int | None = None,
+         max_trials: int | None = None, idle_timeout: float | None = None,
+         log: Callable[[str], None] = log_default) -> int:
+    """Worker loop: claim queued trials and run them until the study is done; returns trials run.
+
+    `sample_new`: when the queue is empty, ask the study's sampler for a new trial (TPE, random,
+    grid) while fewer than `budget` trials exist. `idle_timeout`: give up after that many seconds
+    with nothing to run (None: wait for the coordinator's "done").
+    """
+    ran, idle_since = 0, time.monotonic()
+    while max_trials is None or ran < max_trials:
+        trial = claim_queued(study)
+        if trial is None and sample_new and (budget is None or len(study.get_trials(deepcopy=False)) < budget):
+            trial = study.ask()
+        if trial is None:
+            if study_state(study) == "done" or (sample_new and budget is not None and _all_finished(study)):
+                break
+            if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                log(f"no queued trial for {idle_timeout:.0f}s; worker exits")
+                break
+            time.sleep(poll)
+            continue
+        frozen = run_trial(study, trial, objective, heartbeat, log)
+        log(f"trial {frozen.number} {frozen.state.name.lower()}: {frozen.params} -> {frozen.value}")
+        ran += 1
+        idle_since = time.monotonic()
+    return ran
+
+
+def _all_finished(study) -> bool:
+    return all(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+class StaleMonitor:
+    """Marks failed the running trials whose worker is gone: a dead process on this host, or a
+    heartbeat unchanged for `grace` seconds of this process's clock."""
+
+    def __init__(self, grace: float = 120.0) -> None:
+        self.grace = grace
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def sweep(self, study: optuna.Study, log: Callable[[str], None] = log_default) -> list[FrozenTrial]:
+        now, lost = time.monotonic(), []
+        running = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        for t in running:
+            beat, owner = t.system_attrs.get(HEARTBEAT), t.system_attrs.get(OWNER)
+            last, since = self._seen.get(t._trial_id, (None, now))
+            if beat != last:
+                self._seen[t._trial_id] = (beat, now)
+                since = now
+            reason = None
+            if owner is not None and _dead_here(owner):
+                reason = f"worker {owner} is gone"
+            elif now - since > self.grace:
+                reason = f"no heartbeat for {now - since:.0f}s"
+            if reason is None:
+                continue
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "error", f"lost: {reason}")
+                if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    lost.append(study._storage.get_trial(t._trial_id))
+                    log(f"trial {t.number} lost ({reason}); its point is queued again")
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+        self._seen = {k: v for k, v in self._seen.items() if k in {t._trial_id for t in running}}
+        return lost
+
+
+def _dead_here(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped by its parent still answers kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any] | None = None,
+               tol: float = 0.0, budget: int | None = None, order: Sequence[str] | None = None,
+               retries: int = 1, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
+               objective: Callable[[optuna.Trial], float] | None = None,
+               on_decision: Callable[[Decision], None] | None = None,
+               log: Callable[[str], None] = log_default) -> Decision:
+    """Drive coordinate descent on `study` until it is done; returns the final decision.
+
+    Each round: mark lost trials failed, replay the search on the study's trials, enqueue the
+    probes not yet queued, and (with `objective`) run one queued trial here, so one process can
+    be coordinator and worker at once. Without `objective`, `pmlbal tune-worker` processes do
+    the work. Resumable: everything is read back from the study.
+    """
+    cd = CoordinateDescent(dims, x0, tol, budget, order)
+    monitor = StaleMonitor(grace)
+    study._storage.set_study_user_attr(study._study_id, STATE, "running")
+    while True:
+        monitor.sweep(study, log)
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        decision = decide_from_trials(cd, trials, study.direction, retries)
+        if on_decision is not None:
+            on_decision(decision)
+        if decision.action == "done":
+            study._storage.set_study_user_attr(study._study_id, STATE, "done")
+            return decision
+        if decision.action == "probe":
+            queued = {point_key(trial_point(t), cd.dims) for t in trials
+                      if t.state in (TrialState.WAITING, TrialState.RUNNING) and set(cd.by_name) <= set(trial_point(t))}
+            for p in decision.probes:
+                if point_key(p, cd.dims) not in queued:
+                    study.enqueue_trial(p, skip_if_exists=False)
+        trial = claim_queued(study) if objective is not None else None
+        if trial is not None:
+            frozen = run_trial(study, trial, objective, heartbeat, log)
+            log(f"trial {frozen.number} {frozen.state.name.lower()}: {frozen.params} -> {frozen.value}")
+        else:
+            time.sleep(poll)

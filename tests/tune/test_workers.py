@@ -1,0 +1,187 @@
+"""Several worker processes on one study: journal file and PostgreSQL, no duplicate probe, lost workers."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from pmlbal.tune import CoordinateDescent, Dim, point_key
+from pmlbal.tune.optuna import trial_point
+from pmlbal.tune.workers import HEARTBEAT, OWNER, StaleMonitor, claim_queued, coordinate, run_trial, work
+from tests.tune.storages import postgres_url_or_skip
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0), Dim("batch_size", "log2-int", 8, 64)]
+
+
+def value(p) -> float:
+    return (-(math.log2(p["balance"]) - 1.3) ** 2 - 2 * (math.log2(p["temperature"]) + 3.4) ** 2
+            - 0.5 * (math.log2(p["batch_size"]) - 4) ** 2)
+
+
+def objective(trial) -> float:
+    p = {"balance": trial.suggest_float("balance", 1 / 16, 16, log=True),
+         "temperature": trial.suggest_float("temperature", 1 / 64, 1.0, log=True),
+         "batch_size": trial.suggest_int("batch_size", 8, 64, log=True)}
+    time.sleep(0.02)  # long enough that workers overlap
+    return value(p)
+
+
+def serial_points(budget=None):
+    """The points the pure core visits when every probe is answered at once."""
+    cd, hist = CoordinateDescent(DIMS, budget=budget), {}
+    while (d := cd.ask(hist)).action == "probe":
+        for p in d.probes:
+            hist[point_key(p, DIMS)] = value(p)
+    return set(hist), d
+
+
+def storage_for(kind, tmp_path, name):
+    if kind == "journal":
+        path = str(tmp_path / f"{name}.log")
+        return lambda: optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    url = postgres_url_or_skip()
+    return lambda: url
+
+
+def _worker(make_storage, name, die_on=None, marker=None):
+    study = optuna.load_study(study_name=name, storage=make_storage())
+
+    def obj(trial):
+        if die_on is not None and trial.number == die_on:
+            try:  # only the first worker to take it dies
+                open(marker, "x").close()
+            except FileExistsError:
+                return objective(trial)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed mid-trial, like kill -9
+        return objective(trial)
+
+    work(study, obj, poll=0.02, heartbeat=0.2, log=lambda s: None)
+
+
+def start_workers(n, make_storage, name, **kw):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(make_storage, name), kwargs=kw) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+@pytest.mark.parametrize("n_workers", [2, 4])
+def test_workers_complete_the_search_without_a_duplicate_probe(tmp_path, kind, n_workers):
+    make_storage = storage_for(kind, tmp_path, "s")
+    name = f"cd-{n_workers}-{os.getpid()}-{time.time_ns()}"
+    study = optuna.create_study(study_name=name, storage=make_storage(), direction="maximize")
+    procs = start_workers(n_workers, make_storage, name)
+    try:
+        final = coordinate(study, DIMS, poll=0.02, grace=30.0, log=lambda s: None)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    assert all(p.exitcode == 0 for p in procs)  # each saw "done" and left
+    trials = study.get_trials()
+    keys = [point_key(t.params, DIMS) for t in trials]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(set(keys)) == len(keys)  # no probe ran twice
+    expected, serial = serial_points()
+    assert set(keys) == expected  # the very search a single process makes
+    assert final.best_value == pytest.approx(serial.best_value)
+    assert len({t.system_attrs[OWNER] for t in trials}) >= 2  # the work was shared
+
+
+def test_budget_with_four_workers(tmp_path):
+    make_storage = storage_for("journal", tmp_path, "b")
+    study = optuna.create_study(study_name="b", storage=make_storage(), direction="maximize")
+    procs = start_workers(4, make_storage, "b")
+    try:
+        coordinate(study, DIMS, budget=11, poll=0.02, log=lambda s: None)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    keys = [point_key(t.params, DIMS) for t in study.get_trials()]
+    assert len(keys) == 11 and len(set(keys)) == 11
+
+
+def test_a_worker_killed_mid_trial_is_detected_and_its_probe_rerun(tmp_path):
+    make_storage = storage_for("journal", tmp_path, "k")
+    study = optuna.create_study(study_name="k", storage=make_storage(), direction="maximize")
+    procs = start_workers(2, make_storage, "k", die_on=3, marker=str(tmp_path / "died"))
+    try:
+        final = coordinate(study, DIMS, poll=0.02, grace=30.0, log=lambda s: None)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    assert sorted(p.exitcode for p in procs) == [-signal.SIGKILL, 0]
+    trials = study.get_trials()
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(lost) == 1 and lost[0].number == 3 and "lost" in lost[0].user_attrs["error"]
+    done = [point_key(t.params, DIMS) for t in trials if t.state == TrialState.COMPLETE]
+    assert point_key(trial_point(lost[0]), DIMS) in done  # re-queued and run by the survivor
+    assert len(set(done)) == len(done) and set(done) == serial_points()[0]
+    assert final.best_value == pytest.approx(serial_points()[1].best_value)
+
+
+def test_silent_worker_on_another_machine_times_out():
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"balance": 1.0})
+    trial = claim_queued(study)
+    study._storage.set_trial_system_attr(trial._trial_id, OWNER, "another-host:1")
+    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, 1.0)
+    monitor = StaleMonitor(grace=0.2)
+    assert monitor.sweep(study, log=lambda s: None) == []  # first sight starts its clock
+    time.sleep(0.3)
+    lost = monitor.sweep(study, log=lambda s: None)
+    assert [t.number for t in lost] == [trial.number] and study.trials[0].state == TrialState.FAIL
+
+
+def test_live_heartbeat_is_not_lost():
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"balance": 1.0})
+    trial = claim_queued(study)
+    monitor = StaleMonitor(grace=0.3)
+
+    def slow(t):
+        for _ in range(8):
+            assert monitor.sweep(study, log=lambda s: None) == []
+            time.sleep(0.1)
+        return 1.0
+
+    assert run_trial(study, trial, slow, heartbeat=0.05, log=lambda s: None).state == TrialState.COMPLETE
+
+
+def test_a_raising_trial_is_recorded_with_its_error_and_retried_once(tmp_path):
+    calls = []
+
+    def flaky(trial):
+        x = trial.suggest_float("x", 1 / 64, 64, log=True)
+        calls.append(x)
+        if x > 6:
+            raise RuntimeError("diverged")
+        return -(math.log2(x) - 2) ** 2
+
+    study = optuna.create_study(direction="maximize")
+    final = coordinate(study, [Dim("x", "log", 1 / 64, 64)], poll=0.0, objective=flaky, log=lambda s: None)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"] == "RuntimeError: diverged" for t in failed)
+    for t in failed:  # each failing point ran exactly twice: the trial and its one retry
+        assert calls.count(t.params["x"]) == 2
+    assert final.best == {"x": 4.0}
+
+
+def test_coordinator_resumes_a_killed_search(tmp_path):
+    """A search killed part-way (here: budget 7) and restarted visits the same points as one run."""
+    make_storage = storage_for("journal", tmp_path, "r")
+    study = optuna.create_study(study_name="r", storage=make_storage(), direction="maximize")
+    coordinate(study, DIMS, budget=7, poll=0.0, objective=objective, log=lambda s: None)
+    again = optuna.load_study(study_name="r", storage=make_storage())
+    coordinate(again, DIMS, poll=0.0, objective=objective, log=lambda s: None)
+    keys = [point_key(t.params, DIMS) for t in again.get_trials()]
+    assert len(set(keys)) == len(keys) and set(keys) == serial_points()[0]
