@@ -1,21 +1,33 @@
-"""Coordinate descent vs grid, random and TPE search on the same objective, over seeds.
+"""Coordinate descent vs grid, random and TPE search on the same objectives, over seeds.
 
 Usage:
-    python benchmarks/tuning.py [--seeds 10] [--out results/tuning_synthetic.png]
+    python benchmarks/tuning.py [--objectives digits-r1,digits-map,quadratic,ridge] [--seeds 10]
+                                [--table results/tuning_digits_grid.csv] [--out results/tuning.png]
 
-Objectives (synthetic, in "Recall@1 %" units so eps = 0.5 point): a quadratic in log space
-over balance x temperature x batch size with a per-seed random optimum and deterministic
-noise, and a ridge whose optimum couples balance and temperature. For each seed the grid
-(powers of two: 9 x 7 x 4 = 252 points) gives the reference best; each method then runs
-with a budget of 25 % of the grid's trials. Prints, per objective, the median over seeds of
-the trials needed to come within eps of the grid's best, and of the best value at the budget.
-A real objective (digits training runs) is `pmlbal tune --search cd|grid|random|tpe`.
+Real objective (digits-r1, digits-map): digits training runs with BalancedNTXentLoss over
+balance (2^-4..2^4) x temperature (2^-5..2^-1) x batch size (16, 32, 64), 135 points, each
+trained with 3 seeds by benchmarks/tuning_digits_table.py (train-sub -> class-disjoint val).
+Searches replay against that table: for each search seed and point, one of the 3 training
+runs is drawn, so a search sees real run-to-run noise; the grid, run on the same draws, gives
+the reference best. The searches move on the grid's coordinates (log2 exponents), so cd's
+steps are x2 and its minimum step is the grid's spacing. Values are Recall@1 or MAP@R in %.
+
+Synthetic objectives (quadratic, ridge): "Recall@1-like %" functions over balance x
+temperature x batch size (powers of two; grid 9 x 7 x 4 = 252), with a per-seed optimum and
+deterministic noise; the ridge couples the best temperature to the balance.
+
+Every method other than grid gets 25 % of the grid's trials. Printed per objective, as medians
+over seeds: trials to come within eps (0.5 point) of the grid's best, and the best value found
+at the budget; for the digits objectives also the value of the configuration each method picked,
+averaged over its 3 training runs (what retraining it would give).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
+from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
@@ -26,29 +38,61 @@ from pmlbal.tune import Dim, run_search
 from pmlbal.tune.spaces import grid_values, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0), Dim("batch_size", "log2-int", 8, 64)]
 EPS = 0.5
+METHODS = ("cd", "random", "tpe")
+SYNTH_DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0), Dim("batch_size", "log2-int", 8, 64)]
+# digits: the table's own coordinates (log2 exponents), as integer coordinates with unit steps.
+DIGITS_DIMS = [Dim("balance_exp", "int", -4, 4), Dim("temperature_exp", "int", -5, -1), Dim("batch_exp", "int", 4, 6)]
 
 
-def make_objective(kind: str, seed: int):
+def synthetic(kind: str, seed: int):
     rng = np.random.default_rng(seed)
     ob, ot, obs = rng.uniform(-3, 3), rng.uniform(-5.5, -0.5), rng.uniform(3.2, 5.8)
 
     def objective(trial):
-        v = {d.name: suggest(trial, d) for d in DIMS}
+        v = {d.name: suggest(trial, d) for d in SYNTH_DIMS}
         b, t, bs = math.log2(v["balance"]), math.log2(v["temperature"]), math.log2(v["batch_size"])
         noise = 0.2 * math.sin(13 * b + 7 * t + 3 * bs + seed)
         if kind == "quadratic":
             return 90 - 3 * (b - ob) ** 2 - 2 * (t - ot) ** 2 - 1.5 * (bs - obs) ** 2 + noise
-        # ridge: the best temperature moves with the balance
         return 90 - 4 * ((t - ot) - 0.5 * (b - ob)) ** 2 - 0.5 * (b - ob) ** 2 - 1.5 * (bs - obs) ** 2 + noise
 
-    return objective
+    return objective, None
+
+
+def load_table(path: str) -> dict[tuple[int, int, int], dict[str, list[float]]]:
+    """(balance_exp, temperature_exp, batch_exp) -> {"recall@1": [per seed], "map_at_r": [...]}, in %."""
+    table: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(path) as f:
+        for row in csv.DictReader(line for line in f if not line.startswith("#")):
+            key = (int(row["balance_exp"]), int(row["temperature_exp"]), int(row["batch_exp"]))
+            for m in ("recall@1", "map_at_r"):
+                table[key][m].append(100 * float(row[m]))
+    n = {len(v["recall@1"]) for v in table.values()}
+    if len(table) != 135 or len(n) != 1:
+        raise ValueError(f"{path}: expected 135 points with the same number of seeds, got {len(table)} points, seeds {n}")
+    return table
+
+
+def tabular(table, metric: str, seed: int):
+    """Each point answers with one of its training runs, drawn per (search seed, point)."""
+    rng = np.random.default_rng(seed)
+    draws = {key: int(rng.integers(len(v[metric]))) for key, v in sorted(table.items())}
+
+    def objective(trial):
+        key = tuple(suggest(trial, d) for d in DIGITS_DIMS)
+        return table[key][metric][draws[key]]
+
+    def mean_of(params):
+        key = tuple(params[d.name] for d in DIGITS_DIMS)
+        return float(np.mean(table[key][metric]))
+
+    return objective, mean_of
 
 
 def trials_to(study, target) -> int | None:
     best = -math.inf
-    for i, t in enumerate(study.trials, 1):
+    for i, t in enumerate(sorted(study.trials, key=lambda t: t.number), 1):
         if t.value is not None:
             best = max(best, t.value)
         if best >= target:
@@ -56,47 +100,95 @@ def trials_to(study, target) -> int | None:
     return None
 
 
+def best_after(study, n: int) -> dict:
+    done = [t for t in sorted(study.trials, key=lambda t: t.number)[:n] if t.value is not None]
+    return max(done, key=lambda t: t.value).params
+
+
+def compare(name: str, make, dims, seeds: int):
+    n_grid = math.prod(len(grid_values(d)) for d in dims)
+    budget = n_grid // 4
+    to_eps = {m: [] for m in METHODS}
+    at_budget = {m: [] for m in METHODS}
+    picked = {m: [] for m in METHODS}
+    grid_best, grid_picked = [], []
+    checkpoints = sorted({8, 16, budget})
+    anytime = {m: {c: [] for c in checkpoints} for m in METHODS}  # pick retrained after c trials
+    used = []
+    for seed in range(seeds):
+        obj, mean_of = make(seed)
+        grid = run_search(obj, dims, "grid", n_grid, None, "grid", seed)
+        grid_best.append(grid.best_value)
+        if mean_of:
+            grid_picked.append(mean_of(grid.best_params))
+        for m in METHODS:
+            st = run_search(obj, dims, m, budget, None, m, seed)
+            to_eps[m].append(trials_to(st, grid.best_value - EPS) or budget + 1)
+            at_budget[m].append(st.best_value)
+            if m == "cd":
+                used.append(len(st.trials))
+            if mean_of:
+                picked[m].append(mean_of(st.best_params))
+                for c in checkpoints:
+                    anytime[m][c].append(mean_of(best_after(st, c)))
+    print(f"\n## {name}: grid {n_grid} trials (median best {median(grid_best):.2f}"
+          + (f", its pick retrained {median(grid_picked):.2f}" if grid_picked else "")
+          + f"); others {budget} trials (25 %); eps {EPS}; medians over {seeds} seeds")
+    print("| method | trials to within eps of the grid's best | reached within budget | best at budget |"
+          + (" pick retrained (mean of 3 runs) |" if grid_picked else ""))
+    print("|---|---|---|---|" + ("---|" if grid_picked else ""))
+    for m in METHODS:
+        reached = sum(x <= budget for x in to_eps[m])
+        line = f"| {m} | {median(to_eps[m]):.1f} | {reached}/{seeds} | {median(at_budget[m]):.2f} |"
+        if grid_picked:
+            line += f" {median(picked[m]):.2f} |"
+        print(line)
+    if grid_picked:
+        print(f"pick retrained after n trials (cd stops by itself once converged; median trials cd used: "
+              f"{median(used):.0f}):")
+        print("| method | " + " | ".join(f"n = {c}" for c in checkpoints) + " |")
+        print("|---|" + "---|" * len(checkpoints))
+        for m in METHODS:
+            print(f"| {m} | " + " | ".join(f"{median(anytime[m][c]):.2f}" for c in checkpoints) + " |")
+    gaps = [g - c for g, c in zip(grid_best, at_budget["cd"])]
+    print(f"cd's gap to the grid's best at the budget: median {median(gaps):.2f}, max {max(gaps):.2f}; "
+          f"cd used {median([min(x, budget) for x in to_eps['cd']]) / n_grid:.0%} of the grid's trials (median) to get within eps")
+    return {"name": name, "budget": budget, "at_budget": at_budget, "grid_best": grid_best}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objectives", default="digits-r1,digits-map,quadratic,ridge")
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--out", default="results/tuning_synthetic.png")
+    ap.add_argument("--table", default="results/tuning_digits_grid.csv")
+    ap.add_argument("--out", default="results/tuning.png")
     args = ap.parse_args()
-    n_grid = math.prod(len(grid_values(d)) for d in DIMS)
-    budget = n_grid // 4
-    print(f"# grid {n_grid} trials; budget for the others {budget} (25 %); eps {EPS}; {args.seeds} seeds; medians")
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    table = load_table(args.table) if any(n.startswith("digits") for n in names) else None
+    results = []
+    for n in names:
+        if n == "digits-r1":
+            results.append(compare("digits, Recall@1 (val, %)", lambda s: tabular(table, "recall@1", s), DIGITS_DIMS, args.seeds))
+        elif n == "digits-map":
+            results.append(compare("digits, MAP@R (val, %)", lambda s: tabular(table, "map_at_r", s), DIGITS_DIMS, args.seeds))
+        elif n in ("quadratic", "ridge"):
+            results.append(compare(f"synthetic {n}", lambda s, n=n: synthetic(n, s), SYNTH_DIMS, args.seeds))
+        else:
+            raise SystemExit(f"unknown objective {n!r}")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, kind in zip(axes, ("quadratic", "ridge")):
-        to_eps = {m: [] for m in ("cd", "random", "tpe")}
-        at_budget = {m: [] for m in ("cd", "random", "tpe")}
-        gaps = []
-        for seed in range(args.seeds):
-            obj = make_objective(kind, seed)
-            grid = run_search(obj, DIMS, "grid", n_grid, None, "grid", seed)
-            target = grid.best_value - EPS
-            for m in to_eps:
-                st = run_search(obj, DIMS, m, budget, None, m, seed)
-                to_eps[m].append(trials_to(st, target) or budget + 1)
-                at_budget[m].append(st.best_value)
-                if m == "cd":
-                    gaps.append(grid.best_value - st.best_value)
-        line = [f"{kind:<9}"]
-        for m in to_eps:
-            reached = sum(x <= budget for x in to_eps[m])
-            line.append(f"{m}: {median(to_eps[m]):>5.1f} trials to eps ({reached}/{args.seeds} within budget), "
-                        f"best@{budget} {median(at_budget[m]):.2f}")
-        print("  ".join(line))
-        print(f"{'':<9}  cd's gap to the grid optimum at the budget: median {median(gaps):.2f}, max {max(gaps):.2f}")
-        ax.boxplot([at_budget[m] for m in to_eps], tick_labels=list(to_eps))
-        ax.set_title(f"{kind}: best value at {budget} trials ({args.seeds} seeds)")
-        ax.set_ylabel("objective (Recall@1-like %)")
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        ax.boxplot([r["at_budget"][m] for m in METHODS], tick_labels=list(METHODS))
+        ax.axhline(median(r["grid_best"]), color="gray", ls="--", lw=1, label="grid best (median)")
+        ax.set_title(f"{r['name']}\nbest at {r['budget']} trials", fontsize=9)
+        ax.legend(fontsize=7)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110, bbox_inches="tight")
-    print(f"plot: {args.out}")
+    print(f"\nplot: {args.out}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def suggest(trial: optuna.Trial, dim: Dim) -> Any:
 
 
 def grid_values(dim: Dim) -> list[Any]:
-    """A grid per coordinate: powers of two on log scales, 9 points on linear ones."""
+    """A grid per coordinate: powers of two on log scales, 9 points on linear ones (every integer
+    when an integer range has 9 or fewer)."""
     if dim.scale == "categorical":
         return list(dim.choices)
     if dim.scale in ("log", "log2-int"):
@@ -76,5 +77,7 @@ def grid_values(dim: Dim) -> list[Any]:
         vals = [2.0**e for e in range(lo, hi + 1)]
         return [int(v) for v in vals] if dim.scale == "log2-int" else vals
     n = 9
+    if dim.scale == "int" and dim.high - dim.low + 1 <= n:
+        return list(range(int(dim.low), int(dim.high) + 1))
     vals = [dim.low + (dim.high - dim.low) * i / (n - 1) for i in range(n)]
-    return [int(round(v)) for v in vals] if dim.scale == "int" else vals
+    return sorted({int(round(v)) for v in vals}) if dim.scale == "int" else vals
