@@ -182,7 +182,10 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
 @click.option("--show", is_flag=True, help="Print the study's trajectory and write its plot; runs nothing.")
 @click.option("--grace", type=POSITIVE_FLOAT, default=120.0, show_default=True,
               help="Seconds without a heartbeat before a running trial is declared lost and queued again.")
-def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, **kw):
+@click.option("--metric", type=click.Choice(["recall@1", "map_at_r", "r_precision", "precision_at_1"]),
+              default="recall@1", show_default=True,
+              help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
+def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, **kw):
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
     from .tune import make_spec, open_storage, run_search, search_space, training_objective
     from .tune.run import retrain_best
@@ -194,13 +197,13 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
             return _show_study(store, name, kw["results_dir"])
         dims = search_space(loss, kw["dataset"], _parse_space(space))
         base = _base_config(**{**kw, "eval_split": "val"})
-        spec = make_spec(base, loss, dims, search, budget, seed)
+        spec = make_spec(base, loss, dims, search, budget, seed, metric)
         if workers > 1 and not _is_shared(storage):
             raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
         bar, log = _progress_bar(name, budget)
         procs = _start_workers(storage, name, workers, kw) if workers > 1 else []
         try:
-            study = run_search(training_objective(base, loss, dims) if workers == 1 else None, dims, search, budget,
+            study = run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, budget,
                                store, name, seed, spec=spec, local=workers == 1, grace=grace,
                                progress=lambda st: _update_bar(bar, st), log=log)
         finally:
@@ -211,7 +214,7 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
     done = [t for t in study.trials if t.value is not None]
     if not done:
         raise click.ClickException(f"study {name!r}: no trial finished")
-    click.echo(f"study {name}: {len(study.trials)} trials; best val recall@1 {study.best_value:.4f} at {study.best_params}")
+    click.echo(f"study {name}: {len(study.trials)} trials; best val {metric} {study.best_value:.4f} at {study.best_params}")
     if final:
         record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
                               device=kw["device"], progress=True)

@@ -23,10 +23,11 @@ def loss_label(config: dict[str, Any]) -> str:
 
 
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
-    """One row per configuration: metrics as mean and std over its seeds, sorted by Recall@1."""
+    """One row per configuration evaluated on test: metrics as mean and std over its seeds, sorted by Recall@1."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        if r["config"]["dataset"] == dataset:
+        # Validation-split runs are tuning trials (class-disjoint val, part of train): not results.
+        if r["config"]["dataset"] == dataset and r["config"].get("eval_split", "test") == "test":
             groups[r["config_key"]].append(r)
     ks = STANDARD_KS[dataset]
     rows = []

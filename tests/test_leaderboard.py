@@ -26,6 +26,9 @@ def test_rows_mean_std_and_order(tmp_path):
     for seed, r1 in enumerate([0.8, 0.9]):
         write_record(fake_record(seed=seed, r1=r1), tmp_path)
     write_record(fake_record(loss="NTXentLoss", r1=0.95), tmp_path)
+    trial = fake_record(loss="KCLLoss", r1=0.99)  # a tuning trial (val split): not a result
+    trial["config"]["eval_split"] = "val"
+    write_record(trial, tmp_path)
     boards = write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)
     rows = boards["digits"]
     assert [r["loss"] for r in rows] == ["NTXentLoss", "BalancedNTXentLoss"]

@@ -98,8 +98,12 @@ class Pairs:
         return _anchor_range(self.neg_pairs()[0], r0, r1)
 
     # -- dense blocks ----------------------------------------------------------
+    def same_label(self, r0: int, r1: int) -> torch.Tensor:
+        """(r1-r0) x M: anchor and reference share a label (self-pairs included)."""
+        return self.labels[r0:r1, None] == self.ref_labels[None, :]
+
     def _label_mask(self, r0: int, r1: int, positive: bool) -> torch.Tensor:
-        same = self.labels[r0:r1, None] == self.ref_labels[None, :]
+        same = self.same_label(r0, r1)
         mask = same if positive else ~same
         if self.exclude_self and positive:
             idx = torch.arange(r0, min(r1, self.n_cols), device=self.device)
@@ -220,6 +224,34 @@ def map_row_blocks(
             out = fn(queries[r0:r1], refs, r0, r1)
         outputs.append(out)
     return tuple(torch.cat(parts) for parts in zip(*outputs))
+
+
+class _HingeSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mat, skip, offset: float, sign: float):
+        t = mat - offset if sign > 0 else offset - mat
+        t = t.masked_fill_(skip, 0.0).relu_()
+        active = t > 0
+        ctx.save_for_backward(active)
+        ctx.sign = sign
+        count = active.sum()
+        ctx.mark_non_differentiable(count)
+        return t.sum(), count
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sum, _grad_count):
+        (active,) = ctx.saved_tensors
+        return active * (grad_sum * ctx.sign).to(active.device), None, None, None
+
+
+def hinge_sum(mat: torch.Tensor, skip: torch.Tensor, offset: float, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, count of non-zero) of relu(sign * mat - sign * offset) over entries where `skip` is False.
+
+    One pass per direction, and backward keeps a boolean mask of the active entries rather than
+    a float B x M tensor: the hinge terms of a margin loss over all ~B^2 negative pairs.
+    """
+    return _HingeSum.apply(mat, skip, float(offset), float(sign))
 
 
 def detached_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer
+from pytorch_metric_learning.distances import BaseDistance
+from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer, MultipleReducers
 
 from ..registry import register
-from ._core import compute_dtype, detached_mean, map_row_blocks, nonzero_mean
+from ._core import compute_dtype, detached_mean, hinge_sum, map_row_blocks, nonzero_mean
 from .base import PMLCompatibleLoss, check_choice
 
 
@@ -62,6 +63,8 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
         if pairs.is_trivial():
             self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
             return self.zero_losses()
+        if pairs.from_labels and self._default_reduction():
+            return self._dense_loss(embeddings, ref_emb, pairs)
         a1, p = pairs.pos_pairs()
         a2, n = pairs.neg_pairs()
 
@@ -95,6 +98,60 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
                 "indices": (a2, n),
                 "reduction_type": "neg_pair",
             },
+        }
+
+    def _default_reduction(self) -> bool:
+        """True when the reducer is the one the aggregation implies, without statistics: the
+        loss can then be reduced here, densely, with no list of the ~B^2 negative pairs."""
+        want = AvgNonZeroReducer if self.aggregation == "nonzero" else MeanReducer
+        if type(self.distance).margin is not BaseDistance.margin:
+            return False  # hinge_sum hard-codes PML's margin
+        outer = self.reducer  # PML wraps one reducer per sub-loss in MultipleReducers
+        if type(outer) is not MultipleReducers or outer.collect_stats:
+            return False
+        for name in self._sub_loss_names():
+            r = outer.reducers[name] if name in outer.reducers else outer.default_reducer
+            if type(r) is not want or r.collect_stats:
+                return False
+            if want is AvgNonZeroReducer and not (r.low == 0 and r.high is None):
+                return False
+        return True
+
+    def _dense_loss(self, embeddings, ref_emb, pairs):
+        """Labels-defined pairs under the default reducer: positives from their (short) index
+        list, negatives as a masked B x M block, each block reduced to sums and counts.
+
+        Same values and gradients as the per-pair path; PML's reducer receives them as
+        "already_reduced" sub-losses. Skips building and gathering the negative index lists,
+        which dominate PML's time and memory."""
+        a1, p = pairs.pos_pairs()
+
+        def block(q, refs, r0, r1):
+            mat = self.distance(q, refs)
+            mat = mat.to(compute_dtype(mat.dtype))
+            ps = pairs.pos_slice(r0, r1)
+            pos_l = torch.relu(self.distance.margin(mat[_shift(a1[ps], r0), p[ps]], self.pos_margin))
+            # margin(neg_margin, d) is neg_margin - d, or d - neg_margin for similarities.
+            sign = 1.0 if self.distance.is_inverted else -1.0
+            neg_sum, neg_nz = hinge_sum(mat, pairs.same_label(r0, r1), self.neg_margin, sign)
+            return (pos_l.sum().reshape(1), torch.count_nonzero(pos_l).reshape(1),
+                    neg_sum.reshape(1), neg_nz.reshape(1))
+
+        pos_sum, pos_nz, neg_sum, neg_nz = (x.sum() for x in map_row_blocks(block, embeddings, ref_emb, self.chunk_size))
+        n_pos, n_neg = pairs.num_pos(), pairs.num_neg()
+        if self.aggregation == "nonzero":
+            pos, neg = pos_sum / pos_nz.clamp(min=1), neg_sum / neg_nz.clamp(min=1)
+        else:
+            pos, neg = pos_sum / max(n_pos, 1), neg_sum / max(n_neg, 1)
+        self.record_terms(pos.detach(), neg.detach())
+        w_pos, w_neg = 1.0, self.balance
+        if self.aggregation == "pooled" and n_pos + n_neg > 0:
+            w_pos, w_neg = n_pos / (n_pos + n_neg), self.balance * n_neg / (n_pos + n_neg)
+        return {
+            "pos_loss": {"losses": _scale(pos, w_pos) if n_pos else 0, "indices": None,
+                         "reduction_type": "already_reduced"},
+            "neg_loss": {"losses": _scale(neg, w_neg) if n_neg else 0, "indices": None,
+                         "reduction_type": "already_reduced"},
         }
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:

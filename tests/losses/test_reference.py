@@ -85,6 +85,38 @@ def test_contrastive_aggregations_match_loop(aggregation):
     torch.testing.assert_close(loss(emb, labels), expected)
 
 
+@pytest.mark.parametrize("aggregation", ["nonzero", "mean", "pooled"])
+@pytest.mark.parametrize("case", ["self", "ref_emb", "cosine", "chunked", "one_class"])
+def test_contrastive_dense_path_equals_per_pair_path(aggregation, case):
+    """Under its default reducer the loss reduces densely (no negative pair lists); a reducer
+    with statistics on takes PML's per-pair path. Both must give the same value and gradient."""
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer
+
+    emb, labels = clustered(5, 4, 8, spread=1.2)
+    emb = emb.detach().double()
+    if case == "one_class":
+        labels = torch.zeros_like(labels)
+    kw = dict(pos_margin=0.1, neg_margin=0.9, balance=1.5, aggregation=aggregation)
+    if case == "cosine":
+        kw.update(distance=CosineSimilarity(), pos_margin=0.9, neg_margin=0.2)
+    if case == "chunked":
+        kw.update(chunk_size=7)
+    slow_reducer = (AvgNonZeroReducer if aggregation == "nonzero" else MeanReducer)(collect_stats=True)
+    dense, per_pair = BalancedContrastiveLoss(**kw), BalancedContrastiveLoss(reducer=slow_reducer, **kw)
+    assert dense._default_reduction() and not per_pair._default_reduction()
+    args = (labels,) if case != "ref_emb" else (labels, None, emb[:9].detach() + 0.1, labels[:9])
+    grads = []
+    for loss in (dense, per_pair):
+        x = emb.detach().clone().requires_grad_(True)
+        value = loss(x, *args)
+        value.backward()
+        grads.append((value.detach(), x.grad))
+    assert grads[0][1] is not None and grads[0][1].abs().sum() > 0
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
 def two_views(m=8, d=6):
     g = torch.Generator().manual_seed(3)
     za = torch.randn(m, d, dtype=torch.float64, generator=g)
