@@ -11,3 +11,14 @@ def clustered(n_classes: int, per_class: int, dim: int, dtype=torch.float64, spr
     emb = centres[labels] + spread * torch.randn(len(labels), dim, generator=g, dtype=dtype)
     perm = torch.randperm(len(labels), generator=g)
     return emb[perm].clone().requires_grad_(True), labels[perm]
+
+
+def serial_search(dims, value, budget=None):
+    """The points coordinate descent visits when every probe is answered at once, and its final decision."""
+    from pmlbal.tune import CoordinateDescent, point_key
+
+    cd, hist = CoordinateDescent(dims, budget=budget), {}
+    while (d := cd.ask(hist)).action == "probe":
+        for p in d.probes:
+            hist[point_key(p, dims)] = value(p)
+    return set(hist), d

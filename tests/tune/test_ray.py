@@ -9,7 +9,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray Tune is optional: pip install 'pmlbal[ray]'")
 tune = pytest.importorskip("ray.tune")
 
-from pmlbal.tune import CoordinateDescent, Dim, point_key  # noqa: E402
+from pmlbal.tune import Dim, point_key  # noqa: E402
+from tests.helpers import serial_search  # noqa: E402
 from pmlbal.tune.ray import CoordinateDescentSearcher  # noqa: E402
 
 DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
@@ -20,11 +21,7 @@ def value(p):
 
 
 def serial(budget=None):
-    cd, hist = CoordinateDescent(DIMS, budget=budget), {}
-    while (d := cd.ask(hist)).action == "probe":
-        for p in d.probes:
-            hist[point_key(p, DIMS)] = value(p)
-    return set(hist), d
+    return serial_search(DIMS, value, budget)
 
 
 def test_searcher_protocol_without_ray_running():

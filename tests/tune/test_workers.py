@@ -12,9 +12,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pmlbal.tune import CoordinateDescent, Dim, point_key
+from pmlbal.tune import Dim, point_key
 from pmlbal.tune.optuna import trial_point
 from pmlbal.tune.workers import HEARTBEAT, OWNER, StaleMonitor, claim_queued, coordinate, run_trial, work
+from tests.helpers import serial_search
 from tests.tune.storages import postgres_url_or_skip
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -35,12 +36,7 @@ def objective(trial) -> float:
 
 
 def serial_points(budget=None):
-    """The points the pure core visits when every probe is answered at once."""
-    cd, hist = CoordinateDescent(DIMS, budget=budget), {}
-    while (d := cd.ask(hist)).action == "probe":
-        for p in d.probes:
-            hist[point_key(p, DIMS)] = value(p)
-    return set(hist), d
+    return serial_search(DIMS, value, budget)
 
 
 def storage_for(kind, tmp_path, name):
