@@ -15,12 +15,13 @@ asks for its point again (one retry), exactly as for a trial that raised.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import traceback
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -71,13 +72,34 @@ class Heartbeat:
 def claim_queued(study: optuna.Study) -> optuna.Trial | None:
     """Take one queued trial (WAITING -> RUNNING); None when the queue is empty."""
     storage = study._storage
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    with _sqlite_claim_lock(storage):
+        for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    return optuna.Trial(study, t._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     return None
+
+
+@contextlib.contextmanager
+def _sqlite_claim_lock(storage) -> Iterator[None]:
+    """SQLite ignores SELECT ... FOR UPDATE, so two processes can both see a trial WAITING and
+    both take it. On one machine an exclusive file lock beside the database makes the claim
+    atomic; PostgreSQL and journal files need none."""
+    backend = getattr(storage, "_backend", storage)
+    url = getattr(backend, "url", "")
+    if not (isinstance(url, str) and url.startswith("sqlite:///")) or url == "sqlite:///:memory:":
+        yield
+        return
+    import fcntl
+
+    with open(url[len("sqlite:///"):] + ".claim-lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
@@ -131,7 +153,8 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, pol
     while max_trials is None or ran < max_trials:
         trial = claim_queued(study)
         if trial is None and sample_new and (budget is None or len(study.get_trials(deepcopy=False)) < budget):
-            trial = study.ask()
+            with _sqlite_claim_lock(study._storage):  # ask() pops queued trials too
+                trial = study.ask()
         if trial is None:
             if study_state(study) == "done" or (sample_new and budget is not None and _all_finished(study)):
                 break

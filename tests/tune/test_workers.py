@@ -43,6 +43,9 @@ def storage_for(kind, tmp_path, name):
     if kind == "journal":
         path = str(tmp_path / f"{name}.log")
         return lambda: optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        return lambda: url
     url = postgres_url_or_skip()
     return lambda: url
 
@@ -70,7 +73,7 @@ def start_workers(n, make_storage, name, **kw):
     return procs
 
 
-@pytest.mark.parametrize("kind", ["journal", "postgres"])
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "postgres"])
 @pytest.mark.parametrize("n_workers", [2, 4])
 def test_workers_complete_the_search_without_a_duplicate_probe(tmp_path, kind, n_workers):
     make_storage = storage_for(kind, tmp_path, "s")
@@ -181,3 +184,28 @@ def test_coordinator_resumes_a_killed_search(tmp_path):
     coordinate(again, DIMS, poll=0.0, objective=objective, log=lambda s: None)
     keys = [point_key(t.params, DIMS) for t in again.get_trials()]
     assert len(set(keys)) == len(keys) and set(keys) == serial_points()[0]
+
+
+def _sampling_worker(make_storage, name, budget):
+    study = optuna.load_study(study_name=name, storage=make_storage(), sampler=optuna.samplers.RandomSampler(os.getpid()))
+    work(study, objective, poll=0.02, heartbeat=0.2, sample_new=True, budget=budget, log=lambda s: None)
+
+
+def test_random_search_spread_over_workers_stops_at_the_budget(tmp_path):
+    from pmlbal.tune.run import supervise
+
+    make_storage = storage_for("sqlite", tmp_path, "rnd")
+    study = optuna.create_study(study_name="rnd", storage=make_storage(), direction="maximize")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_sampling_worker, args=(make_storage, "rnd", 12)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        supervise(study, 12, poll=0.05, log=lambda s: None)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    trials = study.get_trials()
+    assert all(p.exitcode == 0 for p in procs)
+    assert 12 <= len(trials) <= 14 and all(t.state == TrialState.COMPLETE for t in trials)  # a race may add one per extra worker
+    assert len({t.system_attrs[OWNER] for t in trials}) >= 2
