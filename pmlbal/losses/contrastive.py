@@ -80,11 +80,7 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
 
         pos_l, neg_l = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
         n_pos, n_neg = len(pos_l), len(neg_l)
-        w_pos, w_neg = 1.0, self.balance
-        if self.aggregation == "pooled" and n_pos + n_neg > 0:
-            # Under the mean reducer these weights turn the two means into one pooled mean.
-            w_pos = n_pos / (n_pos + n_neg)
-            w_neg = self.balance * n_neg / (n_pos + n_neg)
+        w_pos, w_neg = self._term_weights(n_pos, n_neg)
         term = nonzero_mean if self.aggregation == "nonzero" else detached_mean
         self.record_terms(term(pos_l), term(neg_l))
         return {
@@ -99,6 +95,12 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
                 "reduction_type": "neg_pair",
             },
         }
+
+    def _term_weights(self, n_pos: int, n_neg: int) -> tuple[float, float]:
+        if self.aggregation == "pooled" and n_pos + n_neg > 0:
+            # Under the mean reducer these weights turn the two means into one pooled mean.
+            return n_pos / (n_pos + n_neg), self.balance * n_neg / (n_pos + n_neg)
+        return 1.0, self.balance
 
     def _default_reduction(self) -> bool:
         """True when the reducer is the one the aggregation implies, without statistics: the
@@ -144,9 +146,7 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
         else:
             pos, neg = pos_sum / max(n_pos, 1), neg_sum / max(n_neg, 1)
         self.record_terms(pos.detach(), neg.detach())
-        w_pos, w_neg = 1.0, self.balance
-        if self.aggregation == "pooled" and n_pos + n_neg > 0:
-            w_pos, w_neg = n_pos / (n_pos + n_neg), self.balance * n_neg / (n_pos + n_neg)
+        w_pos, w_neg = self._term_weights(n_pos, n_neg)
         return {
             "pos_loss": {"losses": _scale(pos, w_pos) if n_pos else 0, "indices": None,
                          "reduction_type": "already_reduced"},
