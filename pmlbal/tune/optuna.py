@@ -102,8 +102,8 @@ def trial_point(trial: FrozenTrial) -> dict[str, Any]:
 
 def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction, retries: int = 1,
                        extra: tuple[Mapping[str, Any], float | None] | None = None) -> Decision:
-    """Replay `cd` on a study's trials. Complete trials give values; a point whose trials all
-    failed (raised, pruned or lost with its worker) more than `retries` times counts as FAILED,
+    """Replay `cd` on a study's trials. Complete trials give values; a pruned point, or one whose
+    trials failed (raised or lost with its worker) more than `retries` times, counts as FAILED;
     one that failed fewer times is asked for again (the retry); running and queued trials are
     pending. `extra` is a just-finished trial not yet in storage: (params, value or None)."""
     sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
@@ -125,8 +125,10 @@ def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], dir
             continue
         if t.state == TrialState.COMPLETE:
             add(point, t.value)
-        elif t.state in (TrialState.FAIL, TrialState.PRUNED):
+        elif t.state == TrialState.FAIL:
             add(point, None)
+        elif t.state == TrialState.PRUNED:  # a deliberate verdict, not an accident: no retry
+            failures[point_key(point, cd.dims)] = retries + 1
         elif t.state in (TrialState.RUNNING, TrialState.WAITING):
             pending.append(point)
     if extra is not None:

@@ -118,3 +118,24 @@ def test_budget_stops_the_search():
 def test_bad_arguments(ctor, word):
     with pytest.raises(ValueError, match=word):
         ctor()
+
+
+def test_pruned_probes_are_not_retried_but_failed_ones_are_once():
+    seen = []
+
+    def f(t):
+        x = t.suggest_float("x", 1 / 64, 64, log=True)
+        seen.append(x)
+        if x > 6:
+            raise optuna.TrialPruned()
+        if x < 0.6:
+            raise RuntimeError("diverged")
+        return -(math.log2(x) - 2) ** 2
+
+    study = optuna.create_study(direction="maximize", sampler=CoordinateDescentSampler())
+    study.optimize(f, n_trials=100, catch=(RuntimeError,))
+    assert study.best_params["x"] == pytest.approx(4.0)
+    pruned = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    failed = [t.params["x"] for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert pruned and all(seen.count(x) == 1 for x in pruned)
+    assert failed and all(seen.count(x) == 2 for x in failed)
