@@ -78,7 +78,10 @@ def main() -> None:
 @click.option("--loss-arg", multiple=True, metavar="KEY=VALUE", help="Extra loss argument (repeatable).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 def train(loss, loss_arg, seed, **kw):
-    """Train one model, evaluate it and write its run record."""
+    """Train one model, evaluate it and write its run record.
+
+    Several processes: `torchrun --nproc_per_node N -m pmlbal.cli train ...` (BATCH_SIZE is global).
+    """
     from .bench import parse_loss_spec, parse_value
     from .data import CorruptImageError, DatasetLayoutError
     from .train import train as run_train
@@ -94,6 +97,8 @@ def train(loss, loss_arg, seed, **kw):
         record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"))
     except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
+    if record is None:  # a non-zero torchrun rank: rank 0 reports
+        return
     f = record["final"]
     click.echo(" ".join(f"{k}={v:.4f}" for k, v in f.items() if isinstance(v, float)))
     click.echo(f"record: {record['path']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -135,6 +136,19 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size): (0, 1) normally; under `torchrun` (WORLD_SIZE > 1) the process group is
+    initialised once, NCCL on GPUs and gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def batches_per_epoch(n_items: int, batch_size: int) -> int:
     """Steps in one epoch, for either sampler: every sample about once, at least one batch."""
     return max(1, n_items // batch_size)
@@ -223,15 +237,31 @@ def train_step(forward, loss_fn, opt, x: torch.Tensor, y: torch.Tensor, amp: boo
     return loss
 
 
-def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Train `config.backbone` with `config.loss`, evaluate, write and return the run record."""
+def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any] | None:
+    """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
+
+    Under `torchrun` each process trains on its slice of every global batch (`batch_size` is the
+    global size), gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
+    DistributedLossWrapper, sees the whole global batch; rank 0 evaluates and writes the record
+    and returns it, the other ranks return None.
+    """
     from tqdm.auto import tqdm
 
     cfg = config.resolved()
     loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
+    rank, world = distributed_context()
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    if world > 1:
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world})")
+        if cfg.sampler != "m-per-class":
+            raise ValueError(f"--sampler {cfg.sampler} is not supported under torchrun; use m-per-class")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+            torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)  # the same initial model on every rank
+    # Rank 0 draws the augmentations a single process would; other ranks their own stream.
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
 
     train_set = data_mod.create(cfg.dataset, cfg.root, cfg.train_split)
     eval_set = data_mod.create(cfg.dataset, cfg.root, cfg.eval_split)
@@ -242,7 +272,14 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
     amp = device.type == "cuda"
     if amp:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
+    forward, train_loss = model, loss_fn
+    if world > 1:
+        from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_loss = DistributedLossWrapper(loss_fn)  # the loss sees the global batch
+    forward = torch.compile(forward) if cfg.compile else forward
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     check_classes_per_batch(train_set.labels, cfg.batch_size, cfg.samples_per_class)  # fail before any work
@@ -253,8 +290,8 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
     )
 
-    record: dict[str, Any] = {"epochs": [], "steps": []}
-    initial = evaluate(model, eval_bank, eval_set.labels, cfg, device)
+    record: dict[str, Any] = {"epochs": [], "steps": [], "world_size": world}
+    initial = evaluate(model, eval_bank, eval_set.labels, cfg, device) if rank == 0 else None
     t_start, images_seen, train_time = time.perf_counter(), 0, 0.0
     bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True, leave=False)
     spectral = None
@@ -276,11 +313,13 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         epoch_loss = []
         t0 = time.perf_counter()
         for idx in batches:
+            if world > 1:  # every rank draws the same global batch and takes its own slice
+                idx = np.array_split(idx, world)[rank]
             idx_t = torch.from_numpy(idx)
             x = normalize(random_resized_crop_flip(train_bank.take(idx_t), cfg.input_size, gen,
                                                    scale=(cfg.crop_scale, 1.0)), model.mean, model.std)
             y = torch.as_tensor(train_set.labels[idx], device=device)
-            loss = train_step(forward, loss_fn, opt, x, y, amp)
+            loss = train_step(forward, train_loss, opt, x, y, amp)
             sched.step()
             step = {"loss": loss.detach()}
             for term in ("pos_term", "entropy_term"):
@@ -294,12 +333,14 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         train_time += time.perf_counter() - t0
         images_seen += len(batches) * cfg.batch_size
         entry = {"epoch": epoch, "train_loss": float(torch.stack(epoch_loss).mean()), "lr": sched.get_last_lr()[0]}
-        if cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
+        if rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
             entry["metrics"] = evaluate(model, eval_bank, eval_set.labels, cfg, device)
         record["epochs"].append(entry)
         if on_epoch:
             on_epoch(entry)
     bar.close()
+    if rank != 0:
+        return None  # rank 0 evaluates and writes the one record of the run
     final = evaluate(model, eval_bank, eval_set.labels, cfg, device)
     record["epochs"][-1]["metrics"] = final
     # One host sync for all logged steps, at the end, not one per step.

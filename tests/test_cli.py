@@ -102,3 +102,25 @@ def test_train_with_spectral_sampler_resamples_each_epoch(tmp_path, monkeypatch)
     assert updates == [(901, 64), (901, 64)]
     record = json.loads(open(next((tmp_path / "runs").glob("*.json"))).read())
     assert record["config"]["sampler"] == "spectral" and "--sampler spectral" in record["command"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_on_the_global_batch(tmp_path):
+    """`torchrun --nproc_per_node 2`: gloo on the CPU, DDP for the model, PML's DistributedLossWrapper
+    for the loss. Both ranks log the same epoch loss (each computed over the gathered global batch,
+    not its own half), and rank 0 alone writes the run's one record."""
+    import re
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pmlbal.cli", "train", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+           "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    losses = re.findall(r"epoch 1: loss ([0-9.]+)", out.stdout)
+    assert len(losses) == 2 and losses[0] == losses[1]
+    records = list((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["world_size"] == 2 and record["final"]["recall@1"] > 0.5
