@@ -77,7 +77,8 @@ def main() -> None:
               help="pmlbal or PML loss class name, optionally with arguments: 'Name(key=value, ...)'.")
 @click.option("--loss-arg", multiple=True, metavar="KEY=VALUE", help="Extra loss argument (repeatable).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-def train(loss, loss_arg, seed, **kw):
+@click.option("--save-model", is_flag=True, help="Also save the trained model to RESULTS_DIR/models/ (for `pmlbal eval`).")
+def train(loss, loss_arg, seed, save_model, **kw):
     """Train one model, evaluate it and write its run record.
 
     Several processes: `torchrun --nproc_per_node N -m pmlbal.cli train ...` (BATCH_SIZE is global).
@@ -93,7 +94,7 @@ def train(loss, loss_arg, seed, **kw):
                 raise ValueError(f"--loss-arg expects KEY=VALUE, got {item!r}")
             key, value = item.split("=", 1)
             kwargs[key.strip()] = parse_value(value.strip())
-        cfg = replace(_base_config(**kw), loss=name, loss_kwargs=kwargs, seed=seed)
+        cfg = replace(_base_config(**kw), loss=name, loss_kwargs=kwargs, seed=seed, save_model=save_model)
         record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"))
     except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
@@ -102,6 +103,28 @@ def train(loss, loss_arg, seed, **kw):
     f = record["final"]
     click.echo(" ".join(f"{k}={v:.4f}" for k, v in f.items() if isinstance(v, float)))
     click.echo(f"record: {record['path']}")
+    if record.get("model_path"):
+        click.echo(f"model: {record['model_path']}")
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Split of the checkpoint's data set to evaluate on.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Data set folder (default: the one the model was trained with).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decoded-image cache.")
+def eval_(checkpoint, split, root, device, cache_dir):
+    """Evaluate a model saved by `pmlbal train --save-model`: Recall@K, MAP@R, R-precision, geometry."""
+    from .data import CorruptImageError, DatasetLayoutError
+    from .train import evaluate_checkpoint
+
+    try:
+        metrics = evaluate_checkpoint(checkpoint, split, root, device, cache_dir)
+    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+        _fail(err)
+    click.echo(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
 
 @main.command()

@@ -8,7 +8,7 @@ import platform
 import shlex
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +69,8 @@ class TrainConfig:
     progress: bool = True
     #: "storage-url#study" when the hyper-parameters come from a tuning study (provenance only).
     tuned_from: str | None = None
+    #: Also save the trained model (weights + this config) to DIR/models/<run_id>.pt, for `pmlbal eval`.
+    save_model: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with data-set defaults filled in and every value checked."""
@@ -208,7 +210,8 @@ def command_for(cfg: TrainConfig) -> str:
         parts += ["--loss-arg", f"{k}={v}"]
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from"):
+        if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from",
+                      "save_model"):
             continue
         v = getattr(cfg, f.name)
         d = DATASET_DEFAULTS[cfg.dataset].get(f.name, getattr(defaults, f.name))
@@ -364,8 +367,48 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         git_commit=_git_commit(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    if cfg.save_model:
+        record["model_path"] = str(save_checkpoint(model, cfg, record["run_id"]))
     record["path"] = str(write_record(record, cfg.results_dir))
     return record
+
+
+def save_checkpoint(model: EmbeddingModel, cfg: TrainConfig, run_id: str) -> Path:
+    """DIR/models/<run_id>.pt: the model's state dict and the run's config, written atomically."""
+    path = Path(cfg.results_dir, "models", f"{run_id}.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"config": asdict(cfg), "run_id": run_id, "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[EmbeddingModel, TrainConfig]:
+    """The model and config saved by `train(save_model=True)`; errors name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable pmlbal checkpoint: {type(err).__name__}: {err}") from err
+    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
+        raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
+    cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, None, cfg.freeze_bn)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(pick_device(device)), cfg
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", root: str | None = None, device: str = "auto",
+                        cache_dir: str | None = None) -> dict[str, float]:
+    """Recall@K, MAP@R, R-precision and geometry of a saved model on `split` of its data set."""
+    model, cfg = load_checkpoint(path, device)
+    cfg = replace(cfg, eval_split=split, root=root or cfg.root, cache_dir=cache_dir)
+    dev = pick_device(device)
+    eval_set = data_mod.create(cfg.dataset, cfg.root, split)
+    bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), dev)
+    return evaluate(model, bank, eval_set.labels, cfg, dev)
 
 
 def _versions() -> dict[str, str]:

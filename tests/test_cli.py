@@ -124,3 +124,31 @@ def test_torchrun_two_processes_train_on_the_global_batch(tmp_path):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["world_size"] == 2 and record["final"]["recall@1"] > 0.5
+
+
+@pytest.mark.slow
+def test_train_save_model_then_eval_reproduces_the_recorded_metrics(tmp_path):
+    common = ["--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    trained = CliRunner().invoke(main, ["train", "--dataset", "digits", "--epochs", "1", "--save-model"] + common)
+    assert trained.exit_code == 0, trained.output
+    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    ckpt = record["model_path"]
+    evaluated = CliRunner().invoke(main, ["eval", ckpt, "--cache-dir", str(tmp_path / "cache")])
+    assert evaluated.exit_code == 0, evaluated.output
+    got = dict(kv.split("=") for kv in evaluated.output.split())
+    for k in ("recall@1", "map_at_r", "r_precision"):
+        assert float(got[k]) == pytest.approx(record["final"][k], abs=1e-4)
+
+
+def test_eval_refuses_missing_and_foreign_files(tmp_path):
+    missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nope.pt")])
+    assert missing.exit_code != 0 and "checkpoint not found" in missing.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    bad = CliRunner().invoke(main, ["eval", str(junk)])
+    assert bad.exit_code != 0 and "not a readable pmlbal checkpoint" in bad.output and "Traceback" not in bad.output
+    import torch
+
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    other = CliRunner().invoke(main, ["eval", str(tmp_path / "other.pt")])
+    assert other.exit_code != 0 and "not a pmlbal checkpoint" in other.output
