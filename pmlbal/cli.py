@@ -252,7 +252,7 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
 
 
 def _is_shared(storage: str) -> bool:
-    return not storage.startswith("sqlite:///:memory:") and "://" in storage or storage.startswith("journal:")
+    return storage.startswith("journal:") or ("://" in storage and not storage.startswith("sqlite:///:memory:"))
 
 
 def _progress_bar(name: str, budget: int):
@@ -263,16 +263,17 @@ def _progress_bar(name: str, budget: int):
 
 
 def _update_bar(bar, study) -> None:
+    from .tune.run import best_trial
+
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    complete = [t for t in finished if t.value is not None]
     state = (len(finished), len(trials))
     if getattr(bar, "_pmlbal_state", None) == state:
         return  # redraw on change only: the coordinator polls every second
     bar._pmlbal_state = state
     bar.n = min(len(finished), bar.total)
-    if complete:
-        best = max(complete, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else min(complete, key=lambda t: t.value)
+    best = best_trial(study)
+    if best is not None:
         point = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
         bar.set_postfix_str(f"best {best.value:.4f} at {point}; running {len(trials) - len(finished)}")
     bar.refresh()

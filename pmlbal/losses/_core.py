@@ -242,7 +242,7 @@ class _HingeSum(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sum, _grad_count):
         (active,) = ctx.saved_tensors
-        return active * (grad_sum * ctx.sign).to(active.device), None, None, None
+        return active * (grad_sum * ctx.sign), None, None, None
 
 
 def hinge_sum(mat: torch.Tensor, skip: torch.Tensor, offset: float, sign: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .optuna import trial_point
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -21,7 +23,7 @@ def trajectory(study: optuna.Study) -> list[dict[str, Any]]:
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     best, rows = None, []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        params = trial_point(t)
         improved = False
         if t.state == TrialState.COMPLETE and (best is None or (t.value > best if maximize else t.value < best)):
             best, improved = t.value, True

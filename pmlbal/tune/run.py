@@ -210,8 +210,7 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
 
 # -- after the search ----------------------------------------------------------------------------
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not done:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     return study.best_trial
 

@@ -33,9 +33,6 @@ HEARTBEAT = "pmlbal:heartbeat"
 OWNER = "pmlbal:worker"
 STATE = "pmlbal:state"  # study user attribute: "running" or "done"
 
-log_default = print
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -103,7 +100,7 @@ def _sqlite_claim_lock(storage) -> Iterator[None]:
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
-              heartbeat: float = 30.0, log: Callable[[str], None] = log_default) -> FrozenTrial:
+              heartbeat: float = 30.0, log: Callable[[str], None] = print) -> FrozenTrial:
     """Run a claimed trial under a heartbeat and report it; an exception fails it with its error.
 
     Ctrl-C also fails the trial (so it is retried) and is then re-raised.
@@ -142,7 +139,7 @@ def study_state(study: optuna.Study) -> str:
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, poll: float = 1.0,
          heartbeat: float = 30.0, sample_new: bool = False, budget: int | None = None,
          max_trials: int | None = None, idle_timeout: float | None = None,
-         log: Callable[[str], None] = log_default) -> int:
+         log: Callable[[str], None] = print) -> int:
     """Worker loop: claim queued trials and run them until the study is done; returns trials run.
 
     `sample_new`: when the queue is empty, ask the study's sampler for a new trial (TPE, random,
@@ -182,7 +179,7 @@ class StaleMonitor:
         self.grace = grace
         self._seen: dict[int, tuple[Any, float]] = {}
 
-    def sweep(self, study: optuna.Study, log: Callable[[str], None] = log_default) -> list[FrozenTrial]:
+    def sweep(self, study: optuna.Study, log: Callable[[str], None] = print) -> list[FrozenTrial]:
         now, lost = time.monotonic(), []
         running = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
         for t in running:
@@ -205,7 +202,8 @@ class StaleMonitor:
                     log(f"trial {t.number} lost ({reason}); its point is queued again")
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
-        self._seen = {k: v for k, v in self._seen.items() if k in {t._trial_id for t in running}}
+        alive = {t._trial_id for t in running}
+        self._seen = {k: v for k, v in self._seen.items() if k in alive}
         return lost
 
 
@@ -231,7 +229,7 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
                retries: int = 1, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
                objective: Callable[[optuna.Trial], float] | None = None,
                on_decision: Callable[[Decision], None] | None = None,
-               log: Callable[[str], None] = log_default) -> Decision:
+               log: Callable[[str], None] = print) -> Decision:
     """Drive coordinate descent on `study` until it is done; returns the final decision.
 
     Each round: mark lost trials failed, replay the search on the study's trials, enqueue the
