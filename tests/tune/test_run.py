@@ -110,3 +110,15 @@ def test_bench_tuned_falls_back_to_defaults_without_a_study(tmp_path):
     cfg = tuned_config(TrainConfig(), "BalancedNTXentLoss", {}, f"sqlite:///{tmp_path}/none.db", notes.append)
     assert cfg.loss_kwargs == {} and cfg.tuned_from is None and "default configuration" in notes[0]
     assert not (tmp_path / "none.db").exists()  # looking did not create a database
+
+
+def test_worker_and_show_name_a_missing_study(tmp_path):
+    url = f"journal:{tmp_path}/j.log"
+    worker = CliRunner().invoke(main, ["tune-worker", "--storage", url, "--study", "nope"])
+    assert worker.exit_code != 0 and "no study 'nope'" in worker.output and "Traceback" not in worker.output
+    shown = CliRunner().invoke(main, ["tune", "--show", "--storage", url, "--study", "nope"])
+    assert shown.exit_code != 0 and "no study 'nope'" in shown.output
+    foreign = optuna.create_study(study_name="plain", storage=open_storage(url))
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    plain = CliRunner().invoke(main, ["tune-worker", "--storage", url, "--study", "plain"])
+    assert plain.exit_code != 0 and "not made by `pmlbal tune`" in plain.output
