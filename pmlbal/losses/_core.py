@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from pytorch_metric_learning.distances import BaseDistance, LpDistance
 from torch.utils.checkpoint import checkpoint
 
 IndicesTuple = tuple[torch.Tensor, ...]
@@ -162,6 +163,18 @@ def _anchor_range(sorted_anchors: torch.Tensor, r0: int, r1: int) -> slice:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp16/bf16 similarities are promoted to fp32 for exp/log; fp64 stays fp64."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def distance_matrix(distance: BaseDistance, q: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+    """`distance(q, refs)`, with an Lp distance of fp16/bf16 embeddings taken from fp32 copies.
+
+    PML's LpDistance has no usable low-precision path: torch.cdist has no bf16 kernel on the
+    CPU for small inputs, and its fp16 fallback gathers every (query, ref) pair into a
+    B x M x D tensor. The fp32 copies cost O((B + M) D); the B x M matrix is promoted anyway.
+    """
+    if isinstance(distance, LpDistance) and q.dtype in (torch.float16, torch.bfloat16):
+        q, refs = q.float(), refs.float()
+    return distance(q, refs)
 
 
 def as_mask(weight: torch.Tensor) -> torch.Tensor:

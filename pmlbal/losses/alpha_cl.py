@@ -78,7 +78,7 @@ class AlphaCLLoss(BalancedLoss):
         a, p = pairs.pos_pairs()
 
         def block(q, refs, r0, r1):
-            s = self.distance(q, refs)
+            s = self.pair_matrix(q, refs)
             s = s.to(compute_dtype(s.dtype))
             _, neg = pairs.block(r0, r1, s.dtype)
             neg = neg.to(s.dtype)

@@ -9,7 +9,7 @@ import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ._core import Pairs, compute_dtype, map_row_blocks
+from ._core import Pairs, compute_dtype, distance_matrix, map_row_blocks
 
 
 def check_positive(name: str, value: float) -> float:
@@ -94,6 +94,10 @@ class BalancedLoss(BaseMetricLossFunction):
     def record_terms(self, pos_term: torch.Tensor, entropy_term: torch.Tensor) -> None:
         self.pos_term = pos_term
         self.entropy_term = entropy_term
+
+    def pair_matrix(self, q: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+        """The distance (or similarity) matrix of a block of queries against the references."""
+        return distance_matrix(self.distance, q, refs)
 
     def logits(self, mat: torch.Tensor, temperature: float) -> torch.Tensor:
         """Similarity / temperature in a safe dtype; distances are negated, as PML does."""

@@ -69,7 +69,7 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
         a2, n = pairs.neg_pairs()
 
         def block(q, refs, r0, r1):
-            mat = self.distance(q, refs)
+            mat = self.pair_matrix(q, refs)
             mat = mat.to(compute_dtype(mat.dtype))  # fp16 means over ~B^2 pairs lose precision
             ps, ns = pairs.pos_slice(r0, r1), pairs.neg_slice(r0, r1)
             pos_d = mat[_shift(a1[ps], r0), p[ps]]
@@ -129,7 +129,7 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
         a1, p = pairs.pos_pairs()
 
         def block(q, refs, r0, r1):
-            mat = self.distance(q, refs)
+            mat = self.pair_matrix(q, refs)
             mat = mat.to(compute_dtype(mat.dtype))
             ps = pairs.pos_slice(r0, r1)
             pos_l = torch.relu(self.distance.margin(mat[_shift(a1[ps], r0), p[ps]], self.pos_margin))

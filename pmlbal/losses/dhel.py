@@ -59,7 +59,7 @@ class DHELLoss(BalancedLoss):
 
     def _uniformity(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.same_view_reduce(
-            x, labels, lambda q, refs: self.logits(self.distance(q, refs), self.temperature), masked_logsumexp
+            x, labels, lambda q, refs: self.logits(self.pair_matrix(q, refs), self.temperature), masked_logsumexp
         )
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -67,7 +67,7 @@ class DHELLoss(BalancedLoss):
         two_view = ref_emb is not embeddings and indices_tuple is None
 
         def block(q, refs, r0, r1):
-            logits = self.logits(self.distance(q, refs), self.temperature)
+            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
             pos, neg = pairs.block(r0, r1, logits.dtype)
             align, _ = masked_mean(-logits, pos)
             if two_view:

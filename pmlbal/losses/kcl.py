@@ -58,7 +58,7 @@ class KCLLoss(BalancedLoss):
         return ["loss", "positive_view_loss"]
 
     def _sq_dist(self, q, refs):
-        s = self.distance(q, refs)
+        s = self.pair_matrix(q, refs)
         return (2.0 - 2.0 * s.to(compute_dtype(s.dtype))).clamp(min=0.0)
 
     def _align_kernel(self, d2):

@@ -70,7 +70,7 @@ class BalancedNTXentLoss(PMLCompatibleLoss):
         a, p = pairs.pos_pairs()
 
         def block(q, refs, r0, r1):
-            logits = self.logits(self.distance(q, refs), self.temperature)
+            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
             _, neg = pairs.block(r0, r1, logits.dtype)
             neg_lse, has_neg = masked_logsumexp(logits, neg)
             if self.negatives == "mean":

@@ -54,7 +54,7 @@ class BalancedSupConLoss(PMLCompatibleLoss):
             return self.zero_losses()
 
         def block(q, refs, r0, r1):
-            logits = self.logits(self.distance(q, refs), self.temperature)
+            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
             pos, neg = pairs.block(r0, r1, logits.dtype)
             # SupCon's masks are sets: a pair mined twice still counts once (as in PML).
             pos, neg = as_mask(pos), as_mask(neg)

@@ -6,6 +6,7 @@ import torch
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
+from ..losses._core import distance_matrix
 from ..losses.base import check_choice
 from ..registry import register
 
@@ -40,7 +41,7 @@ class BalancedPairMiner(BaseMiner):
         if len(a1) == 0:
             return a1, p, empty, empty
         with torch.no_grad():
-            mat = self.distance(embeddings, ref_emb)
+            mat = distance_matrix(self.distance, embeddings, ref_emb)
             closeness = mat if self.distance.is_inverted else -mat
             neg = labels[:, None] != ref_labels[None, :]
             rows_neg = neg[a1]  # one row of candidates per positive pair

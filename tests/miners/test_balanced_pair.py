@@ -36,6 +36,16 @@ def test_hard_picks_the_closest_negatives():
         assert sorted(n[2 * i : 2 * i + 2].tolist()) == sorted(best)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_lp_distance_mines_as_fp32(dtype):
+    # cdist has no bf16 CPU kernel for small batches; the miner takes the distances in fp32.
+    emb, labels = clustered(5, 3, 6)
+    low = emb.detach().to(dtype)
+    miner = BalancedPairMiner(neg_per_pos=2, strategy="hard", distance=LpDistance())
+    for got, want in zip(miner(low, labels), miner(low.float(), labels)):
+        assert torch.equal(got, want)
+
+
 def test_semihard_prefers_negatives_farther_than_the_positive():
     emb, labels = clustered(5, 3, 6, spread=1.5)
     e = emb.detach()
