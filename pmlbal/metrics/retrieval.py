@@ -47,7 +47,8 @@ class _Search:
         if self.backend == "faiss":
             import faiss
 
-            ref = np.ascontiguousarray(self.reference.detach().cpu().numpy(), dtype=np.float32)
+            # numpy has no bf16: convert in torch (faiss searches in fp32 anyway).
+            ref = np.ascontiguousarray(self.reference.detach().to("cpu", torch.float32).numpy())
             index = faiss.IndexFlatL2(ref.shape[1]) if self.metric == "euclidean" else faiss.IndexFlatIP(ref.shape[1])
             if hasattr(faiss, "StandardGpuResources") and self.device.type == "cuda":
                 index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), self.device.index or 0, index)
@@ -60,7 +61,7 @@ class _Search:
     def __call__(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, indices) of the k nearest; scores ascend (distance) for both metrics."""
         if self.backend == "faiss":
-            q = np.ascontiguousarray(query.detach().cpu().numpy(), dtype=np.float32)
+            q = np.ascontiguousarray(query.detach().to("cpu", torch.float32).numpy())
             dist, idx = self.index.search(q, k)
             dist, idx = torch.from_numpy(dist), torch.from_numpy(idx)
             if self.metric != "euclidean":
@@ -104,6 +105,8 @@ def _validate(query, query_labels, reference, reference_labels, ks) -> None:
         if not torch.is_tensor(x) or x.ndim != 2:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {shape}")
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values")
 

@@ -128,6 +128,8 @@ def test_accuracy_calculator_adds_recall_and_keeps_pml_values():
         (lambda: retrieval_metrics(torch.tensor([[math.nan, 0.0], [0.0, 1.0]]), torch.zeros(2), ks=(1,)), "NaN"),
         (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), torch.randn(4, 3), torch.zeros(3)), "reference_labels"),
         (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(0,)), "positive"),
+        (lambda: retrieval_metrics(torch.randn(0, 3), torch.zeros(0), ks=(1,)), "query is empty"),
+        (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), torch.randn(0, 3), torch.zeros(0), ks=(1,)), "reference is empty"),
         (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(1,), backend="annoy"), "backend"),
         (lambda: retrieval_metrics(torch.randn(5, 3), torch.zeros(5), ks=(1,), include=("ndcg",)), "unknown metrics"),
     ],
@@ -135,6 +137,17 @@ def test_accuracy_calculator_adds_recall_and_keeps_pml_values():
 def test_bad_input(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_embeddings_are_searched_in_fp32(backend, dtype):
+    # An AMP model hands bf16 embeddings to evaluation; numpy (faiss's input) has no bf16.
+    x, y = data("clustered")
+    low = x.to(dtype)
+    got = retrieval_metrics(low, y, backend=backend)
+    want = retrieval_metrics(low.float(), y, backend=backend)
+    assert got == want
 
 
 def test_all_lone_gives_nan_not_crash():
