@@ -61,15 +61,18 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
         "",
         f"Protocol: zero-shot retrieval, trained on the train classes, evaluated on the `{'/'.join(splits)}` split "
         f"(classes never seen in training); exact search; values in %, mean ± std over seeds. "
-        f"Hardware: {'; '.join(devices)}. Rows with fewer than {expected_seeds} seeds are marked †. "
-        "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`.",
+        f"Hardware: {'; '.join(devices)}. "
+        + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
+           if any(r["seeds"] < expected_seeds for r in rows) else "")
+        + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`.",
         "",
         "| # | loss | " + " | ".join(m.replace("recall@", "R@").replace("map_at_r", "MAP@R").replace("r_precision", "RP")
                                       for m in metrics) + " | seeds | backbone | dim | batch | epochs | train s | command |",
         "|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(rows, 1):
-        cells = [f"{100 * row[m][0]:.2f} ± {100 * row[m][1]:.2f}" for m in metrics]
+        # One run has no spread to report: "± 0.00" would claim one.
+        cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
         mark = "" if row["seeds"] >= expected_seeds else " †"
         lines.append(
             f"| {i} | {row['loss']} | " + " | ".join(cells)

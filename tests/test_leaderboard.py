@@ -34,8 +34,18 @@ def test_rows_mean_std_and_order(tmp_path):
     assert [r["loss"] for r in rows] == ["NTXentLoss", "BalancedNTXentLoss"]
     assert rows[1]["recall@1"][0] == pytest.approx(0.85) and rows[1]["recall@1"][1] == pytest.approx(0.05)
     md = (tmp_path / "digits.md").read_text()
-    assert "95.00 ± 0.00" in md and "| 1 † |" in md and "| 2 |" in md
+    assert "| 85.00 ± 5.00 |" in md and "| 2 |" in md  # two seeds: mean ± std
+    assert "| NTXentLoss | 95.00 | 100.00 |" in md and "| 1 † |" in md  # one run: no spread claimed
+    assert "marked †" in md
     assert "digits" in (tmp_path / "README.md").read_text()
+
+
+def test_no_dagger_note_when_every_row_has_its_seeds(tmp_path):
+    for seed in range(2):
+        write_record(fake_record(seed=seed, r1=0.8), tmp_path)
+    write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)
+    md = (tmp_path / "digits.md").read_text()
+    assert "†" not in md and "| 80.00 ± 0.00 |" in md
 
 
 def test_rebuilt_identically(tmp_path):
