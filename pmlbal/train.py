@@ -127,7 +127,11 @@ def make_loss(name: str, **kwargs: Any) -> torch.nn.Module:
             raise ValueError(
                 f"unknown loss {name!r}; pmlbal losses: {', '.join(list_losses())}; or any PML loss class name"
             ) from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # an argument the class does not take, e.g. --loss-arg tmperature=0.1
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ValueError(f"{name}({args}): {err}") from None
 
 
 def pick_device(device: str) -> torch.device:

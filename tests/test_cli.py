@@ -19,6 +19,9 @@ from tests.data.layouts import make_sop
         (["train", "--loss-arg", "temperature"], "KEY=VALUE"),
         (["train", "--batch-size", "30", "--samples-per-class", "4"], "multiple of samples_per_class"),
         (["train", "--loss", "BalancedNTXentLoss(temperature=-1)"], "temperature"),
+        (["train", "--loss", "BalancedNTXentLoss", "--loss-arg", "tmperature=0.1"], "unexpected keyword argument 'tmperature'"),
+        (["train", "--loss", "NTXentLoss", "--loss-arg", "tmperature=0.1"], "unexpected keyword argument 'tmperature'"),
+        (["tune", "--storage", "nosuchdb://host/x", "--budget", "1"], "cannot open storage nosuchdb://host/x"),
         (["bench", "--seeds", "0"], "seeds"),
         (["sweep", "--balance", "a,b"], "comma lists"),
         (["datasets", "check", "sop", "/nonexistent/place"], "Ebay_train.txt"),
@@ -29,6 +32,17 @@ def test_bad_options_one_line_error(args, word, tmp_path):
     assert result.exit_code != 0
     assert word.lower() in result.output.lower()
     assert "Traceback" not in result.output
+
+
+def test_storage_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
+    junk = tmp_path / "tuning.db"
+    junk.write_bytes(b"my notes, not a database")
+    for args in (["tune", "--show"], ["tune", "--budget", "1"], ["tune-worker", "--study", "s"]):
+        result = CliRunner().invoke(main, args + ["--storage", f"sqlite:///{junk}"])
+        assert result.exit_code == 1 and "cannot open storage" in result.output and "not a database" in result.output
+    result = CliRunner().invoke(main, ["tune", "--show", "--storage", "postgresql://me:hunter2@127.0.0.1:1/x"])
+    assert result.exit_code == 1 and "hunter2" not in result.output and "***" in result.output
+    assert junk.read_bytes() == b"my notes, not a database"
 
 
 def test_datasets_check_counts_and_names_missing_file(tmp_path):

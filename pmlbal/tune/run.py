@@ -40,7 +40,25 @@ def open_storage(url: str) -> str | optuna.storages.BaseStorage:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if "://" not in url:
         raise ValueError(f"storage {url!r} is not a URL: use sqlite:///PATH, journal:PATH or postgresql://...")
-    return url
+    try:
+        # Connect now: a bad dialect, a missing driver, an unreachable server or a file that is
+        # not a database should stop the command here, in one line, before any trial starts.
+        return optuna.storages.RDBStorage(url)
+    except Exception as err:  # SQLAlchemy and DB-API errors have no common base
+        shown = _hide_password(url)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, ImportError) and url.startswith("postgresql"):
+            reason += " (pip install 'pmlbal[postgres]')"
+        raise ValueError(f"cannot open storage {shown}: {reason}") from None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
 
 
 def storage_exists(url: str) -> bool:
