@@ -16,7 +16,10 @@ class EmbeddingModel(nn.Module):
         backbone: any timm model name (``timm.list_models()``).
         embedding_dim: output size of the head.
         pretrained: None (random init), ``"timm"`` (timm's own cache/hub; fails offline
-            unless the weights are already cached) or a path to a local state-dict file.
+            unless the weights are already cached) or a path to a local weights file
+            (``.safetensors`` or a torch file, as timm's ``load_state_dict`` reads them);
+            keys the backbone lacks (its classifier) are ignored, and a file with none of
+            its keys is refused.
         freeze_bn: keep every BatchNorm in eval mode with frozen affine parameters, the
             usual practice in deep metric learning with small class-balanced batches.
     """
@@ -32,8 +35,13 @@ class EmbeddingModel(nn.Module):
             path = Path(pretrained)
             if not path.is_file():
                 raise FileNotFoundError(f"pretrained weights file not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            try:
+                # timm's reader: .safetensors or torch files, state_dict / model / EMA keys, DDP prefixes.
+                state = timm.models.load_state_dict(str(path), device="cpu")
+            except Exception as err:  # pickle, zip, safetensors and key errors share no base class
+                raise ValueError(f"cannot read pretrained weights {path}: {type(err).__name__}: {err}") from None
+            if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+                raise ValueError(f"{path} is not a state dict of tensors")
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)
             loaded = len(state) - len(unexpected)
             if loaded == 0:

@@ -1,0 +1,70 @@
+"""EmbeddingModel: local pretrained weights (the offline path), head width, frozen BatchNorm."""
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from pmlbal.models import EmbeddingModel
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(0)
+    return timm.create_model("resnet10t", pretrained=False)  # with its 1000-class classifier, as published
+
+
+@pytest.mark.parametrize("form", ["pth", "safetensors", "wrapped", "ddp"])
+def test_local_weights_load_into_the_backbone(source, form, tmp_path):
+    state = source.state_dict()
+    path = tmp_path / f"w.{'safetensors' if form == 'safetensors' else 'pth'}"
+    if form == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    elif form == "wrapped":
+        torch.save({"state_dict": state, "epoch": 3}, path)
+    elif form == "ddp":
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    else:
+        torch.save(state, path)
+    model = EmbeddingModel("resnet10t", 16, pretrained=str(path))
+    got = model.backbone.state_dict()
+    for k, v in got.items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert "fc.weight" not in got  # the classifier is dropped, not an error
+    fresh = EmbeddingModel("resnet10t", 16)
+    assert not torch.equal(fresh.backbone.conv1[0].weight, model.backbone.conv1[0].weight)
+
+
+def test_bad_weight_files_are_named(source, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found: .*missing.pth"):
+        EmbeddingModel("resnet10t", 16, pretrained=str(tmp_path / "missing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not weights")
+    with pytest.raises(ValueError, match="cannot read pretrained weights .*junk.pth"):
+        EmbeddingModel("resnet10t", 16, pretrained=str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.layer.0.weight": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="holds no weights for backbone 'resnet10t'"):
+        EmbeddingModel("resnet10t", 16, pretrained=str(other))
+    not_tensors = tmp_path / "cfg.pth"
+    torch.save({"lr": 0.1}, not_tensors)
+    with pytest.raises(ValueError, match="not a state dict of tensors"):
+        EmbeddingModel("resnet10t", 16, pretrained=str(not_tensors))
+
+
+def test_unknown_backbone_and_bad_dim():
+    with pytest.raises(ValueError, match="unknown timm backbone 'resnet7'"):
+        EmbeddingModel("resnet7", 16)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        EmbeddingModel("resnet10t", 0)
+
+
+def test_head_width_follows_pre_logits_and_frozen_bn_stays_frozen():
+    m = EmbeddingModel("mobilenetv3_small_050", 24, freeze_bn=True)  # pre-logits MLP wider than num_features
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 24)
+    m.train()
+    bns = [x for x in m.backbone.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(not b.training and not any(p.requires_grad for p in b.parameters()) for b in bns)
+    before = bns[0].running_mean.clone()
+    m(torch.randn(4, 3, 32, 32) * 5 + 3)
+    torch.testing.assert_close(bns[0].running_mean, before)
