@@ -39,7 +39,8 @@ class EmbeddingModel(nn.Module):
                 # timm's reader: .safetensors or torch files, state_dict / model / EMA keys, DDP prefixes.
                 state = timm.models.load_state_dict(str(path), device="cpu")
             except Exception as err:  # pickle, zip, safetensors and key errors share no base class
-                raise ValueError(f"cannot read pretrained weights {path}: {type(err).__name__}: {err}") from None
+                raise ValueError(f"cannot read pretrained weights {path}: not a torch or .safetensors weights file "
+                                 f"({type(err).__name__}: {err})") from None
             if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
                 raise ValueError(f"{path} is not a state dict of tensors")
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)
