@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from .records import config_key, find_existing
-from .train import TrainConfig, identity, train
+from .train import TrainConfig, identity, make_loss, train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
 DEFAULT_LOSSES = (
@@ -89,6 +89,9 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
         name, kwargs = parse_loss_spec(spec)
         configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log) if tuned_storage
                          else replace(base, loss=name, loss_kwargs=kwargs))
+    for cfg in configs.values():  # a bad spec late in the list must not fail after hours of training
+        cfg.resolved()
+        make_loss(cfg.loss, **cfg.loss_kwargs)
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()

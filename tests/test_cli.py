@@ -45,6 +45,17 @@ def test_storage_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
     assert junk.read_bytes() == b"my notes, not a database"
 
 
+@pytest.mark.parametrize("args", [
+    ["sweep", "--balance", "1,-2", "--epochs", "1"],
+    ["bench", "--losses", "BalancedNTXentLoss,KCLLoss(t=-1)", "--epochs", "1"],
+    ["bench", "--losses", "BalancedNTXentLoss,DHELLoss(tmperature=0.3)", "--epochs", "1"],
+])
+def test_a_bad_loss_late_in_the_list_fails_before_any_training(args, tmp_path):
+    result = CliRunner().invoke(main, args + ["--results-dir", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Error:" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_datasets_check_counts_and_names_missing_file(tmp_path):
     root = make_sop(tmp_path)
     ok = CliRunner().invoke(main, ["datasets", "check", "sop", str(root)])
