@@ -28,7 +28,7 @@ FINAL = "pmlbal:final_run_id"
 
 
 # -- storage and studies --------------------------------------------------------------------
-def open_storage(url: str) -> str | optuna.storages.BaseStorage:
+def open_storage(url: str) -> optuna.storages.BaseStorage:
     """`sqlite:///PATH` (its folder is made), `journal:PATH` (an append-only journal file, for
     several processes sharing a file system), or any SQLAlchemy URL such as `postgresql://...`
     (several machines)."""
