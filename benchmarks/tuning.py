@@ -33,6 +33,7 @@ import argparse
 import csv
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from statistics import median
 
@@ -119,8 +120,7 @@ def cd_variant(objective, dims, budget: int, seed: int, *, restart: bool = False
     a random point whenever one converges with budget left (finished trials answer for themselves).
     """
     if wide:
-        dims = [Dim(d.name, d.scale, d.low, d.high, d.choices, step=2 * d.default_step(),
-                    min_step=d.default_min_step()) for d in dims]
+        dims = [replace(d, step=2 * d.default_step(), min_step=d.default_min_step()) for d in dims]
     study = optuna.create_study(direction="maximize")
     finished: dict[tuple, float] = {}
     rng = np.random.default_rng(seed)
@@ -150,9 +150,10 @@ def trials_to(study, target) -> int | None:
     return None
 
 
-def best_after(study, n: int) -> dict:
+def best_after(study, n: int):
+    """The best of the first `n` trials (by number) that have a value."""
     done = [t for t in sorted(study.trials, key=lambda t: t.number)[:n] if t.value is not None]
-    return max(done, key=lambda t: t.value).params
+    return max(done, key=lambda t: t.value)
 
 
 def search(m: str, obj, dims, budget: int, seed: int) -> optuna.Study:
@@ -186,13 +187,13 @@ def compare(name: str, make, dims, seeds: int, methods=METHODS):
             at_budget[m].append(st.best_value)
             if m == "cd":
                 used.append(len(st.trials))
-            matched[m].append(max(t.value for t in sorted(st.trials, key=lambda t: t.number)[:used[-1]]
-                                  if t.value is not None))
+            at_cd_count = best_after(st, used[-1])
+            matched[m].append(at_cd_count.value)
             if mean_of:
                 picked[m].append(mean_of(st.best_params))
-                matched_pick[m].append(mean_of(best_after(st, used[-1])))
+                matched_pick[m].append(mean_of(at_cd_count.params))
                 for c in checkpoints:
-                    anytime[m][c].append(mean_of(best_after(st, c)))
+                    anytime[m][c].append(mean_of(best_after(st, c).params))
     print(f"\n## {name}: grid {n_grid} trials (median best {median(grid_best):.2f}"
           + (f", its pick retrained {median(grid_picked):.2f}" if grid_picked else "")
           + f"); others {budget} trials (25 %); eps {EPS}; medians over {seeds} seeds")
