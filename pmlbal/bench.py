@@ -61,24 +61,26 @@ def split_specs(text: str) -> list[str]:
 
 
 def tuned_config(base: TrainConfig, name: str, kwargs: dict[str, Any], storage: str,
-                 log: Callable[[str], None] = print) -> TrainConfig:
-    """`base` with the best hyper-parameters any tuning study in `storage` found for this data
-    set and loss; the loss's own defaults (with a note) when there is none."""
+                 log: Callable[[str], None] = print, study_name: str | None = None) -> TrainConfig:
+    """`base` with the pick of the tuning study for this data set and loss in `storage` (`study_name`,
+    else the most recent one); the loss's own defaults (with a note) when there is none."""
     from .tune.run import config_for, dims_of, find_tuned, load_spec, storage_exists
 
-    found = find_tuned(storage, base.dataset, name) if storage_exists(storage) else None
+    found = find_tuned(storage, base.dataset, name, study_name) if storage_exists(storage) else None
     cfg = replace(base, loss=name, loss_kwargs=kwargs)
     if found is None:
         log(f"{name}: no tuning study for {base.dataset} in {storage}; default configuration")
         return cfg
     study, best = found
-    log(f"{name}: tuned configuration from study {study.study_name!r} (val {best.value:.4f}): {best.params}")
+    log(f"{name}: tuned configuration from study {study.study_name!r} (val {best.value:.4f}, mean of "
+        f"{best.runs} run{'s' if best.runs != 1 else ''}): {best.params}")
     cfg = config_for(cfg, name, best.params, dims_of(load_spec(study)))
-    return replace(cfg, tuned_from=f"{storage}#{study.study_name}")
+    return replace(cfg, tuned_from=f"{storage}#{study.study_name}", tuned_runs=best.runs)
 
 
 def run_bench(base: TrainConfig, losses: list[str], seeds: int,
-              log: Callable[[str], None] = print, tuned_storage: str | None = None) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, tuned_storage: str | None = None,
+              tuned_study: str | None = None) -> list[dict[str, Any]]:
     """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records.
 
     With `tuned_storage`, each loss takes its tuned configuration from that Optuna storage.
@@ -87,7 +89,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     configs = {}
     for spec in losses:
         name, kwargs = parse_loss_spec(spec)
-        configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log) if tuned_storage
+        configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log, tuned_study) if tuned_storage
                          else replace(base, loss=name, loss_kwargs=kwargs))
     for cfg in configs.values():  # a bad spec late in the list must not fail after hours of training
         cfg.resolved()

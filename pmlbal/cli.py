@@ -136,7 +136,9 @@ def eval_(checkpoint, split, root, device, cache_dir):
               help="'tuned': each loss's best configuration from a tuning study in --storage (default if none).")
 @click.option("--storage", default="sqlite:///results/tuning.db", show_default=True,
               help="Where --config tuned looks for tuning studies.")
-def bench(losses, seeds, config_, storage, **kw):
+@click.option("--study", "study_name", default=None,
+              help="--config tuned: take the pick of this study (default: each loss's most recent study).")
+def bench(losses, seeds, config_, storage, study_name, **kw):
     """Train every loss for every seed (skipping recorded runs), then print the leaderboard."""
     from .bench import DEFAULT_LOSSES, run_bench, split_specs
     from .data import CorruptImageError, DatasetLayoutError
@@ -145,8 +147,10 @@ def bench(losses, seeds, config_, storage, **kw):
 
     specs = list(DEFAULT_LOSSES) if losses == "default" else list_losses() if losses == "all" else split_specs(losses)
     try:
+        if study_name and config_ != "tuned":
+            raise ValueError("--study is for --config tuned")
         run_bench(_base_config(**kw), specs, seeds, log=click.echo,
-                  tuned_storage=storage if config_ == "tuned" else None)
+                  tuned_storage=storage if config_ == "tuned" else None, tuned_study=study_name)
         boards = write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
     except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
@@ -213,7 +217,9 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
 @click.option("--metric", type=click.Choice(["recall@1", "map_at_r", "r_precision", "precision_at_1"]),
               default="recall@1", show_default=True,
               help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
-def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, **kw):
+@click.option("--confirm", is_flag=True,
+              help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
+def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
     from .tune import make_spec, open_storage, run_search, search_space, training_objective
     from .tune.run import retrain_best
@@ -225,24 +231,29 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
             return _show_study(store, name, kw["results_dir"])
         dims = search_space(loss, kw["dataset"], _parse_space(space))
         base = _base_config(**{**kw, "eval_split": "val"})
-        spec = make_spec(base, loss, dims, search, budget, seed, metric)
+        if confirm and search not in ("tpe", "random"):
+            raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
+        spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
         if workers > 1 and not _is_shared(storage):
             raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
         bar, log = _progress_bar(name, budget)
         procs = _start_workers(storage, name, workers, kw) if workers > 1 else []
         try:
             study = run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, budget,
-                               store, name, seed, spec=spec, local=workers == 1, grace=grace,
+                               store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
                                progress=lambda st: _update_bar(bar, st), log=log)
         finally:
             bar.close()
             _stop_workers(procs)
     except ValueError as err:
         _fail(err)
-    done = [t for t in study.trials if t.value is not None]
-    if not done:
+    from .tune import pick
+
+    best = pick(study)
+    if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
-    click.echo(f"study {name}: {len(study.trials)} trials; best val {metric} {study.best_value:.4f} at {study.best_params}")
+    click.echo(f"study {name}: {len(study.trials)} trials; pick: val {metric} {best.value:.4f} "
+               f"(mean of {_runs(best.runs)}) at {_fmt_params(best.params)}")
     if final:
         record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
                               device=kw["device"], progress=True)
@@ -262,20 +273,32 @@ def _progress_bar(name: str, budget: int):
     return bar, bar.write
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _fmt_params(params) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def _update_bar(bar, study) -> None:
-    from .tune.run import best_trial
+    from .tune import pick
+
+    from .tune.optuna import trial_run
 
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    state = (len(finished), len(trials))
+    # The budget counts runs: a run that raised and was retried is one run, not two.
+    runs = {(tuple(sorted(t.params.items())), trial_run(t)) for t in finished}
+    state = (len(runs), len(trials))
     if getattr(bar, "_pmlbal_state", None) == state:
         return  # redraw on change only: the coordinator polls every second
     bar._pmlbal_state = state
-    bar.n = min(len(finished), bar.total)
-    best = best_trial(study)
+    bar.n = min(len(runs), bar.total)
+    best = pick(study)
     if best is not None:
-        point = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-        bar.set_postfix_str(f"best {best.value:.4f} at {point}; running {len(trials) - len(finished)}")
+        bar.set_postfix_str(f"pick {best.value:.4f} ({_runs(best.runs)}) at {_fmt_params(best.params)}; "
+                            f"running {len(trials) - len(finished)}")
     bar.refresh()
 
 
@@ -358,8 +381,11 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
         objective = objective_from_spec(spec, **overrides)
     except ValueError as err:
         _fail(err)
-    n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd", budget=spec["budget"],
-             idle_timeout=idle_timeout, log=click.echo)
+    from .tune.run import sampling_budget
+
+    n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd",
+             budget=sampling_budget(spec["budget"], spec.get("confirm", False)) if spec["search"] != "cd" else spec["budget"],
+             total=spec["budget"], idle_timeout=idle_timeout, log=click.echo)
     click.echo(f"worker done: {n} trials run")
 
 

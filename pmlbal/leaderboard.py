@@ -19,7 +19,10 @@ EXTRA_METRICS = ("map_at_r", "r_precision")
 def loss_label(config: dict[str, Any]) -> str:
     kwargs = ", ".join(f"{k}={v}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
     label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
-    return label + " [tuned]" if config.get("tuned_from") else label
+    if not config.get("tuned_from"):
+        return label
+    runs = config.get("tuned_runs")
+    return label + (f" [tuned, {runs} val run{'s' if runs != 1 else ''}]" if runs else " [tuned]")
 
 
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:

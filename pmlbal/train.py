@@ -69,6 +69,8 @@ class TrainConfig:
     progress: bool = True
     #: "storage-url#study" when the hyper-parameters come from a tuning study (provenance only).
     tuned_from: str | None = None
+    #: Validation runs behind the tuned pick (SPEC section 5: its score is their mean).
+    tuned_runs: int | None = None
     #: Also save the trained model (weights + this config) to DIR/models/<run_id>.pt, for `pmlbal eval`.
     save_model: bool = False
 
@@ -215,7 +217,7 @@ def command_for(cfg: TrainConfig) -> str:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from",
-                      "save_model"):
+                      "tuned_runs", "save_model"):
             continue
         v = getattr(cfg, f.name)
         d = DATASET_DEFAULTS[cfg.dataset].get(f.name, getattr(defaults, f.name))

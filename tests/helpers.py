@@ -13,12 +13,12 @@ def clustered(n_classes: int, per_class: int, dim: int, dtype=torch.float64, spr
     return emb[perm].clone().requires_grad_(True), labels[perm]
 
 
-def serial_search(dims, value, budget=None):
-    """The points coordinate descent visits when every probe is answered at once, and its final decision."""
-    from pmlbal.tune import CoordinateDescent, point_key
+def serial_search(dims, value, budget=None, seed=0):
+    """The (point, run) pairs the search runs when every probe is answered at once, and its final decision."""
+    from pmlbal.tune import CoordinateDescent, Result, point_key
 
-    cd, hist = CoordinateDescent(dims, budget=budget), {}
-    while (d := cd.ask(hist)).action == "probe":
-        for p in d.probes:
-            hist[point_key(p, dims)] = value(p)
-    return set(hist), d
+    cd, results = CoordinateDescent(dims, budget=budget, seed=seed), []
+    while (d := cd.ask(results)).action == "probe":
+        for p, run in zip(d.probes, d.runs):
+            results.append(Result(p, run, value(p)))
+    return {(point_key(r.point, dims), r.run) for r in results}, d

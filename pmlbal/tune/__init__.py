@@ -1,10 +1,11 @@
-"""Hyper-parameter search: coordinate descent (engine-neutral core, Optuna sampler, coordinator and workers)."""
+"""Hyper-parameter search: noise-aware coordinate descent (SPEC section 5 v2) as an engine-neutral
+core, an Optuna sampler, a coordinator with workers and a Ray searcher; `pick` reads the result."""
 
-from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, point_key
-from .optuna import CoordinateDescentSampler, dim_from_distribution
+from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, Result, point_key
+from .optuna import CoordinateDescentSampler, Pick, dim_from_distribution, distribution_of, pick
 
-__all__ = ["FAILED", "CoordinateDescent", "CoordinateDescentSampler", "Decision", "Dim", "dim_from_distribution",
-           "point_key"]
+__all__ = ["FAILED", "CoordinateDescent", "CoordinateDescentSampler", "Decision", "Dim", "Pick", "Result",
+           "dim_from_distribution", "distribution_of", "pick", "point_key"]
 
 from .run import (SEARCHES, find_tuned, make_sampler, make_spec, open_storage, open_study, retrain_best,  # noqa: E402
                   run_search, training_objective)

@@ -1,142 +1,331 @@
-"""CoordinateDescentSampler: the coordinate-descent core as an Optuna sampler."""
+"""CoordinateDescentSampler: SPEC section 5 (version 2) as an Optuna sampler; `pick`: the SPEC pick of any study."""
 
 from __future__ import annotations
 
-import math
+import threading
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, point_key
+from .coordinate_descent import CoordinateDescent, Decision, Dim, Result, key_value
+
+RUN = "run"  # trial user attribute: the run index k of a repeated point (objective seed = base + k)
+PLANNED = "pmlbal:planned"  # trial system attribute: the point the sampler chose, before any suggest
+_logger = optuna.logging.get_logger(__name__)
+
+
+def _is_power_of_two(x: float) -> bool:
+    return x > 0 and float(x).is_integer() and (int(x) & (int(x) - 1)) == 0
 
 
 def dim_from_distribution(name: str, dist: BaseDistribution, step: float | None = None,
                           min_step: float | None = None) -> Dim:
-    """suggest_float(log=True) -> log; suggest_int(log=True) -> powers of two; plain -> linear/int; categorical."""
+    """Optuna distribution -> coordinate. Floats: log or linear (its `step` is the grid); ints:
+    linear with their step as grid, and with ``log=True`` powers of two when both bounds are
+    powers of two (batch sizes), else whole numbers moved by factors; categorical as is."""
     if isinstance(dist, CategoricalDistribution):
         return Dim(name, "categorical", choices=tuple(dist.choices))
     if isinstance(dist, IntDistribution):
-        return Dim(name, "log2-int" if dist.log else "int", dist.low, dist.high, step=step, min_step=min_step)
+        if dist.log:
+            scale = "log2-int" if _is_power_of_two(dist.low) and _is_power_of_two(dist.high) else "log-int"
+            return Dim(name, scale, dist.low, dist.high, step=step, min_step=min_step)
+        return Dim(name, "int", dist.low, dist.high, step=step, min_step=min_step, grid=dist.step)
     if isinstance(dist, FloatDistribution):
-        return Dim(name, "log" if dist.log else "linear", dist.low, dist.high, step=step, min_step=min_step)
+        if dist.log:
+            return Dim(name, "log", dist.low, dist.high, step=step, min_step=min_step)
+        return Dim(name, "linear", dist.low, dist.high, step=step, min_step=min_step, grid=dist.step)
     raise ValueError(f"{name}: unsupported distribution {dist!r}")
 
 
-class CoordinateDescentSampler(optuna.samplers.BaseSampler):
-    """An Optuna sampler running pmlbal's coordinate descent (SPEC section 5) on define-by-run objectives.
-
-    The start is `x0`, else the centre of each range (geometric for log scales, the first
-    choice for categoricals); default steps are x2 on log scales and 1/8 of the range on
-    linear ones. Its state is recomputed from the study's trials at every call, so a study
-    loaded from storage resumes exactly. A probe that raises is asked for once more (`retries`)
-    before it counts as no improvement. Once converged (or after `budget` trials) it stops
-    the study, so ``optimize`` ends early and no probe runs twice.
-
-    Examples:
-        >>> sampler = CoordinateDescentSampler(x0={"balance": 1.0})
-        >>> study = optuna.create_study(direction="maximize", sampler=sampler)
-    """
-
-    def __init__(self, x0: Mapping[str, Any] | None = None, step: Mapping[str, float] | None = None,
-                 min_step: Mapping[str, float] | None = None, tol: float = 0.0, order: Sequence[str] | None = None,
-                 seed: int | None = None, budget: int | None = None, retries: int = 1) -> None:
-        self.x0, self.step, self.min_step = dict(x0 or {}), dict(step or {}), dict(min_step or {})
-        self.tol, self.order, self.budget, self.retries = tol, order, budget, retries
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
-
-    # -- Optuna's interface ----------------------------------------------------------------
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
-        if not done:
-            return {}
-        return dict(done[0].distributions)
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        if not search_space:
-            return {}
-        decision = self.decide(study, search_space, exclude=trial.number)
-        if decision.action == "probe":
-            return decision.probes[0]
-        if decision.action == "wait":
-            # Only when another process runs this study's probes: single-process optimize never
-            # leaves a trial running. pmlbal.tune.coordinate is the multi-worker path.
-            optuna.logging.get_logger(__name__).warning(
-                "coordinate descent is waiting for running trials; trial %d re-evaluates the best point", trial.number)
-        return dict(decision.best or {})
-
-    def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
-        # First trial (no space known yet), or a parameter the objective only asks for sometimes.
-        dim = dim_from_distribution(param_name, param_distribution)
-        if param_name in self.x0:
-            return self.x0[param_name]
-        return dim.centre()
-
-    def after_trial(self, study, trial: FrozenTrial, state: TrialState, values) -> None:
-        # Optuna calls this before the trial's final state reaches storage: pass it in.
-        space = self.infer_relative_search_space(study, trial) or dict(trial.distributions)
-        if not space or not set(space) <= set(trial.params):
-            return
-        value = values[0] if state == TrialState.COMPLETE and values else None
-        if self.decide(study, space, exclude=trial.number, extra=(trial.params, value)).action == "done":
-            study.stop()
-
-    # -- the core ------------------------------------------------------------------------------
-    def engine(self, search_space: Mapping[str, BaseDistribution]) -> CoordinateDescent:
-        names = list(self.order) if self.order is not None else sorted(search_space)
-        dims = [dim_from_distribution(n, search_space[n], self.step.get(n), self.min_step.get(n)) for n in names]
-        return CoordinateDescent(dims, self.x0, self.tol, self.budget, names)
-
-    def decide(self, study, search_space, exclude: int | None = None,
-               extra: tuple[Mapping[str, Any], float | None] | None = None) -> Decision:
-        cd = self.engine(search_space)
-        trials = [t for t in study._get_trials(deepcopy=False, use_cache=False) if t.number != exclude]
-        return decide_from_trials(cd, trials, study.direction, self.retries, extra)
+def distribution_of(dim: Dim) -> BaseDistribution:
+    """The Optuna distribution `pmlbal.tune.spaces.suggest` asks for a coordinate."""
+    if dim.scale == "categorical":
+        return CategoricalDistribution(list(dim.choices))
+    if dim.scale in ("log2-int", "log-int"):
+        return IntDistribution(int(dim.low), int(dim.high), log=True)
+    if dim.scale == "int":
+        return IntDistribution(int(dim.low), int(dim.high), step=int(dim.grid or 1))
+    return FloatDistribution(dim.low, dim.high, log=dim.scale == "log", step=dim.grid)
 
 
 def trial_point(trial: FrozenTrial) -> dict[str, Any]:
-    """The point a trial runs: its params, or for a queued trial the params it was enqueued with."""
-    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    """The point a trial runs: the sampler's plan, the params it was enqueued with, then its params."""
+    return {**trial.system_attrs.get(PLANNED, {}), **trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
-def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction, retries: int = 1,
-                       extra: tuple[Mapping[str, Any], float | None] | None = None) -> Decision:
-    """Replay `cd` on a study's trials. Complete trials give values; a pruned point, or one whose
-    trials failed (raised or lost with its worker) more than `retries` times, counts as FAILED;
-    one that failed fewer times is asked for again (the retry); running and queued trials are
-    pending. `extra` is a just-finished trial not yet in storage: (params, value or None)."""
+def trial_run(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(RUN, 0))
+
+
+def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction,
+                       extra: tuple[FrozenTrial, TrialState, float | None] | None = None,
+                       fill: bool = False) -> Decision:
+    """Replay `cd` on a study's trials (values signed so that the engine maximises). Complete
+    trials give values, failed ones are retried (`cd.retries`), pruned ones count as failed, running
+    and queued ones are pending. Trials that lack a coordinate or lie outside the box (a study
+    resumed with another range) are not part of this search. `extra`: a trial that has just
+    finished but whose state is not yet in storage (Optuna's `after_trial`)."""
     sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    names = {d.name for d in cd.dims}
-    finished: dict[tuple, float] = {}
-    failures: dict[tuple, int] = {}
-    pending = []
+    results, running = [], []
 
-    def add(point, value):
-        key = point_key(point, cd.dims)
-        if value is None:
-            failures[key] = failures.get(key, 0) + 1
-        else:
-            finished[key] = max(finished.get(key, -math.inf), sign * value)
+    def add(t: FrozenTrial, state: TrialState, value: float | None) -> None:
+        point = trial_point(t)
+        if not all(d.name in point and d.contains(point[d.name]) for d in cd.dims):
+            return
+        run = trial_run(t)
+        if state == TrialState.COMPLETE:
+            results.append(Result(point, run, sign * value if value is not None else None))
+        elif state == TrialState.FAIL:
+            results.append(Result(point, run, None))
+        elif state == TrialState.PRUNED:  # a deliberate verdict, not an accident: no retry
+            results.append(Result(point, run, pruned=True))
+        elif state in (TrialState.RUNNING, TrialState.WAITING):
+            running.append((point, run))
 
     for t in trials:
-        point = trial_point(t)
-        if not names <= set(point):
+        if extra is not None and t.number == extra[0].number:
             continue
-        if t.state == TrialState.COMPLETE:
-            add(point, t.value)
-        elif t.state == TrialState.FAIL:
-            add(point, None)
-        elif t.state == TrialState.PRUNED:  # a deliberate verdict, not an accident: no retry
-            failures[point_key(point, cd.dims)] = retries + 1
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-            pending.append(point)
+        add(t, t.state, t.value if t.state == TrialState.COMPLETE else None)
     if extra is not None:
         add(*extra)
-    for key, n in failures.items():
-        if key not in finished and n > retries:
-            finished[key] = FAILED
-    decision = cd.ask(finished, pending)
+    decision = cd.ask(results, running, fill=fill)
     if decision.best_value is not None:
         decision.best_value *= sign
     return decision
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The SPEC pick of a study: the point with the best mean over its complete runs."""
+
+    params: dict[str, Any]
+    value: float
+    runs: int
+    trials: tuple[int, ...]
+
+
+def pick(study: optuna.Study) -> Pick | None:
+    """The point (trial parameters) with the highest mean of its complete runs (lowest for a
+    minimising study); ties go to the point with more runs, then the earlier one. None when no
+    trial is complete. For any sampler: a point that ran once is picked by its one value."""
+    if len(study.directions) > 1:
+        raise ValueError("pick needs a single-objective study")
+    groups: dict[tuple, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        groups.setdefault(tuple(sorted((k, key_value(v)) for k, v in t.params.items())), []).append(t)
+    if not groups:
+        return None
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    first = {k: min(t.number for t in ts) for k, ts in groups.items()}
+    best = max(groups, key=lambda k: (sign * float(np.mean([t.value for t in groups[k]])), len(groups[k]), -first[k]))
+    ts = sorted(groups[best], key=lambda t: t.number)
+    return Pick(dict(ts[0].params), float(np.mean([t.value for t in ts])), len(ts), tuple(t.number for t in ts))
+
+
+def _single_objective(study: optuna.Study) -> None:
+    if len(study.directions) > 1:
+        raise ValueError("CoordinateDescentSampler optimises one objective; this study has "
+                         f"{len(study.directions)} directions (use a multi-objective sampler such as NSGAIISampler)")
+
+
+class CoordinateDescentSampler(optuna.samplers.BaseSampler):
+    """pmlbal's noise-aware coordinate descent (SPEC section 5, version 2) as an Optuna sampler.
+
+    With ``budget=B``, ``study.optimize(objective, n_trials=B)`` spends B trials: R = B // 4
+    scrambled-Sobol points (Optuna's `QMCSampler`, seeded by `seed`), coordinate descent from the
+    best of them (then from the next, then from random points) without re-running a point, and the
+    last R trials re-running the top 3 points by mean. `pmlbal.tune.pick(study)` gives the point
+    with the highest mean. A re-run is a trial with the same parameters and
+    ``trial.user_attrs["run"] = k`` (k = 1, 2, ...; 0 for first runs), which the objective may add
+    to its seed. With ``budget=None`` the search is version 1: one descent from `x0` (default: the
+    centre of each range), which stops the study once converged.
+
+    The space is `search_space` (Optuna distributions or `Dim`s) when given, else read from the
+    objective's ``suggest_*`` calls: parameters present in every finished trial, with the latest
+    trial's distribution; the first trial then runs `x0`. Parameters asked only by some trials
+    (conditional spaces) are drawn by `independent_sampler` (default ``RandomSampler(seed)``). A
+    changed range starts the plan again over the new box; earlier trials inside it still count.
+    Every value lies inside its distribution, on its ``step`` grid; moves on a grid are whole steps.
+
+    The state is recomputed from the study's trials at every call, so a study loaded from storage
+    resumes trial for trial, and several processes may share it. A trial that raises is asked for
+    again once (`retries`) before it counts as no improvement; a pruned trial counts at once.
+
+    Contract: inside ``optimize`` the sampler stops the study when the budget is spent (or, without
+    a budget, at convergence); ``tell`` never raises on its account. A trial asked while the next
+    probes are still running (``n_jobs > 1``, several asks before a tell), or past the budget,
+    re-runs a top-3 point (the confirm rule) and logs why. `seed` fixes every random choice;
+    ``reseed_rng()`` reseeds only the independent sampler, as Optuna's QMCSampler does, so the plan
+    stays a function of `seed` and the trials. ``seed=None`` draws a seed once: pass one to resume
+    a study in another process. Single-objective studies only (``ValueError`` otherwise).
+
+    Examples:
+        >>> sampler = CoordinateDescentSampler(budget=33, seed=0)
+        >>> study = optuna.create_study(direction="maximize", sampler=sampler)
+        >>> # study.optimize(objective, n_trials=33); pick(study).params
+    """
+
+    def __init__(self, budget: int | None = None, seed: int | None = None, *, x0: Mapping[str, Any] | None = None,
+                 step: Mapping[str, float] | None = None, min_step: Mapping[str, float] | None = None,
+                 tol: float = 0.0, order: Sequence[str] | None = None, retries: int = 1,
+                 search_space: Mapping[str, BaseDistribution] | Sequence[Dim] | None = None,
+                 independent_sampler: optuna.samplers.BaseSampler | None = None) -> None:
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget must be >= 1 or None, got {budget}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+            _logger.info("CoordinateDescentSampler: no seed given, using %d (pass it to resume elsewhere)", seed)
+        self.seed, self.budget = int(seed), budget
+        self.x0, self.step, self.min_step = dict(x0 or {}), dict(step or {}), dict(min_step or {})
+        self.tol, self.order, self.retries = tol, list(order) if order is not None else None, retries
+        self._dims: list[Dim] | None = None
+        self._space: dict[str, BaseDistribution] | None = None
+        if search_space is not None:
+            items = list(search_space.items()) if isinstance(search_space, Mapping) else None
+            if items is not None:
+                self._space = dict(items)
+            else:
+                self._dims = list(search_space)
+                self._space = {d.name: distribution_of(d) for d in self._dims}
+        self._independent = independent_sampler or optuna.samplers.RandomSampler(seed=self.seed)
+        self._lock = threading.Lock()
+
+    def reseed_rng(self) -> None:
+        # Like QMCSampler: the plan must stay one function of (seed, trials) in every worker, so
+        # only the sampler of conditional parameters is reseeded.
+        self._independent.reseed_rng()
+
+    # -- the space ------------------------------------------------------------------------------
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        _single_objective(study)
+        if self._space is not None:
+            return dict(self._space)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if not finished:
+            # As QMCSampler: before any trial finished, the running trials' parameters (n_jobs > 1).
+            running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.distributions]
+            return dict(running[0].distributions) if running else {}
+        names = set.intersection(*(set(t.distributions) for t in finished))
+        latest: dict[str, BaseDistribution] = {}
+        for t in sorted(finished, key=lambda t: t.number):
+            latest.update({n: d for n, d in t.distributions.items() if n in names})
+        return latest
+
+    def engine(self, search_space: Mapping[str, BaseDistribution]) -> CoordinateDescent:
+        if self._dims is not None and set(search_space) == {d.name for d in self._dims}:
+            dims = {d.name: d for d in self._dims}
+        else:
+            dims = {n: dim_from_distribution(n, search_space[n], self.step.get(n), self.min_step.get(n))
+                    for n in search_space}
+        names = [n for n in self.order if n in dims] if self.order is not None else []
+        names += sorted(n for n in dims if n not in names)
+        x0 = {k: v for k, v in self.x0.items() if k in dims and _valid(dims[k], v)}
+        return CoordinateDescent([dims[n] for n in names], x0, self.tol, self.budget, names, self.seed, self.retries)
+
+    def decide(self, study: optuna.Study, search_space: Mapping[str, BaseDistribution] | None = None,
+               extra: tuple[FrozenTrial, TrialState, float | None] | None = None, exclude: int | None = None,
+               fill: bool = False) -> Decision:
+        """The engine's decision on the study's trials (`exclude`: a trial number to leave out)."""
+        space = self.infer_relative_search_space(study, None) if search_space is None else search_space
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number != exclude]
+        return decide_from_trials(self.engine(space), trials, study.direction, extra, fill)
+
+    # -- Optuna's interface ----------------------------------------------------------------------
+    def before_trial(self, study, trial: FrozenTrial) -> None:
+        _single_objective(study)
+        self._independent.before_trial(study, trial)
+        point, run = None, int(trial.user_attrs.get(RUN, 0))
+        space = {} if "fixed_params" in trial.system_attrs else self.infer_relative_search_space(study, trial)
+        # n_jobs > 1: one plan at a time, each written before the next is made, so plans differ.
+        with self._lock:
+            if space:  # else: enqueued with its point (and run) by the coordinator or the user, or the first trial
+                decision = self.decide(study, space, exclude=trial.number, fill=True)
+                if decision.action == "probe":
+                    point, run = decision.probes[0], decision.runs[0]
+                    if decision.phase == "extra":
+                        _logger.info("trial %d re-runs %s (run %d): %s", trial.number, point, run,
+                                     "budget spent" if self._spent(study, trial) else "waiting for running probes")
+            storage = study._storage  # a sampler's own bookkeeping, as Optuna's GridSampler keeps it
+            if point is not None:
+                storage.set_trial_system_attr(trial._trial_id, PLANNED, point)
+                trial.system_attrs[PLANNED] = point
+            if RUN not in trial.user_attrs or point is not None:
+                storage.set_trial_user_attr(trial._trial_id, RUN, run)
+                # The Trial object caches this FrozenTrial: let the objective see its run index now.
+                trial.user_attrs[RUN] = run
+
+    def _spent(self, study, trial) -> bool:
+        return self.budget is not None and len([t for t in study.get_trials(deepcopy=False)
+                                                if t.number != trial.number]) >= self.budget
+
+    def sample_relative(self, study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        _single_objective(study)
+        if not search_space:
+            return {}
+        planned = trial.system_attrs.get(PLANNED) if trial is not None else None
+        if planned is None or set(planned) != set(search_space):
+            with self._lock:
+                decision = self.decide(study, search_space, exclude=getattr(trial, "number", None), fill=True)
+            if decision.action != "probe":
+                return {}
+            planned = decision.probes[0]
+        return {k: v for k, v in planned.items() if k in search_space}
+
+    def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        _single_objective(study)
+        dim = dim_from_distribution(param_name, param_distribution)
+        planned = trial.system_attrs.get(PLANNED, {}) if trial is not None else {}
+        if param_name in planned:
+            # Planned over an older range than the objective now asks for: the nearest valid value.
+            return _nearest(dim, planned[param_name])
+        if self._space is None and not [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]:
+            # The study's first trial, before any space is known: the defaults. (Trials started
+            # alongside it, under n_jobs > 1, are drawn independently: they add points, not repeats.)
+            return _nearest(dim, self.x0[param_name]) if param_name in self.x0 else dim.centre()
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self._independent.after_trial(study, trial, state, values)
+        if len(study.directions) > 1:
+            return
+        # The finishing trial is not in storage as finished yet: its distributions are the latest.
+        space = self.infer_relative_search_space(study, trial)
+        space = {**space, **{n: d for n, d in trial.distributions.items() if n in space}} or dict(trial.distributions)
+        if not space:
+            return
+        value = values[0] if state == TrialState.COMPLETE and values else None
+        # Done: the budget is spent on this box (or version 1 converged); the engine decides.
+        done = self.decide(study, space, extra=(trial, state, value)).action == "done"
+        if done:
+            try:
+                study.stop()
+            except RuntimeError:
+                pass  # ask-and-tell: there is no optimize loop to stop, and tell must not fail
+
+
+def _valid(dim: Dim, v: Any) -> bool:
+    return v in dim.choices if dim.scale == "categorical" else isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _nearest(dim: Dim, v: Any) -> Any:
+    if dim.scale == "categorical":
+        return v if v in dim.choices else dim.choices[0]
+    try:
+        return dim.snap(v)
+    except (TypeError, ValueError):
+        return dim.centre()
+
+
+def distributions(dims: Sequence[Dim]) -> dict[str, BaseDistribution]:
+    return {d.name: distribution_of(d) for d in dims}
+
+
+__all__ = ["CoordinateDescentSampler", "Pick", "decide_from_trials", "dim_from_distribution", "distribution_of",
+           "pick", "trial_point", "trial_run"]
+

@@ -15,16 +15,22 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("pmlbal.tune.ray needs Ray Tune: pip install 'pmlbal[ray]'") from err
 
-from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, point_key
+from .coordinate_descent import CoordinateDescent, Decision, Dim, Result
+
+RUN = "run"  # config key: run index of the point (0 first run, k re-run k: add it to the seed)
 
 
 class CoordinateDescentSearcher(Searcher):
     """A `ray.tune.search.Searcher` running pmlbal's coordinate descent (SPEC section 5).
 
-    `suggest` returns the probes of the current coordinate (both at once, so Ray runs them in
-    parallel), ``None`` at the coordinate barrier while probes are still running, and
-    ``Searcher.FINISHED`` once converged or after `budget` points. A trial that errors, or
-    reports no `metric`, is tried once more (`retries`) before it counts as no improvement.
+    With `budget`, version 2 (explore, descend, confirm; `seed` fixes the Sobol points and random
+    restarts); without, version 1 (one descent from `x0`, ending at convergence). Each config holds
+    the point and ``config["run"]``, the run index the trainable adds to its training seed (re-runs
+    of the confirm phase have run >= 1). `suggest` returns every probe that may run now (phase 1's
+    points, both probes of a coordinate, the confirm re-runs), ``None`` at a barrier while probes
+    are still running, and ``Searcher.FINISHED`` once the budget is spent or the descent converged.
+    A trial that errors, or reports no `metric`, is tried once more (`retries`) before it counts as
+    no improvement. `best_config` is the pick: the point with the best mean of its runs.
 
     Examples:
         >>> searcher = CoordinateDescentSearcher([Dim("balance", "log", 1 / 16, 16)], metric="recall@1", mode="max")
@@ -33,13 +39,11 @@ class CoordinateDescentSearcher(Searcher):
 
     def __init__(self, dims: Sequence[Dim], metric: str | None = None, mode: str | None = "max",
                  x0: Mapping[str, Any] | None = None, tol: float = 0.0, budget: int | None = None,
-                 order: Sequence[str] | None = None, retries: int = 1) -> None:
+                 order: Sequence[str] | None = None, retries: int = 1, seed: int = 0) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.cd = CoordinateDescent(dims, x0, tol, budget, order)
-        self.retries = retries
-        self._live: dict[str, dict[str, Any]] = {}
-        self._values: dict[tuple, float] = {}
-        self._failures: dict[tuple, int] = {}
+        self.cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
+        self._live: dict[str, tuple[dict[str, Any], int]] = {}
+        self._results: list[tuple[dict[str, Any], int, float | None]] = []
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         # The space comes from `dims`; only metric and mode may be given through Tune.
@@ -54,11 +58,8 @@ class CoordinateDescentSearcher(Searcher):
         return -1.0 if self._mode == "min" else 1.0
 
     def decide(self) -> Decision:
-        finished = {k: self._sign() * v for k, v in self._values.items()}
-        for key, n in self._failures.items():
-            if key not in finished and n > self.retries:
-                finished[key] = FAILED
-        decision = self.cd.ask(finished, list(self._live.values()))
+        results = [Result(p, run, None if v is None else self._sign() * v) for p, run, v in self._results]
+        decision = self.cd.ask(results, list(self._live.values()))
         if decision.best_value is not None:
             decision.best_value *= self._sign()
         return decision
@@ -74,31 +75,26 @@ class CoordinateDescentSearcher(Searcher):
             return Searcher.FINISHED
         if decision.action == "wait":
             return None
-        point = dict(decision.probes[0])
-        self._live[trial_id] = point
-        return dict(point)
+        point, run = dict(decision.probes[0]), decision.runs[0]
+        self._live[trial_id] = (point, run)
+        return {**point, RUN: run}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        point = self._live.pop(trial_id, None)
-        if point is None:
+        live = self._live.pop(trial_id, None)
+        if live is None:
             return
-        key = point_key(point, self.cd.dims)
         value = None if error or not result else result.get(self._metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            self._failures[key] = self._failures.get(key, 0) + 1
-        else:
-            best = self._values.get(key)
-            better = best is None or self._sign() * float(value) > self._sign() * best
-            self._values[key] = float(value) if better else best
+        if value is not None and isinstance(value, float) and math.isnan(value):
+            value = None
+        self._results.append((live[0], live[1], None if value is None else float(value)))
 
     # -- checkpointing (Tuner.restore) ---------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         # Running trials are not kept: after a restore Ray re-runs them, and they are re-suggested.
-        return {"values": dict(self._values), "failures": dict(self._failures), "metric": self._metric,
-                "mode": self._mode}
+        return {"results": list(self._results), "metric": self._metric, "mode": self._mode}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._values, self._failures = dict(state["values"]), dict(state["failures"])
+        self._results = list(state["results"])
         self._metric, self._mode = state["metric"], state["mode"]
         self._live = {}
 

@@ -16,9 +16,10 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..train import TrainConfig, train
-from .coordinate_descent import Dim
-from .optuna import CoordinateDescentSampler
+from ..records import config_key, find_existing
+from ..train import TrainConfig, identity, train
+from .coordinate_descent import CoordinateDescent, Dim, Result
+from .optuna import RUN, CoordinateDescentSampler, Pick, pick, trial_point, trial_run
 from .spaces import grid_values, samples_per_class, suggest
 from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
@@ -70,14 +71,21 @@ def storage_exists(url: str) -> bool:
     return True
 
 
+#: Version of the search a study was made with (SPEC section 5): a version-1 study cannot be resumed
+#: by version 2, whose phases read the trials differently.
+SEARCH_VERSION = 2
+
+
 def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
-              metric: str = "recall@1") -> dict[str, Any]:
+              metric: str = "recall@1", confirm: bool = False) -> dict[str, Any]:
+    """A study's description: what a worker needs to rebuild the objective, and what a resume must match."""
     base_dict = {k: v for k, v in asdict(base).items() if k not in ("results_dir", "cache_dir", "device", "progress")}
     return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
-            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict}
+            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
+            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
 
 
-_SAME = ("loss", "dataset", "search", "metric", "dims", "base")
+_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed")
 
 
 def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
@@ -91,13 +99,24 @@ def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
         if stored is None:
             study.set_user_attr(SPEC, spec)
         else:
-            diff = [k for k in _SAME if stored.get(k) != spec.get(k)]
+            diff = [_describe(k, stored.get(k), spec.get(k)) for k in _SAME if stored.get(k) != spec.get(k)]
             if diff:
-                raise ValueError(f"study {name!r} was made with another {', '.join(diff)}; "
+                raise ValueError(f"study {name!r} was made with another {'; '.join(diff)}; "
                                  f"resume it with the same options or pick another --study")
             if stored.get("budget") != spec.get("budget"):
                 study.set_user_attr(SPEC, {**stored, "budget": spec["budget"]})
     return study
+
+
+def _describe(key: str, stored: Any, now: Any) -> str:
+    """Name what differs: for dicts the differing fields, else the two values."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        fields = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        parts = [f"{k}: {stored.get(k, 'absent')!r} then, {now.get(k, 'absent')!r} now" for k in fields]
+        return f"{key} ({'; '.join(parts)})"
+    if stored is None:
+        return f"{key} (absent in the stored study: it predates it; now {now!r})"
+    return f"{key} ({stored!r} then, {now!r} now)"
 
 
 def _jsonable(x: Any) -> Any:
@@ -131,12 +150,17 @@ def config_for(base: TrainConfig, loss: str, params: Mapping[str, Any], dims: Se
 
 
 def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric: str = "recall@1") -> Callable:
-    """Each trial: one recorded training run on train-sub, scored by `metric` on the class-disjoint val split."""
+    """Each trial: one recorded training run on train-sub, scored by `metric` on the class-disjoint val split.
+    Run k of a point (``trial.user_attrs["run"]``) trains with seed ``base.seed + k``; a configuration
+    and seed already recorded under the results folder is read back instead of trained again."""
 
     def objective(trial: optuna.Trial) -> float:
         values = {d.name: suggest(trial, d) for d in dims}
-        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False)
-        record = train(cfg)
+        run = int(trial.user_attrs.get(RUN, 0))  # a re-run of a point trains with the next seed
+        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False,
+                      seed=base.seed + run).resolved()
+        # A trial retried after its process died may have written its record already: read it back.
+        record = find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed) or train(cfg)
         trial.set_user_attr("run_id", record["run_id"])
         return record["final"][metric]
 
@@ -152,7 +176,7 @@ def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
 # -- searches -------------------------------------------------------------------------------------
 def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
     if search == "cd":
-        return CoordinateDescentSampler(order=[d.name for d in dims], seed=seed, budget=budget)
+        return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims)
     if search == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if search == "random":
@@ -168,106 +192,158 @@ def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
+def sampling_budget(budget: int, confirm: bool) -> int:
+    """Trials a sampler proposes itself; with `confirm` the last budget // 4 re-run its top 3."""
+    return budget - budget // 4 if confirm and budget >= 4 else budget
+
+
+def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int) -> list[tuple[dict[str, Any], int]]:
+    """SPEC section 5's confirm phase for any study: the next round of (point, run index) re-runs of
+    its top-3 points by mean, fewest runs first, until `budget` runs exist (up to 3 at a time)."""
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    results, running = [], []
+    for t in study.get_trials(deepcopy=False):
+        point = trial_point(t)
+        if not all(d.name in point for d in dims):
+            continue
+        if t.state == TrialState.COMPLETE:
+            results.append(Result(point, trial_run(t), sign * t.value))
+        elif t.state == TrialState.FAIL:
+            results.append(Result(point, trial_run(t), None))
+        elif t.state == TrialState.PRUNED:
+            results.append(Result(point, trial_run(t), pruned=True))
+        else:
+            running.append((point, trial_run(t)))
+    decision = CoordinateDescent(dims, budget=budget).confirm(results, running)
+    return list(zip(decision.probes, decision.runs)) if decision.action == "probe" else []
+
+
 def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, budget: int, storage: Any,
                study_name: str, seed: int = 0, direction: str = "maximize", *, spec: Mapping[str, Any] | None = None,
                local: bool = True, heartbeat: float = 30.0, grace: float = 120.0, poll: float = 1.0,
-               progress: Callable[[optuna.Study], None] | None = None,
+               confirm: bool = False, progress: Callable[[optuna.Study], None] | None = None,
                log: Callable[[str], None] = lambda s: None) -> optuna.Study:
-    """Create or resume `study_name` and search until `budget` trials (or convergence, for cd).
+    """Create or resume `study_name` and spend `budget` trials on it.
 
-    cd runs through the coordinator (`pmlbal.tune.workers.coordinate`): it enqueues probes,
-    re-queues trials of lost workers and, with `local`, runs the queued trials in this process.
-    With `local=False` the trials are left to `pmlbal tune-worker` processes. tpe, random and
-    grid run Optuna's own loop here (`local`), or supervise the workers (not `local`). A trial
-    that raises is recorded as failed with its error and tried once more.
+    cd (SPEC section 5, version 2) runs through the coordinator (`pmlbal.tune.workers.coordinate`):
+    it enqueues probes and re-runs, re-queues trials of lost workers and, with `local`, runs the
+    queued trials in this process. With `local=False` the trials are left to `pmlbal tune-worker`
+    processes. tpe, random and grid run Optuna's own loop here (`local`), or supervise the workers
+    (not `local`); with `confirm` (tpe, random) their last budget // 4 trials re-run their top 3
+    points, as cd's confirm phase does. A trial that raises is recorded as failed with its error and
+    tried once more. `pick(study)` then gives the point with the best mean.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-    # cd's trials are all enqueued with fixed parameters: the study's sampler is never consulted.
-    sampler = optuna.samplers.RandomSampler(seed) if search == "cd" else make_sampler(search, dims, seed)
-    study = open_study(storage, study_name, spec, direction, sampler)
+    if confirm and search == "grid":
+        raise ValueError("--confirm is for tpe and random (cd always confirms; a grid runs every point once)")
+    study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget))
     study.set_user_attr("search", search)
     if search == "cd":
-        coordinate(study, dims, budget=budget, order=[d.name for d in dims], poll=poll, grace=grace,
+        coordinate(study, dims, budget=budget, order=[d.name for d in dims], seed=seed, poll=poll, grace=grace,
                    heartbeat=heartbeat, objective=objective if local else None,
                    on_decision=(lambda d: progress(study)) if progress else None, log=log)
         return study
     if local:
         for lost in StaleMonitor(grace).sweep(study, log):  # left running by a killed run of this search
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
-        remaining = budget - len([t for t in study.trials if t.state.is_finished()])
         callbacks = [retry_failed_once] + ([lambda s, t: progress(s)] if progress else [])
 
         def beating(trial: optuna.Trial) -> float:
             with Heartbeat(study, trial._trial_id, heartbeat):
                 return objective(trial)
 
+        sampled = sampling_budget(budget, confirm)
+        remaining = sampled - len([t for t in study.trials if t.state.is_finished()])
         if remaining > 0:
             study.optimize(beating, n_trials=remaining, catch=(Exception,), callbacks=callbacks)
+        while confirm:
+            queued = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]  # a retry
+            nxt = confirm_next(study, dims, budget)[:1] if not queued else []
+            if not queued and not nxt:
+                break
+            for point, run in nxt:
+                study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
+            study.optimize(beating, n_trials=1, catch=(Exception,), callbacks=callbacks)
         return study
-    supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log)
+    supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log,
+              confirm_dims=dims if confirm else None)
     return study
 
 
 def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: float = 1.0,
-              progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print) -> None:
-    """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished."""
+              progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print,
+              confirm_dims: Sequence[Dim] | None = None) -> None:
+    """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished.
+    With `confirm_dims`, once the workers' sampled trials are done, queue the confirm re-runs."""
     monitor = StaleMonitor(grace)
     study._storage.set_study_user_attr(study._study_id, STATE, "running")
+    sampled = sampling_budget(budget, confirm_dims is not None)
     while True:
         for lost in monitor.sweep(study, log):
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
         trials = study.get_trials(deepcopy=False)
         if progress:
             progress(study)
-        if len([t for t in trials if t.state.is_finished()]) >= budget and all(t.state.is_finished() for t in trials):
+        finished = len([t for t in trials if t.state.is_finished()])
+        if confirm_dims is not None and sampled <= finished and len(trials) < budget and \
+                all(t.state.is_finished() for t in trials):
+            for point, run in confirm_next(study, confirm_dims, budget):
+                study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
+            continue
+        if finished >= budget and all(t.state.is_finished() for t in trials):
             study._storage.set_study_user_attr(study._study_id, STATE, "done")
             return
         time.sleep(poll)
 
 
 # -- after the search ----------------------------------------------------------------------------
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return None
-    return study.best_trial
+def best_point(study: optuna.Study) -> Pick | None:
+    """The study's pick (SPEC section 5): the point with the best mean of its complete runs."""
+    return pick(study)
 
 
 def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> TrainConfig:
-    """The best trial's configuration, trained on the full train split and evaluated on test."""
+    """The picked configuration, trained on the full train split and evaluated on test."""
     spec = load_spec(study)
-    best = best_trial(study)
+    best = pick(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no finished trial")
     base = TrainConfig(**{**spec["base"], **overrides})
     cfg = config_for(base, spec["loss"], best.params, dims_of(spec))
-    return replace(cfg, train_split="train", eval_split="test", tuned_from=f"{storage_url}#{study.study_name}")
+    return replace(cfg, train_split="train", eval_split="test", tuned_from=f"{storage_url}#{study.study_name}",
+                   tuned_runs=best.runs)
 
 
 def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:
     """Train the best configuration once on train and evaluate on test; its run record."""
-    from ..records import config_key, find_existing
-    from ..train import identity
-
     cfg = final_config(study, storage_url, **overrides).resolved()
     record = find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed) or train(cfg)
     study.set_user_attr(FINAL, record["run_id"])
     return record
 
 
-def find_tuned(storage_url: str, dataset: str, loss: str) -> tuple[optuna.Study, FrozenTrial] | None:
-    """The study (any search) with the best validation value for `dataset` and `loss`; None if none."""
+def find_tuned(storage_url: str, dataset: str, loss: str, study_name: str | None = None) -> tuple[optuna.Study, Pick] | None:
+    """The tuning study for `dataset` and `loss` and its pick: `study_name` if given, else the study
+    whose last trial finished most recently (picks of different studies are not comparable: other
+    metrics, spaces or search versions). None if there is none or it has no complete trial."""
     storage = open_storage(storage_url)
-    found = None
+    found, latest = None, None
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if study_name is not None and summary.study_name != study_name:
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         spec = study.user_attrs.get(SPEC)
         if not spec or spec.get("dataset") != dataset or spec.get("loss") != loss:
+            if study_name is not None:
+                raise ValueError(f"study {study_name!r} in {storage_url} does not tune {loss} on {dataset}")
             continue
-        best = best_trial(study)
-        if best is None:
+        best = pick(study)
+        ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+        if best is None or not ends:
             continue
-        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        if found is None or sign * best.value > sign * found[1].value:
-            found = (study, best)
+        if latest is None or max(ends) > latest:
+            found, latest = (study, best), max(ends)
+    if study_name is not None and found is None:
+        raise ValueError(f"no study {study_name!r} with a complete trial in {storage_url}")
     return found

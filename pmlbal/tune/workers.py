@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .coordinate_descent import CoordinateDescent, Decision, Dim, point_key
-from .optuna import decide_from_trials, trial_point
+from .optuna import RUN, decide_from_trials, trial_point, trial_run
 
 HEARTBEAT = "pmlbal:heartbeat"
 OWNER = "pmlbal:worker"
@@ -137,14 +137,16 @@ def study_state(study: optuna.Study) -> str:
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, poll: float = 1.0,
-         heartbeat: float = 30.0, sample_new: bool = False, budget: int | None = None,
+         heartbeat: float = 30.0, sample_new: bool = False, budget: int | None = None, total: int | None = None,
          max_trials: int | None = None, idle_timeout: float | None = None,
          log: Callable[[str], None] = print) -> int:
     """Worker loop: claim queued trials and run them until the study is done; returns trials run.
 
     `sample_new`: when the queue is empty, ask the study's sampler for a new trial (TPE, random,
-    grid) while fewer than `budget` trials exist. `idle_timeout`: give up after that many seconds
-    with nothing to run (None: wait for the coordinator's "done").
+    grid) while fewer than `budget` trials exist; leave once `total` (default `budget`) trials exist
+    and all are finished, or the supervisor says "done" (with `--confirm` it queues the re-runs
+    between the two). `idle_timeout`: give up after that many seconds with nothing to run (None:
+    wait for the coordinator's "done").
     """
     ran, idle_since = 0, time.monotonic()
     while max_trials is None or ran < max_trials:
@@ -153,7 +155,9 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, pol
             with _sqlite_claim_lock(study._storage):  # ask() pops queued trials too
                 trial = study.ask()
         if trial is None:
-            if study_state(study) == "done" or (sample_new and budget is not None and _all_finished(study)):
+            end = total if total is not None else budget
+            if study_state(study) == "done" or (sample_new and end is not None and _all_finished(study)
+                                                and len(study.get_trials(deepcopy=False)) >= end):
                 break
             if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                 log(f"no queued trial for {idle_timeout:.0f}s; worker exits")
@@ -226,35 +230,36 @@ def _dead_here(owner: str) -> bool:
 
 def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any] | None = None,
                tol: float = 0.0, budget: int | None = None, order: Sequence[str] | None = None,
-               retries: int = 1, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
+               seed: int = 0, retries: int = 1, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
                objective: Callable[[optuna.Trial], float] | None = None,
                on_decision: Callable[[Decision], None] | None = None,
                log: Callable[[str], None] = print) -> Decision:
-    """Drive coordinate descent on `study` until it is done; returns the final decision.
+    """Drive the search (SPEC section 5) on `study` until it is done; returns the final decision.
 
     Each round: mark lost trials failed, replay the search on the study's trials, enqueue the
-    probes not yet queued, and (with `objective`) run one queued trial here, so one process can
-    be coordinator and worker at once. Without `objective`, `pmlbal tune-worker` processes do
-    the work. Resumable: everything is read back from the study.
+    probes not yet queued (a re-run carries its run index in ``user_attrs["run"]``), and (with
+    `objective`) run one queued trial here, so one process can be coordinator and worker at once.
+    Without `objective`, `pmlbal tune-worker` processes do the work. Resumable: everything is read
+    back from the study.
     """
-    cd = CoordinateDescent(dims, x0, tol, budget, order)
+    cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
     monitor = StaleMonitor(grace)
     study._storage.set_study_user_attr(study._study_id, STATE, "running")
     while True:
         monitor.sweep(study, log)
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
-        decision = decide_from_trials(cd, trials, study.direction, retries)
+        decision = decide_from_trials(cd, trials, study.direction)
         if on_decision is not None:
             on_decision(decision)
         if decision.action == "done":
             study._storage.set_study_user_attr(study._study_id, STATE, "done")
             return decision
         if decision.action == "probe":
-            queued = {point_key(trial_point(t), cd.dims) for t in trials
+            queued = {(point_key(trial_point(t), cd.dims), trial_run(t)) for t in trials
                       if t.state in (TrialState.WAITING, TrialState.RUNNING) and set(cd.by_name) <= set(trial_point(t))}
-            for p in decision.probes:
-                if point_key(p, cd.dims) not in queued:
-                    study.enqueue_trial(p, skip_if_exists=False)
+            for p, run in zip(decision.probes, decision.runs):
+                if (point_key(p, cd.dims), run) not in queued:
+                    study.enqueue_trial(p, user_attrs={RUN: run}, skip_if_exists=False)
         trial = claim_queued(study) if objective is not None else None
         if trial is not None:
             frozen = run_trial(study, trial, objective, heartbeat, log)

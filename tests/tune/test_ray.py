@@ -27,7 +27,7 @@ def serial(budget=None):
 def test_searcher_protocol_without_ray_running():
     s = CoordinateDescentSearcher(DIMS, metric="score", mode="max")
     first = s.suggest("t0")
-    assert first == {"balance": 1.0, "temperature": 0.125}
+    assert first == {"balance": 1.0, "temperature": 0.125, "run": 0}
     assert s.suggest("t1") is None  # barrier: the start point is still running
     s.on_trial_complete("t0", {"score": value(first)})
     up, down = s.suggest("t1"), s.suggest("t2")
@@ -40,6 +40,19 @@ def test_searcher_protocol_without_ray_running():
     again = CoordinateDescentSearcher(DIMS, metric="score", mode="max")
     again.set_state(state)
     assert again.suggest("t4") == s.suggest("t4")
+
+
+def test_searcher_with_a_budget_runs_version_two_with_reruns():
+    s = CoordinateDescentSearcher(DIMS, metric="score", mode="max", budget=12, seed=0)
+    configs = []
+    while (c := s.suggest(f"t{len(configs)}")) not in (None, s.FINISHED):
+        configs.append(c)
+        s.on_trial_complete(f"t{len(configs) - 1}", {"score": value(c)})
+    assert c == s.FINISHED and len(configs) == 12
+    assert sum(c["run"] >= 1 for c in configs) == 3  # the confirm phase: 12 // 4 re-runs
+    expected, final = serial(budget=12)
+    assert {(point_key(c, DIMS), c["run"]) for c in configs} == expected
+    assert s.best_config == final.best
 
 
 @pytest.mark.slow
@@ -55,8 +68,7 @@ def test_ray_tune_completes_a_small_search(tmp_path):
         results = tuner.fit()
     finally:
         ray.shutdown()
-    points = [point_key(r.config, DIMS) for r in results]
+    points = [(point_key(r.config, DIMS), r.config["run"]) for r in results]
     expected, final = serial(budget=7)
     assert len(points) == len(set(points)) and set(points) == expected  # no repeat, the same search
-    best = results.get_best_result(metric="score", mode="max")
-    assert best.metrics["score"] == pytest.approx(final.best_value)
+    assert searcher.best_config == final.best

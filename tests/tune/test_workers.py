@@ -39,6 +39,11 @@ def serial_points(budget=None):
     return serial_search(DIMS, value, budget)
 
 
+def runs_of(trials, states=(TrialState.COMPLETE,)):
+    """(point, run index) of each trial in `states`."""
+    return [(point_key(trial_point(t), DIMS), t.user_attrs.get("run", 0)) for t in trials if t.state in states]
+
+
 def storage_for(kind, tmp_path, name):
     if kind == "journal":
         path = str(tmp_path / f"{name}.log")
@@ -75,25 +80,45 @@ def start_workers(n, make_storage, name, **kw):
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite", "postgres"])
 @pytest.mark.parametrize("n_workers", [2, 4])
-def test_workers_complete_the_search_without_a_duplicate_probe(tmp_path, kind, n_workers):
+def test_workers_spend_the_budget_without_a_duplicate_probe(tmp_path, kind, n_workers):
+    """Version 2 over several processes: the budget is spent, no phase-1/2 point and no (point, run)
+    runs twice, and the trials are the very ones a single process runs."""
     make_storage = storage_for(kind, tmp_path, "s")
     name = f"cd-{n_workers}-{os.getpid()}-{time.time_ns()}"
     study = optuna.create_study(study_name=name, storage=make_storage(), direction="maximize")
     procs = start_workers(n_workers, make_storage, name)
     try:
-        final = coordinate(study, DIMS, poll=0.02, grace=30.0, log=lambda s: None)
+        final = coordinate(study, DIMS, budget=24, poll=0.02, grace=30.0, log=lambda s: None)
     finally:
         for p in procs:
             p.join(timeout=30)
     assert all(p.exitcode == 0 for p in procs)  # each saw "done" and left
     trials = study.get_trials()
-    keys = [point_key(t.params, DIMS) for t in trials]
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert len(set(keys)) == len(keys)  # no probe ran twice
-    expected, serial = serial_points()
-    assert set(keys) == expected  # the very search a single process makes
-    assert final.best_value == pytest.approx(serial.best_value)
+    assert len(trials) == 24 and all(t.state == TrialState.COMPLETE for t in trials)
+    done = runs_of(trials)
+    assert len(set(done)) == len(done)  # no (point, run) twice
+    first = [k for k, run in done if run == 0]
+    assert len(first) == 18 and len(set(first)) == 18  # phases 1-2: 24 - 24 // 4 distinct points
+    expected, serial = serial_points(budget=24)
+    assert set(done) == expected  # the very search a single process makes
+    assert final.best == serial.best and final.best_value == pytest.approx(serial.best_value)
     assert len({t.system_attrs[OWNER] for t in trials}) >= 2  # the work was shared
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+def test_version_one_with_workers_converges_like_one_process(tmp_path, kind):
+    make_storage = storage_for(kind, tmp_path, "v1")
+    name = f"v1-{os.getpid()}-{time.time_ns()}"
+    study = optuna.create_study(study_name=name, storage=make_storage(), direction="maximize")
+    procs = start_workers(2, make_storage, name)
+    try:
+        final = coordinate(study, DIMS, poll=0.02, grace=30.0, log=lambda s: None)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    done = runs_of(study.get_trials())
+    assert len(set(done)) == len(done) and set(done) == serial_points()[0]
+    assert final.best_value == pytest.approx(serial_points()[1].best_value)
 
 
 def test_budget_with_four_workers(tmp_path):
@@ -105,8 +130,8 @@ def test_budget_with_four_workers(tmp_path):
     finally:
         for p in procs:
             p.join(timeout=30)
-    keys = [point_key(t.params, DIMS) for t in study.get_trials()]
-    assert len(keys) == 11 and len(set(keys)) == 11
+    done = runs_of(study.get_trials())
+    assert len(done) == 11 and len(set(done)) == 11
 
 
 def test_a_worker_killed_mid_trial_is_detected_and_its_probe_rerun(tmp_path):
@@ -122,8 +147,8 @@ def test_a_worker_killed_mid_trial_is_detected_and_its_probe_rerun(tmp_path):
     trials = study.get_trials()
     lost = [t for t in trials if t.state == TrialState.FAIL]
     assert len(lost) == 1 and lost[0].number == 3 and "lost" in lost[0].user_attrs["error"]
-    done = [point_key(t.params, DIMS) for t in trials if t.state == TrialState.COMPLETE]
-    assert point_key(trial_point(lost[0]), DIMS) in done  # re-queued and run by the survivor
+    done = runs_of(trials)
+    assert (point_key(trial_point(lost[0]), DIMS), 0) in done  # re-queued and run by the survivor
     assert len(set(done)) == len(done) and set(done) == serial_points()[0]
     assert final.best_value == pytest.approx(serial_points()[1].best_value)
 
@@ -167,7 +192,7 @@ def test_a_raising_trial_is_recorded_with_its_error_and_retried_once(tmp_path):
         return -(math.log2(x) - 2) ** 2
 
     study = optuna.create_study(direction="maximize")
-    final = coordinate(study, [Dim("x", "log", 1 / 64, 64)], poll=0.0, objective=flaky, log=lambda s: None)
+    final = coordinate(study, [Dim("x", "log", 1 / 64, 64)], poll=0.0, objective=flaky, log=lambda s: None)  # version 1
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs["error"] == "RuntimeError: diverged" for t in failed)
     for t in failed:  # each failing point ran exactly twice: the trial and its one retry
@@ -176,14 +201,24 @@ def test_a_raising_trial_is_recorded_with_its_error_and_retried_once(tmp_path):
 
 
 def test_coordinator_resumes_a_killed_search(tmp_path):
-    """A search killed part-way (here: budget 7) and restarted visits the same points as one run."""
+    """A version-2 search interrupted part-way (Ctrl-C in trial 9) and restarted runs the same
+    (point, run) pairs as one uninterrupted run; the interrupted run is retried, not lost."""
     make_storage = storage_for("journal", tmp_path, "r")
     study = optuna.create_study(study_name="r", storage=make_storage(), direction="maximize")
-    coordinate(study, DIMS, budget=7, poll=0.0, objective=objective, log=lambda s: None)
+
+    def interrupted(trial):
+        if trial.number == 9:
+            raise KeyboardInterrupt
+        return objective(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        coordinate(study, DIMS, budget=20, seed=0, poll=0.0, objective=interrupted, log=lambda s: None)
     again = optuna.load_study(study_name="r", storage=make_storage())
-    coordinate(again, DIMS, poll=0.0, objective=objective, log=lambda s: None)
-    keys = [point_key(t.params, DIMS) for t in again.get_trials()]
-    assert len(set(keys)) == len(keys) and set(keys) == serial_points()[0]
+    coordinate(again, DIMS, budget=20, seed=0, poll=0.0, objective=objective, log=lambda s: None)
+    trials = again.get_trials()
+    done = runs_of(trials)
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [9]
+    assert len(done) == 20 and set(done) == serial_points(budget=20)[0]
 
 
 def _sampling_worker(make_storage, name, budget):
