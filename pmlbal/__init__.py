@@ -1,12 +1,14 @@
 """pmlbal: balanced, fast, tuned contrastive losses for pytorch-metric-learning.
 
-Importing pmlbal registers every loss, miner and sampler into PML's own modules,
+Importing pmlbal registers every loss, miner, sampler and data set (`pmlbal.registry`) and puts
+the losses, miners and samplers into PML's own modules,
 so `pytorch_metric_learning.losses.BalancedNTXentLoss` works after `import pmlbal`.
 """
 
-from . import losses, metrics, miners, samplers
-from .registry import create, get, list_losses, list_miners, list_samplers
+from . import data, losses, metrics, miners, samplers
+from .registry import create, get, list_batch_sources, list_datasets, list_losses, list_miners, list_samplers
 
 __version__ = "0.1.0"
 
-__all__ = ["create", "get", "list_losses", "list_miners", "list_samplers", "losses", "__version__"]
+__all__ = ["create", "get", "list_batch_sources", "list_datasets", "list_losses", "list_miners", "list_samplers",
+           "losses", "__version__"]

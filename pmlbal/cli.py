@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from .data import DATASETS, SPLITS
+from .data import SPLITS
+from .registry import list_batch_sources, list_datasets
 
-DATASET = click.Choice(sorted(DATASETS))
+DATASET = click.Choice(list_datasets())
 POSITIVE_INT = click.IntRange(min=1)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 
@@ -35,7 +36,7 @@ def _train_options(f):
                      help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
         click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Evaluate every N epochs as well as at the end (0: only at the end)."),
-        click.option("--sampler", type=click.Choice(["m-per-class", "spectral"]), default="m-per-class",
+        click.option("--sampler", type=click.Choice(list_batch_sources()), default="m-per-class",
                      show_default=True, help="Batches: random P classes x m, or spectral clusters of confusable classes."),
         click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
                      help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),

@@ -1,57 +1,102 @@
-"""One registry for pmlbal's losses, miners and samplers.
+"""One registry for everything pmlbal knows by name: losses, miners, samplers, training batch
+sources and data sets.
 
-`create(name, **kwargs)` builds any registered component; `list_losses()`,
-`list_miners()` and `list_samplers()` make the names discoverable. Registering
-also makes each class reachable from PML's own modules
-(`pytorch_metric_learning.losses.BalancedNTXentLoss`) and accepted by PML's
-wrappers that check class names against a hard-coded list
-(`SelfSupervisedLoss`, `CrossBatchMemory`).
+What is known about a thing travels with it (as a timm model's ``pretrained_cfg`` does): a loss
+registers its tuning ranges, a data set its loader, standard Ks, training defaults, tuning ranges
+and m rule. The trainer, tuner, leaderboard and CLI only read this module, so a new data set or
+loss is one file and one decorator.
+
+`create(name, **kwargs)` builds any registered component, and also any of PML's own losses (the
+baselines the CLI accepts); `list_losses()`, `list_miners()`, `list_samplers()`, `list_datasets()`
+make the names discoverable. Registering a loss, miner or sampler also makes it reachable from
+PML's own modules (`pytorch_metric_learning.losses.BalancedNTXentLoss`) and accepted by PML's
+wrappers that check class names against a hard-coded list (`SelfSupervisedLoss`, `CrossBatchMemory`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
 
 T = TypeVar("T", bound=type)
 
-_KINDS = ("loss", "miner", "sampler")
+_KINDS = ("loss", "miner", "sampler", "batches")
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in _KINDS}
+#: Tuning ranges per loss name: {coordinate: (scale, low, high[, step, min_step])}; PML baselines too.
+_LOSS_TUNING: dict[str, dict[str, tuple]] = {}
+_DATASETS: dict[str, "DatasetSpec"] = {}
 
 
-def register(kind: str) -> Callable[[T], T]:
-    """Class decorator: record `cls` under its class name for `kind` and expose it in PML."""
+# -- losses, miners, samplers, batch sources ----------------------------------------------------------
+def register(kind: str, name: str | None = None, *, tune: Mapping[str, tuple] | None = None) -> Callable[[T], T]:
+    """Class decorator: record `cls` under `name` (default: its class name) for `kind`.
+
+    Losses, miners and samplers are also exposed in PML's modules. `tune` (losses only) is the
+    default search space of the loss's own arguments: ``{"temperature": ("log", 1/64, 1.0)}``
+    (scales as `pmlbal.tune.Dim`; an optional 4th and 5th entry are the initial and minimum step).
+    """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    if tune is not None and kind != "loss":
+        raise ValueError("tune= is for losses")
 
     def decorator(cls: T) -> T:
-        _REGISTRY[kind][cls.__name__] = cls
-        _inject_into_pml(kind, cls)
+        key = name or cls.__name__
+        _REGISTRY[kind][key] = cls
+        if tune is not None:
+            _LOSS_TUNING[key] = dict(tune)
+        if kind != "batches":
+            _inject_into_pml(kind, cls)
         return cls
 
     return decorator
 
 
-def create(name: str, **kwargs: Any) -> Any:
-    """Build the registered loss, miner or sampler called `name` with `kwargs`."""
-    for kind in _KINDS:
-        if name in _REGISTRY[kind]:
-            return _REGISTRY[kind][name](**kwargs)
-    known = ", ".join(sorted(n for kind in _KINDS for n in _REGISTRY[kind]))
-    raise ValueError(f"unknown pmlbal component {name!r}; known names: {known}")
+def register_pml_loss(name: str, *, tune: Mapping[str, tuple]) -> None:
+    """A thin entry for one of PML's own losses (a baseline): its default search space."""
+    _pml_loss_class(name)  # fail now on a name PML does not have
+    _LOSS_TUNING[name] = dict(tune)
+
+
+def _pml_loss_class(name: str) -> type | None:
+    from pytorch_metric_learning import losses as pml_losses
+
+    cls = getattr(pml_losses, name, None)
+    if isinstance(cls, type) and issubclass(cls, pml_losses.BaseMetricLossFunction):
+        return cls
+    return None
 
 
 def get(name: str, kind: str | None = None) -> type:
-    """Return the registered class called `name` (optionally restricted to one kind)."""
+    """Return the class registered as `name` (optionally restricted to one kind). For kind "loss"
+    (or no kind), any of PML's own loss classes is found too."""
     kinds = _KINDS if kind is None else (kind,)
     for k in kinds:
         if name in _REGISTRY[k]:
             return _REGISTRY[k][name]
+    if "loss" in kinds and (cls := _pml_loss_class(name)) is not None:
+        return cls
     known = ", ".join(sorted(n for k in kinds for n in _REGISTRY[k]))
-    raise ValueError(f"unknown pmlbal {kind or 'component'} {name!r}; known names: {known}")
+    extra = "; or any PML loss class name" if "loss" in kinds else ""
+    raise ValueError(f"unknown pmlbal {kind or 'component'} {name!r}; known names: {known}{extra}")
 
 
-def list_losses() -> list[str]:
-    return sorted(_REGISTRY["loss"])
+def create(name: str, **kwargs: Any) -> Any:
+    """Build the registered loss, miner or sampler called `name` (or one of PML's losses) with
+    `kwargs`; an argument the class does not take is a ValueError naming the call."""
+    cls = get(name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # e.g. --loss-arg tmperature=0.1
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ValueError(f"{name}({args}): {err}") from None
+
+
+def list_losses(pml: bool = False) -> list[str]:
+    """pmlbal's losses; with `pml`, also the PML baselines that have a registered search space."""
+    names = set(_REGISTRY["loss"]) | ({n for n in _LOSS_TUNING if _pml_loss_class(n)} if pml else set())
+    return sorted(names)
 
 
 def list_miners() -> list[str]:
@@ -62,6 +107,87 @@ def list_samplers() -> list[str]:
     return sorted(_REGISTRY["sampler"])
 
 
+def list_batch_sources() -> list[str]:
+    """Names `TrainConfig.sampler` (``pmlbal train --sampler``) accepts."""
+    return sorted(_REGISTRY["batches"])
+
+
+def loss_tuning(name: str) -> dict[str, tuple]:
+    """The default search space of a loss's arguments; ValueError naming the losses that have one."""
+    if name not in _LOSS_TUNING:
+        raise ValueError(f"no default search space for {name!r}; known: {', '.join(sorted(_LOSS_TUNING))}")
+    return dict(_LOSS_TUNING[name])
+
+
+# -- data sets -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the harness knows about a data set.
+
+    `cls` loads a split (`cls(root, split)`); `ks` are the literature's Recall@K; `defaults` fill the
+    `TrainConfig` fields left at None (backbone, sizes, epochs, batch, m, lr, ...); `tune` is the
+    search space of the training coordinates (``{"batch_size": ("log2-int", 32, 512), ...}``);
+    `samples_per_class(batch_size)` is m for a tuned batch size.
+    """
+
+    name: str
+    cls: type
+    ks: tuple[int, ...]
+    defaults: Mapping[str, Any]
+    tune: Mapping[str, tuple]
+    samples_per_class: Callable[[int], int] = field(default=lambda batch_size: 4)
+    needs_root: bool = True
+
+    def load(self, root: Any = None, split: str = "train") -> Any:
+        return self.cls(root, split)
+
+
+def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, Any], tune: Mapping[str, tuple],
+                     samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True) -> Callable[[T], T]:
+    """Class decorator for a `RetrievalDataset`: register it as `name` with its spec."""
+
+    def decorator(cls: T) -> T:
+        _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
+                                      MappingProxyType(dict(tune)),
+                                      samples_per_class or (lambda batch_size: 4), needs_root)
+        return cls
+
+    return decorator
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in _DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {sorted(_DATASETS)}")
+    return _DATASETS[name]
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+class RegistryView(Mapping):
+    """A read-only mapping computed from the registry on each access (for names that used to be
+    tables, e.g. `pmlbal.metrics.STANDARD_KS`), so it always shows every registered data set."""
+
+    def __init__(self, keys: Callable[[], list[str]], value: Callable[[str], Any]) -> None:
+        self._keys, self._value = keys, value
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return self._value(key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+# -- PML injection ----------------------------------------------------------------------------------------
 def _inject_into_pml(kind: str, cls: type) -> None:
     if kind == "loss":
         from pytorch_metric_learning import losses as pml_losses

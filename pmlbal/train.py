@@ -8,7 +8,7 @@ import platform
 import shlex
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,23 +16,17 @@ import numpy as np
 import torch
 
 from . import data as data_mod
+from .checkpoints import evaluate_checkpoint, load_checkpoint, save_checkpoint  # noqa: F401  (public names)
 from .data.cache import load_or_build
 from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_resized_crop_flip
-from .metrics import STANDARD_KS, embedding_geometry, retrieval_metrics
+from .metrics import embedding_geometry, retrieval_metrics
 from .models import EmbeddingModel
 from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
+from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
+from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
 
-#: Per-data-set defaults: digits is small and runs on the CPU; the image sets follow the DML literature.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=8,
-                   batch_size=50, samples_per_class=10, lr=2e-3, crop_scale=0.6),
-    "cub": dict(backbone="resnet50", embedding_dim=512, cache_size=256, input_size=224, epochs=40,
-                batch_size=128, samples_per_class=4, lr=1e-4, crop_scale=0.2),
-    "cars": dict(backbone="resnet50", embedding_dim=512, cache_size=256, input_size=224, epochs=40,
-                 batch_size=128, samples_per_class=4, lr=1e-4, crop_scale=0.2),
-    "sop": dict(backbone="resnet50", embedding_dim=512, cache_size=256, input_size=224, epochs=40,
-                batch_size=128, samples_per_class=4, lr=1e-4, crop_scale=0.2),
-}
+#: Per-data-set training defaults: a view of what each data set registers (`pmlbal.registry`).
+DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(name).defaults))
 
 
 @dataclass
@@ -76,10 +70,9 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with data-set defaults filled in and every value checked."""
-        if self.dataset not in DATASET_DEFAULTS:
-            raise ValueError(f"unknown data set {self.dataset!r}; choose from {sorted(DATASET_DEFAULTS)}")
+        spec = dataset_spec(self.dataset)  # ValueError naming the known data sets
         values = asdict(self)
-        for k, v in DATASET_DEFAULTS[self.dataset].items():
+        for k, v in spec.defaults.items():
             if values[k] is None:
                 values[k] = v
         cfg = TrainConfig(**values)
@@ -96,8 +89,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {cfg.lr}")
         if cfg.input_size > cfg.cache_size:
             raise ValueError(f"input_size ({cfg.input_size}) cannot exceed cache_size ({cfg.cache_size})")
-        if cfg.sampler not in ("m-per-class", "spectral"):
-            raise ValueError(f"sampler must be 'm-per-class' or 'spectral', got {cfg.sampler!r}")
+        if cfg.sampler not in list_batch_sources():
+            raise ValueError(f"sampler must be one of {', '.join(list_batch_sources())}, got {cfg.sampler!r}")
         if cfg.resample_every < 1:
             raise ValueError(f"resample_every must be >= 1, got {cfg.resample_every}")
         if cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test"):
@@ -114,26 +107,18 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def make_loss(name: str, **kwargs: Any) -> torch.nn.Module:
-    """A pmlbal loss by registered name, or any loss of PML's own `losses` module (the baselines)."""
-    from pytorch_metric_learning import losses as pml_losses
-
-    from .registry import get
+    """A loss by registered name: pmlbal's, or any of PML's own (the baselines)."""
+    from .registry import create
 
     try:
-        cls = get(name, kind="loss")
+        get(name, kind="loss")
     except ValueError:
-        cls = getattr(pml_losses, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, pml_losses.BaseMetricLossFunction)):
-            from .registry import list_losses
+        from .registry import list_losses
 
-            raise ValueError(
-                f"unknown loss {name!r}; pmlbal losses: {', '.join(list_losses())}; or any PML loss class name"
-            ) from None
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # an argument the class does not take, e.g. --loss-arg tmperature=0.1
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise ValueError(f"{name}({args}): {err}") from None
+        raise ValueError(
+            f"unknown loss {name!r}; pmlbal losses: {', '.join(list_losses())}; or any PML loss class name"
+        ) from None
+    return create(name, **kwargs)
 
 
 def pick_device(device: str) -> torch.device:
@@ -157,30 +142,6 @@ def distributed_context() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def batches_per_epoch(n_items: int, batch_size: int) -> int:
-    """Steps in one epoch, for either sampler: every sample about once, at least one batch."""
-    return max(1, n_items // batch_size)
-
-
-def check_classes_per_batch(labels: np.ndarray, batch_size: int, m: int) -> None:
-    n_classes = len(np.unique(labels))
-    if batch_size // m > n_classes:
-        raise ValueError(
-            f"batch_size/samples_per_class = {batch_size // m} classes per batch, but the split has {n_classes}"
-        )
-
-
-def class_balanced_batches(labels: np.ndarray, batch_size: int, m: int, seed: int) -> list[np.ndarray]:
-    """One epoch of batches of batch_size/m classes x m samples (PML's MPerClassSampler)."""
-    from pytorch_metric_learning.samplers import MPerClassSampler
-
-    check_classes_per_batch(labels, batch_size, m)
-    np.random.seed(seed)  # MPerClassSampler draws from numpy's global generator
-    length = batches_per_epoch(len(labels), batch_size) * batch_size
-    order = np.fromiter(iter(MPerClassSampler(labels, m, batch_size=batch_size, length_before_new_iter=length)), int)
-    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
-
-
 @torch.no_grad()
 def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch.device,
           batch_size: int = 256, amp: bool = False, augment: torch.Generator | None = None) -> torch.Tensor:
@@ -201,9 +162,10 @@ def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch
 
 
 def evaluate(model, bank, labels, cfg: TrainConfig, device) -> dict[str, float]:
+    """Retrieval metrics at the data set's standard Ks, and embedding geometry."""
     z = embed(model, bank, cfg.input_size, device, amp=device.type == "cuda")
     y = torch.as_tensor(labels, device=z.device)
-    ks = tuple(k for k in STANDARD_KS[cfg.dataset] if k < len(y))
+    ks = tuple(k for k in dataset_spec(cfg.dataset).ks if k < len(y))
     metrics = retrieval_metrics(z, y, ks=ks, device=device)
     metrics.update(embedding_geometry(z, labels=y))
     return metrics
@@ -220,7 +182,7 @@ def command_for(cfg: TrainConfig) -> str:
                       "tuned_runs", "save_model"):
             continue
         v = getattr(cfg, f.name)
-        d = DATASET_DEFAULTS[cfg.dataset].get(f.name, getattr(defaults, f.name))
+        d = dataset_spec(cfg.dataset).defaults.get(f.name, getattr(defaults, f.name))
         if v != d and v is not None:
             flag = "--" + f.name.replace("_", "-")
             parts += [flag] if v is True else [flag, str(v)]
@@ -246,19 +208,37 @@ def train_step(forward, loss_fn, opt, x: torch.Tensor, y: torch.Tensor, amp: boo
     return loss
 
 
-def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any] | None:
-    """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
+# -- one training run, in parts ------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A built training run: resolved config, where it runs, its data, model, loss and optimiser."""
 
-    Under `torchrun` each process trains on its slice of every global batch (`batch_size` is the
-    global size), gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
-    DistributedLossWrapper, sees the whole global batch; rank 0 evaluates and writes the record
-    and returns it, the other ranks return None.
-    """
-    from tqdm.auto import tqdm
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    gen: torch.Generator  # training augmentations (and spectral re-embeddings)
+    train_set: Any
+    eval_set: Any
+    train_bank: ImageBank
+    eval_bank: ImageBank
+    model: EmbeddingModel
+    forward: Callable  # the model, DDP-wrapped and compiled as asked
+    loss_fn: torch.nn.Module
+    train_loss: Callable  # the loss, wrapped to see the global batch under torchrun
+    opt: torch.optim.Optimizer
+    sched: Any
+    batches: Any  # the batch source (`pmlbal.samplers.batches`)
 
-    cfg = config.resolved()
-    loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
-    rank, world = distributed_context()
+    @property
+    def amp(self) -> bool:
+        return self.device.type == "cuda"
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.model, self.eval_bank, self.eval_set.labels, self.cfg, self.device)
+
+
+def _run_device(cfg: TrainConfig, rank: int, world: int) -> torch.device:
     device = pick_device(cfg.device)
     if world > 1:
         if cfg.batch_size % world:
@@ -268,6 +248,17 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
             torch.cuda.set_device(device)
+    return device
+
+
+def build_run(config: TrainConfig) -> Run:
+    """Resolve `config`, set up the process (torchrun), data, model, loss, optimiser and batch
+    source. Seeds the global torch generator (the model's initialisation): call it inside
+    `torch.random.fork_rng` to keep the caller's state, as `train` does."""
+    cfg = config.resolved()
+    loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
+    rank, world = distributed_context()
+    device = _run_device(cfg, rank, world)
     torch.manual_seed(cfg.seed)  # the same initial model on every rank
     # Rank 0 draws the augmentations a single process would; other ranks their own stream.
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
@@ -278,8 +269,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
     eval_bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), device)
 
     model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn).to(device)
-    amp = device.type == "cuda"
-    if amp:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     forward, train_loss = model, loss_fn
     if world > 1:
@@ -291,72 +281,63 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
     forward = torch.compile(forward) if cfg.compile else forward
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    check_classes_per_batch(train_set.labels, cfg.batch_size, cfg.samples_per_class)  # fail before any work
-    steps_per_epoch = batches_per_epoch(len(train_set), cfg.batch_size)
+    # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
+    batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
+                                               seed=cfg.seed, resample_every=cfg.resample_every)
+    sched = _warmup_cosine(opt, cfg, batches_per_epoch(len(train_set), cfg.batch_size))
+    return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
+               train_loss, opt, sched, batches)
+
+
+def _warmup_cosine(opt, cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over `warmup_epochs`, then cosine decay to 0 at the last step."""
     total = cfg.epochs * steps_per_epoch
     warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
     )
 
-    record: dict[str, Any] = {"epochs": [], "steps": [], "world_size": world}
-    initial = evaluate(model, eval_bank, eval_set.labels, cfg, device) if rank == 0 else None
-    t_start, images_seen, train_time = time.perf_counter(), 0, 0.0
-    bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True, leave=False)
-    spectral = None
-    if cfg.sampler == "spectral":
-        from .samplers import SpectralBatchSampler
 
-        spectral = SpectralBatchSampler(train_set.labels, batch_size=cfg.batch_size,
-                                        samples_per_class=cfg.samples_per_class, seed=cfg.seed)
-    for epoch in range(1, cfg.epochs + 1):
-        if spectral is not None:
-            if (epoch - 1) % cfg.resample_every == 0:
-                # Fresh augmentations, no gradient: the embeddings the next batches are chosen by.
-                spectral.update(embed(model, train_bank, cfg.input_size, device, amp=amp, augment=gen))
-            batches = [np.asarray(b) for b in spectral]
-        else:
-            batches = class_balanced_batches(train_set.labels, cfg.batch_size, cfg.samples_per_class,
-                                             cfg.seed * 1000 + epoch)
-        model.train()
-        epoch_loss = []
-        t0 = time.perf_counter()
-        for idx in batches:
-            if world > 1:  # every rank draws the same global batch and takes its own slice
-                idx = np.array_split(idx, world)[rank]
-            idx_t = torch.from_numpy(idx)
-            x = normalize(random_resized_crop_flip(train_bank.take(idx_t), cfg.input_size, gen,
-                                                   scale=(cfg.crop_scale, 1.0)), model.mean, model.std)
-            y = torch.as_tensor(train_set.labels[idx], device=device)
-            loss = train_step(forward, train_loss, opt, x, y, amp)
-            sched.step()
-            step = {"loss": loss.detach()}
-            for term in ("pos_term", "entropy_term"):
-                if hasattr(loss_fn, term):
-                    step[term] = torch.as_tensor(getattr(loss_fn, term)).detach()
-            record["steps"].append(step)
-            epoch_loss.append(loss.detach())
+def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], float, int]:
+    """One epoch: (its log entry, per-step losses and terms as device tensors, seconds, images seen)."""
+    cfg = run.cfg
+    batches = run.batches.epoch(epoch, lambda: embed(run.model, run.train_bank, cfg.input_size, run.device,
+                                                     amp=run.amp, augment=run.gen))
+    run.model.train()
+    steps, t0 = [], time.perf_counter()
+    for idx in batches:
+        if run.world > 1:  # every rank draws the same global batch and takes its own slice
+            idx = np.array_split(idx, run.world)[run.rank]
+        x = normalize(random_resized_crop_flip(run.train_bank.take(torch.from_numpy(idx)), cfg.input_size, run.gen,
+                                               scale=(cfg.crop_scale, 1.0)), run.model.mean, run.model.std)
+        y = torch.as_tensor(run.train_set.labels[idx], device=run.device)
+        loss = train_step(run.forward, run.train_loss, run.opt, x, y, run.amp)
+        run.sched.step()
+        step = {"loss": loss.detach()}
+        for term in ("pos_term", "entropy_term"):
+            if hasattr(run.loss_fn, term):
+                step[term] = torch.as_tensor(getattr(run.loss_fn, term)).detach()
+        steps.append(step)
+        if bar is not None:
             bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_time += time.perf_counter() - t0
-        images_seen += len(batches) * cfg.batch_size
-        entry = {"epoch": epoch, "train_loss": float(torch.stack(epoch_loss).mean()), "lr": sched.get_last_lr()[0]}
-        if rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
-            entry["metrics"] = evaluate(model, eval_bank, eval_set.labels, cfg, device)
-        record["epochs"].append(entry)
-        if on_epoch:
-            on_epoch(entry)
-    bar.close()
-    if rank != 0:
-        return None  # rank 0 evaluates and writes the one record of the run
-    final = evaluate(model, eval_bank, eval_set.labels, cfg, device)
-    record["epochs"][-1]["metrics"] = final
-    # One host sync for all logged steps, at the end, not one per step.
-    record["steps"] = [{k: float(v) for k, v in s.items()} for s in record["steps"]]
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    entry = {"epoch": epoch, "train_loss": float(torch.stack([s["loss"] for s in steps]).mean()),
+             "lr": run.sched.get_last_lr()[0]}
+    return entry, steps, seconds, len(batches) * cfg.batch_size
 
+
+def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, final: dict,
+               wall_time: float, train_time: float, images_seen: int) -> dict[str, Any]:
+    """The run's record (`pmlbal.records` schema), not yet written."""
+    cfg, device = run.cfg, run.device
     cfg_dict = asdict(cfg)
-    record.update(
+    return dict(
+        epochs=epochs,
+        # One host sync for all logged steps, at the end, not one per step.
+        steps=[{k: float(v) for k, v in s.items()} for s in steps],
+        world_size=run.world,
         schema=SCHEMA_VERSION,
         run_id=new_run_id(cfg_dict),
         config=cfg_dict,
@@ -365,7 +346,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         command=command_for(cfg),
         initial=initial,
         final=final,
-        wall_time_s=time.perf_counter() - t_start,
+        wall_time_s=wall_time,
         train_time_s=train_time,
         images_per_s=images_seen / train_time if train_time else None,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -373,48 +354,50 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -
         git_commit=_git_commit(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    if cfg.save_model:
-        record["model_path"] = str(save_checkpoint(model, cfg, record["run_id"]))
-    record["path"] = str(write_record(record, cfg.results_dir))
-    return record
 
 
-def save_checkpoint(model: EmbeddingModel, cfg: TrainConfig, run_id: str) -> Path:
-    """DIR/models/<run_id>.pt: the model's state dict and the run's config, written atomically."""
-    path = Path(cfg.results_dir, "models", f"{run_id}.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"config": asdict(cfg), "run_id": run_id, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any] | None:
+    """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
 
+    build_run -> evaluate the untrained model -> train_epoch x epochs -> evaluate -> run_record ->
+    write. The caller's global torch and numpy generators are left as they were. Under `torchrun`
+    each process trains on its slice of every global batch (`batch_size` is the global size),
+    gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
+    DistributedLossWrapper, sees the whole global batch; rank 0 evaluates and writes the record
+    and returns it, the other ranks return None.
+    """
+    from tqdm.auto import tqdm
 
-def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[EmbeddingModel, TrainConfig]:
-    """The model and config saved by `train(save_model=True)`; errors name the file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable pmlbal checkpoint: {type(err).__name__}: {err}") from err
-    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
-        raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
-    cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, None, cfg.freeze_bn)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(pick_device(device)), cfg
-
-
-def evaluate_checkpoint(path: str | Path, split: str = "test", root: str | None = None, device: str = "auto",
-                        cache_dir: str | None = None) -> dict[str, float]:
-    """Recall@K, MAP@R, R-precision and geometry of a saved model on `split` of its data set."""
-    model, cfg = load_checkpoint(path, device)
-    cfg = replace(cfg, eval_split=split, root=root or cfg.root, cache_dir=cache_dir)
-    dev = pick_device(device)
-    eval_set = data_mod.create(cfg.dataset, cfg.root, split)
-    bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), dev)
-    return evaluate(model, bank, eval_set.labels, cfg, dev)
+    # The device this process will use (its LOCAL_RANK under torchrun), without touching the others.
+    cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        run = build_run(config)
+        cfg, t_start = run.cfg, time.perf_counter()
+        initial = run.evaluate() if run.rank == 0 else None
+        total = cfg.epochs * batches_per_epoch(len(run.train_set), cfg.batch_size)
+        bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
+                   leave=False)
+        epochs, steps, train_time, images_seen = [], [], 0.0, 0
+        for epoch in range(1, cfg.epochs + 1):
+            entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
+            steps += epoch_steps
+            train_time += seconds
+            images_seen += images
+            if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
+                entry["metrics"] = run.evaluate()
+            epochs.append(entry)
+            if on_epoch:
+                on_epoch(entry)
+        bar.close()
+        if run.rank != 0:
+            return None  # rank 0 evaluates and writes the one record of the run
+        final = run.evaluate()
+        epochs[-1]["metrics"] = final
+        record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
+        if cfg.save_model:
+            record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
+        record["path"] = str(write_record(record, cfg.results_dir))
+        return record
 
 
 def _versions() -> dict[str, str]:

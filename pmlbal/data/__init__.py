@@ -1,23 +1,27 @@
-"""Data sets (official layouts, standard zero-shot splits), the decode-once cache and device batches."""
+"""Data sets (official layouts, standard zero-shot splits), the decode-once cache and device batches.
+
+Each data set is one module whose class registers its spec (`pmlbal.registry.register_dataset`):
+loader, standard Ks, training defaults, tuning ranges and m rule.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..registry import RegistryView, dataset_spec, list_datasets
 from .base import SPLITS, CorruptImageError, DatasetLayoutError, RetrievalDataset
 from .cars import Cars196
 from .cub import CUB200
 from .digits import Digits
 from .sop import SOP
 
-DATASETS: dict[str, type[RetrievalDataset]] = {"cub": CUB200, "cars": Cars196, "sop": SOP, "digits": Digits}
+#: name -> loader class, for every registered data set (a view of the registry).
+DATASETS = RegistryView(list_datasets, lambda name: dataset_spec(name).cls)
 
 
 def create(name: str, root: str | Path | None = None, split: str = "train") -> RetrievalDataset:
-    """Build a data set by name: ``cub``, ``cars``, ``sop`` or ``digits`` (which needs no root)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS)}")
-    return DATASETS[name](root, split)
+    """Build a registered data set by name (``pmlbal.registry.list_datasets()``); digits needs no root."""
+    return dataset_spec(name).load(root, split)
 
 
 __all__ = ["CUB200", "Cars196", "CorruptImageError", "DATASETS", "DatasetLayoutError", "Digits", "RetrievalDataset",

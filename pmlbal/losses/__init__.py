@@ -1,5 +1,6 @@
 """pmlbal's losses: PML loss classes with an explicit balance (SPEC sections 1-3)."""
 
+from . import pml  # noqa: F401  (registers PML's baselines)
 from .alpha_cl import AlphaCLLoss
 from .base import BalancedLoss, PMLCompatibleLoss
 from .contrastive import BalancedContrastiveLoss

@@ -10,7 +10,7 @@ from ._core import compute_dtype, detached_mean, map_row_blocks
 from .base import BalancedLoss, check_choice, check_nonnegative, check_positive
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 2.0)})
 class AlphaCLLoss(BalancedLoss):
     """alpha-CL: the network maximises, a pairwise-importance player alpha (no gradient) minimises.
 

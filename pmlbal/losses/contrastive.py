@@ -11,7 +11,8 @@ from ._core import compute_dtype, detached_mean, hinge_sum, map_row_blocks, nonz
 from .base import PMLCompatibleLoss, check_choice
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1 / 16, 16), "pos_margin": ("linear", 0.0, 0.8, 0.1, 0.025),
+                        "neg_margin": ("linear", 0.2, 1.8, 0.1, 0.025)})
 class BalancedContrastiveLoss(PMLCompatibleLoss):
     """Contrastive margin loss with an explicit balance and a choice of aggregation::
 

@@ -11,7 +11,7 @@ from ._core import detached_mean, map_row_blocks, masked_logsumexp, masked_mean
 from .base import BalancedLoss, check_positive
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 1.0)})
 class DHELLoss(BalancedLoss):
     """DHEL: alignment, plus uniformity over same-view samples only.
 

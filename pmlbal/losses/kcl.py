@@ -11,7 +11,7 @@ from ._core import compute_dtype, detached_mean, map_row_blocks, masked_mean
 from .base import BalancedLoss, check_choice, check_positive
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1.0, 256.0), "t": ("log", 0.25, 16.0)})
 class KCLLoss(BalancedLoss):
     """Kernel contrastive loss: alignment kernel on positives, energy kernel on negatives.
 

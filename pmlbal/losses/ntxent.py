@@ -10,7 +10,7 @@ from ._core import detached_mean, map_row_blocks, masked_logsumexp
 from .base import PMLCompatibleLoss, check_choice, check_positive
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 1.0)})
 class BalancedNTXentLoss(PMLCompatibleLoss):
     """NT-Xent with an explicit balance between its positive and entropy terms.
 

@@ -12,7 +12,7 @@ from .base import PMLCompatibleLoss, check_positive
 from .reducers import NonZeroMeanReducer
 
 
-@register("loss")
+@register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 1.0)})
 class BalancedSupConLoss(PMLCompatibleLoss):
     """SupCon with an explicit balance. Per anchor i with at least one positive::
 

@@ -1,6 +1,8 @@
-"""Batch samplers that choose which examples share a batch (SPEC section 4)."""
+"""Batch samplers that choose which examples share a batch (SPEC section 4), and the training
+batch sources built on them (`pmlbal train --sampler`)."""
 
+from .batches import MPerClassBatches, SpectralBatches
 from .osgd import OSGDBatchSampler
 from .spectral import SpectralBatchSampler
 
-__all__ = ["OSGDBatchSampler", "SpectralBatchSampler"]
+__all__ = ["MPerClassBatches", "OSGDBatchSampler", "SpectralBatchSampler", "SpectralBatches"]

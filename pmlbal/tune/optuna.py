@@ -11,6 +11,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from . import store
 from .coordinate_descent import CoordinateDescent, Decision, Dim, Result, key_value
 
 RUN = "run"  # trial user attribute: the run index k of a repeated point (objective seed = base + k)
@@ -251,12 +252,12 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
                     if decision.phase == "extra":
                         _logger.info("trial %d re-runs %s (run %d): %s", trial.number, point, run,
                                      "budget spent" if self._spent(study, trial) else "waiting for running probes")
-            storage = study._storage  # a sampler's own bookkeeping, as Optuna's GridSampler keeps it
+            # A sampler's own bookkeeping on the trial, as Optuna's GridSampler keeps its grid id.
             if point is not None:
-                storage.set_trial_system_attr(trial._trial_id, PLANNED, point)
+                store.set_trial_system_attr(study, trial, PLANNED, point)
                 trial.system_attrs[PLANNED] = point
             if RUN not in trial.user_attrs or point is not None:
-                storage.set_trial_user_attr(trial._trial_id, RUN, run)
+                store.set_trial_user_attr(study, trial, RUN, run)
                 # The Trial object caches this FrozenTrial: let the objective see its run index now.
                 trial.user_attrs[RUN] = run
 

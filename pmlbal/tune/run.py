@@ -250,7 +250,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
         callbacks = [retry_failed_once] + ([lambda s, t: progress(s)] if progress else [])
 
         def beating(trial: optuna.Trial) -> float:
-            with Heartbeat(study, trial._trial_id, heartbeat):
+            with Heartbeat(study, trial, heartbeat):
                 return objective(trial)
 
         sampled = sampling_budget(budget, confirm)
@@ -277,7 +277,7 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
     """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished.
     With `confirm_dims`, once the workers' sampled trials are done, queue the confirm re-runs."""
     monitor = StaleMonitor(grace)
-    study._storage.set_study_user_attr(study._study_id, STATE, "running")
+    study.set_user_attr(STATE, "running")
     sampled = sampling_budget(budget, confirm_dims is not None)
     while True:
         for lost in monitor.sweep(study, log):
@@ -292,7 +292,7 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
                 study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
             continue
         if finished >= budget and all(t.state.is_finished() for t in trials):
-            study._storage.set_study_user_attr(study._study_id, STATE, "done")
+            study.set_user_attr(STATE, "done")
             return
         time.sleep(poll)
 

@@ -1,4 +1,4 @@
-"""Default search spaces per loss (balance + its temperature/margins/kernel scale, batch size, lr)."""
+"""Default search spaces: a loss's ranges and a data set's (batch size, lr), both from the registry."""
 
 from __future__ import annotations
 
@@ -7,39 +7,21 @@ from typing import Any
 
 import optuna
 
+from ..registry import dataset_spec, loss_tuning
 from .coordinate_descent import Dim
 
-_LOSS_DIMS: dict[str, list[Dim]] = {
-    "BalancedNTXentLoss": [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)],
-    "BalancedSupConLoss": [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)],
-    "BalancedContrastiveLoss": [Dim("balance", "log", 1 / 16, 16), Dim("pos_margin", "linear", 0.0, 0.8, step=0.1, min_step=0.025),
-                                Dim("neg_margin", "linear", 0.2, 1.8, step=0.1, min_step=0.025)],
-    "DHELLoss": [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)],
-    "KCLLoss": [Dim("balance", "log", 1.0, 256.0), Dim("t", "log", 0.25, 16.0)],
-    "AlphaCLLoss": [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 2.0)],
-    "NTXentLoss": [Dim("temperature", "log", 1 / 64, 1.0)],
-    "SupConLoss": [Dim("temperature", "log", 1 / 64, 1.0)],
-    "ContrastiveLoss": [Dim("pos_margin", "linear", 0.0, 0.8, step=0.1, min_step=0.025),
-                        Dim("neg_margin", "linear", 0.2, 1.8, step=0.1, min_step=0.025)],
-}
 
-#: Batch-size range and lr range per data set; digits' validation half has 3 classes, so its
-#: batches are 2 classes x batch/2 samples (other sets: batch/4 classes x 4 samples).
-_TRAIN_DIMS: dict[str, list[Dim]] = {
-    "digits": [Dim("batch_size", "log2-int", 8, 64), Dim("lr", "log", 1e-4, 1e-2)],
-    "cub": [Dim("batch_size", "log2-int", 32, 512), Dim("lr", "log", 1e-5, 1e-3)],
-    "cars": [Dim("batch_size", "log2-int", 32, 512), Dim("lr", "log", 1e-5, 1e-3)],
-    "sop": [Dim("batch_size", "log2-int", 32, 512), Dim("lr", "log", 1e-5, 1e-3)],
-}
+def _dim(name: str, entry: tuple) -> Dim:
+    scale, low, high, *steps = entry
+    return Dim(name, scale, low, high, step=steps[0] if steps else None, min_step=steps[1] if len(steps) > 1 else None)
 
 
 def search_space(loss_name: str, dataset: str = "digits", overrides: dict[str, tuple] | None = None) -> list[Dim]:
-    """The default coordinates for tuning `loss_name` on `dataset`; `overrides` maps a name to (low, high)."""
-    if loss_name not in _LOSS_DIMS:
-        raise ValueError(f"no default search space for {loss_name!r}; known: {', '.join(sorted(_LOSS_DIMS))}")
-    if dataset not in _TRAIN_DIMS:
-        raise ValueError(f"unknown data set {dataset!r}; choose from {sorted(_TRAIN_DIMS)}")
-    dims = _LOSS_DIMS[loss_name] + _TRAIN_DIMS[dataset]
+    """The default coordinates for tuning `loss_name` on `dataset`, read from the registry: the
+    loss's own ranges, then the data set's (batch size, lr); `overrides` maps a name to (low, high)."""
+    loss_dims = loss_tuning(loss_name)  # ValueError: "no default search space for ..."
+    train_dims = dataset_spec(dataset).tune
+    dims = [_dim(n, e) for n, e in {**loss_dims, **train_dims}.items()]
     out = []
     for d in dims:
         if overrides and d.name in overrides:
@@ -53,7 +35,8 @@ def search_space(loss_name: str, dataset: str = "digits", overrides: dict[str, t
 
 
 def samples_per_class(dataset: str, batch_size: int) -> int:
-    return batch_size // 2 if dataset == "digits" else 4
+    """m for a tuned batch size: the data set's rule."""
+    return dataset_spec(dataset).samples_per_class(batch_size)
 
 
 def suggest(trial: optuna.Trial, dim: Dim) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import store
 from .coordinate_descent import CoordinateDescent, Decision, Dim, point_key
 from .optuna import RUN, decide_from_trials, trial_point, trial_run
 
@@ -40,13 +41,13 @@ def worker_name() -> str:
 class Heartbeat:
     """Context manager: writes a fresh value to the trial's heartbeat attribute every `interval` s."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float) -> None:
-        self.study, self.trial_id, self.interval = study, trial_id, interval
+    def __init__(self, study: optuna.Study, trial: optuna.Trial | FrozenTrial, interval: float) -> None:
+        self.study, self.trial, self.interval = study, trial, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def beat(self) -> None:
-        self.study._storage.set_trial_system_attr(self.trial_id, HEARTBEAT, time.time())
+        store.set_trial_system_attr(self.study, self.trial, HEARTBEAT, time.time())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -56,7 +57,7 @@ class Heartbeat:
                 pass
 
     def __enter__(self) -> "Heartbeat":
-        self.study._storage.set_trial_system_attr(self.trial_id, OWNER, worker_name())
+        store.set_trial_system_attr(self.study, self.trial, OWNER, worker_name())
         self.beat()
         self._thread.start()
         return self
@@ -68,30 +69,25 @@ class Heartbeat:
 
 def claim_queued(study: optuna.Study) -> optuna.Trial | None:
     """Take one queued trial (WAITING -> RUNNING); None when the queue is empty."""
-    storage = study._storage
-    with _sqlite_claim_lock(storage):
-        for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            try:
-                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                    return optuna.Trial(study, t._trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+    with _sqlite_claim_lock(study):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if store.compare_and_set_state(study, t, TrialState.RUNNING):
+                return store.open_trial(study, t)
     return None
 
 
 @contextlib.contextmanager
-def _sqlite_claim_lock(storage) -> Iterator[None]:
+def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
     """SQLite ignores SELECT ... FOR UPDATE, so two processes can both see a trial WAITING and
     both take it. On one machine an exclusive file lock beside the database makes the claim
     atomic; PostgreSQL and journal files need none."""
-    backend = getattr(storage, "_backend", storage)
-    url = getattr(backend, "url", "")
-    if not (isinstance(url, str) and url.startswith("sqlite:///")) or url == "sqlite:///:memory:":
+    path = store.sqlite_file(study)
+    if path is None:
         yield
         return
     import fcntl
 
-    with open(url[len("sqlite:///"):] + ".claim-lock", "a") as f:
+    with open(path + ".claim-lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -105,7 +101,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
 
     Ctrl-C also fails the trial (so it is retried) and is then re-raised.
     """
-    with Heartbeat(study, trial._trial_id, heartbeat):
+    with Heartbeat(study, trial, heartbeat):
         try:
             value = objective(trial)
         except KeyboardInterrupt:
@@ -119,21 +115,21 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
     except optuna.exceptions.UpdateFinishedTrialError:
         # The coordinator gave this trial up for lost (no heartbeat) and queued it again.
         log(f"trial {trial.number} finished after it was declared lost; its retry stands")
-        return study._storage.get_trial(trial._trial_id)
+        return store.get_trial(study, trial)
 
 
 def _tell_failed(study, trial, error: str, tb: str | None = None) -> FrozenTrial:
     try:
         trial.set_user_attr("error", error)
         if tb:
-            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", tb)
+            store.set_trial_system_attr(study, trial, "fail_reason", tb)
         return study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
-        return study._storage.get_trial(trial._trial_id)
+        return store.get_trial(study, trial)
 
 
 def study_state(study: optuna.Study) -> str:
-    return study._storage.get_study_user_attrs(study._study_id).get(STATE, "running")
+    return study.user_attrs.get(STATE, "running")
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, poll: float = 1.0,
@@ -152,7 +148,7 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, pol
     while max_trials is None or ran < max_trials:
         trial = claim_queued(study)
         if trial is None and sample_new and (budget is None or len(study.get_trials(deepcopy=False)) < budget):
-            with _sqlite_claim_lock(study._storage):  # ask() pops queued trials too
+            with _sqlite_claim_lock(study):  # ask() pops queued trials too
                 trial = study.ask()
         if trial is None:
             end = total if total is not None else budget
@@ -185,12 +181,12 @@ class StaleMonitor:
 
     def sweep(self, study: optuna.Study, log: Callable[[str], None] = print) -> list[FrozenTrial]:
         now, lost = time.monotonic(), []
-        running = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in running:
             beat, owner = t.system_attrs.get(HEARTBEAT), t.system_attrs.get(OWNER)
-            last, since = self._seen.get(t._trial_id, (None, now))
+            last, since = self._seen.get(t.number, (None, now))
             if beat != last:
-                self._seen[t._trial_id] = (beat, now)
+                self._seen[t.number] = (beat, now)
                 since = now
             reason = None
             if owner is not None and _dead_here(owner):
@@ -200,13 +196,13 @@ class StaleMonitor:
             if reason is None:
                 continue
             try:
-                study._storage.set_trial_user_attr(t._trial_id, "error", f"lost: {reason}")
-                if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    lost.append(study._storage.get_trial(t._trial_id))
-                    log(f"trial {t.number} lost ({reason}); its point is queued again")
+                store.set_trial_user_attr(study, t, "error", f"lost: {reason}")
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass
-        alive = {t._trial_id for t in running}
+                continue  # it finished meanwhile
+            if store.compare_and_set_state(study, t, TrialState.FAIL):
+                lost.append(store.get_trial(study, t))
+                log(f"trial {t.number} lost ({reason}); its point is queued again")
+        alive = {t.number for t in running}
         self._seen = {k: v for k, v in self._seen.items() if k in alive}
         return lost
 
@@ -244,15 +240,15 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
     """
     cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
     monitor = StaleMonitor(grace)
-    study._storage.set_study_user_attr(study._study_id, STATE, "running")
+    study.set_user_attr(STATE, "running")
     while True:
         monitor.sweep(study, log)
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        trials = study.get_trials(deepcopy=False)
         decision = decide_from_trials(cd, trials, study.direction)
         if on_decision is not None:
             on_decision(decision)
         if decision.action == "done":
-            study._storage.set_study_user_attr(study._study_id, STATE, "done")
+            study.set_user_attr(STATE, "done")
             return decision
         if decision.action == "probe":
             queued = {(point_key(trial_point(t), cd.dims), trial_run(t)) for t in trials

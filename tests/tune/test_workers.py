@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pmlbal.tune import Dim, point_key
+from pmlbal.tune import Dim, point_key, store
 from pmlbal.tune.optuna import trial_point
 from pmlbal.tune.workers import HEARTBEAT, OWNER, StaleMonitor, claim_queued, coordinate, run_trial, work
 from tests.helpers import serial_search
@@ -157,8 +157,8 @@ def test_silent_worker_on_another_machine_times_out():
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"balance": 1.0})
     trial = claim_queued(study)
-    study._storage.set_trial_system_attr(trial._trial_id, OWNER, "another-host:1")
-    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, 1.0)
+    store.set_trial_system_attr(study, trial, OWNER, "another-host:1")
+    store.set_trial_system_attr(study, trial, HEARTBEAT, 1.0)
     monitor = StaleMonitor(grace=0.2)
     assert monitor.sweep(study, log=lambda s: None) == []  # first sight starts its clock
     time.sleep(0.3)

@@ -1,0 +1,56 @@
+"""Saved models: `train(save_model=True)` writes one, `pmlbal eval` reads it back."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from .models import EmbeddingModel
+
+
+def save_checkpoint(model: EmbeddingModel, cfg, run_id: str) -> Path:
+    """DIR/models/<run_id>.pt: the model's state dict and the run's config, written atomically."""
+    path = Path(cfg.results_dir, "models", f"{run_id}.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"config": asdict(cfg), "run_id": run_id, "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str = "auto"):
+    """The model and `TrainConfig` saved by `train(save_model=True)`; errors name the file and what is wrong."""
+    from .train import TrainConfig, pick_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable pmlbal checkpoint: {type(err).__name__}: {err}") from err
+    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
+        raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
+    cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, None, cfg.freeze_bn)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(pick_device(device)), cfg
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", root: str | None = None, device: str = "auto",
+                        cache_dir: str | None = None) -> dict[str, float]:
+    """Recall@K, MAP@R, R-precision and geometry of a saved model on `split` of its data set."""
+    from . import data
+    from .data.cache import load_or_build
+    from .data.gpu_batches import ImageBank
+    from .train import evaluate, pick_device
+
+    model, cfg = load_checkpoint(path, device)
+    cfg = replace(cfg, eval_split=split, root=root or cfg.root, cache_dir=cache_dir)
+    dev = pick_device(device)
+    eval_set = data.create(cfg.dataset, cfg.root, split)
+    bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), dev)
+    return evaluate(model, bank, eval_set.labels, cfg, dev)

@@ -1,0 +1,81 @@
+"""Training batch sources: which samples form each batch of an epoch (``pmlbal train --sampler``).
+
+A source is registered by name (`pmlbal.registry.register("batches", name)`) and built with
+``(labels, batch_size, samples_per_class, seed, resample_every)``; ``epoch(n, embed)`` returns the
+epoch's batches as index arrays, calling ``embed()`` (the current model's embeddings of the
+training set) only when it needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..registry import register
+
+
+def batches_per_epoch(n_items: int, batch_size: int) -> int:
+    """Steps in one epoch, for any source: every sample about once, at least one batch."""
+    return max(1, n_items // batch_size)
+
+
+def check_classes_per_batch(labels: np.ndarray, batch_size: int, m: int) -> None:
+    n_classes = len(np.unique(labels))
+    if batch_size // m > n_classes:
+        raise ValueError(
+            f"batch_size/samples_per_class = {batch_size // m} classes per batch, but the split has {n_classes}"
+        )
+
+
+def class_balanced_batches(labels: np.ndarray, batch_size: int, m: int, seed: int) -> list[np.ndarray]:
+    """One epoch of batches of batch_size/m classes x m samples (PML's MPerClassSampler).
+
+    PML's sampler draws from numpy's global generator: it is seeded here for reproducibility and
+    the caller's global state is restored afterwards, so a training run never resets it."""
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    check_classes_per_batch(labels, batch_size, m)
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        length = batches_per_epoch(len(labels), batch_size) * batch_size
+        sampler = MPerClassSampler(labels, m, batch_size=batch_size, length_before_new_iter=length)
+        order = np.fromiter(iter(sampler), int)
+    finally:
+        np.random.set_state(state)
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+@register("batches", "m-per-class")
+class MPerClassBatches:
+    """Random batches of batch_size/m classes x m samples, a new draw every epoch (the default)."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0,
+                 resample_every: int = 1) -> None:
+        check_classes_per_batch(labels, batch_size, samples_per_class)
+        self.labels, self.batch_size, self.m, self.seed = labels, batch_size, samples_per_class, seed
+
+    def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        return class_balanced_batches(self.labels, self.batch_size, self.m, self.seed * 1000 + n)
+
+
+@register("batches", "spectral")
+class SpectralBatches:
+    """Batches of mutually confusable classes (`SpectralBatchSampler`, SPEC section 4), rebuilt
+    from fresh embeddings every `resample_every` epochs."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0,
+                 resample_every: int = 1) -> None:
+        from .spectral import SpectralBatchSampler
+
+        check_classes_per_batch(labels, batch_size, samples_per_class)
+        self.sampler = SpectralBatchSampler(labels, batch_size=batch_size, samples_per_class=samples_per_class,
+                                            seed=seed)
+        self.resample_every = resample_every
+
+    def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        if (n - 1) % self.resample_every == 0:
+            self.sampler.update(embed())
+        return [np.asarray(b) for b in self.sampler]
