@@ -11,4 +11,4 @@ from .registry import create, get, list_batch_sources, list_datasets, list_losse
 __version__ = "0.1.0"
 
 __all__ = ["create", "get", "list_batch_sources", "list_datasets", "list_losses", "list_miners", "list_samplers",
-           "losses", "__version__"]
+           "data", "losses", "metrics", "miners", "samplers", "__version__"]

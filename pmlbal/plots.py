@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .metrics import STANDARD_KS  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` to `path` atomically (a temporary file in the same folder, then a rename) and close it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -36,7 +37,7 @@ def plot_recall_bars(path: Path, dataset: str, rows: list[dict[str, Any]]) -> li
     ax.set_ylabel("%")
     ax.set_title(f"{dataset}: Recall@K (mean ± std over seeds)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return [f"R@{k}" for k in ks]
 
 
@@ -73,7 +74,7 @@ def plot_balance_sweep(path: Path, dataset: str, records: list[dict[str, Any]]) 
     ax.set_ylabel("Recall@1 (%)")
     ax.set_title(f"{dataset}: Recall@1 vs balance")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return labels
 
 
@@ -95,7 +96,7 @@ def plot_loss_terms(path: Path, dataset: str, rows: list[dict[str, Any]], record
         ax.set_xlabel("step")
     if labels:
         axes[0].legend(fontsize=6)
-    _save(fig, path)
+    save_figure(fig, path)
     return labels
 
 

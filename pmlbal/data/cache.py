@@ -13,7 +13,9 @@ from tqdm.auto import tqdm
 
 from .base import RetrievalDataset
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("PMLBAL_CACHE", Path.home() / ".cache" / "pmlbal"))
+def default_cache_dir() -> Path:
+    """$PMLBAL_CACHE, else ~/.cache/pmlbal; read at each call, so setting the variable later counts."""
+    return Path(os.environ.get("PMLBAL_CACHE", Path.home() / ".cache" / "pmlbal"))
 
 
 def square_resize(img: Image.Image, size: int) -> np.ndarray:
@@ -27,7 +29,7 @@ def square_resize(img: Image.Image, size: int) -> np.ndarray:
 
 
 def cache_path(dataset: RetrievalDataset, size: int, cache_dir: str | Path | None = None) -> Path:
-    folder = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return folder / f"{dataset.name}-{dataset.split}-{size}px-{dataset.fingerprint()}.npy"
 
 

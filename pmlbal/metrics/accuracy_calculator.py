@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as PMLAccuracyCalculator
 
 from .retrieval import TorchKNN
@@ -17,8 +18,13 @@ class AccuracyCalculator(PMLAccuracyCalculator):
     PML metric keeps PML's definition and value.
 
     Examples:
-        >>> calc = AccuracyCalculator(include=("precision_at_1", "recall_at_k"), recall_ks=(1, 2, 4, 8),
+        >>> import torch
+        >>> calc = AccuracyCalculator(include=("precision_at_1", "recall_at_k"), recall_ks=(1, 2),
         ...                           k="max_bin_count", device="cpu")
+        >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> labels = torch.tensor([0, 0, 1, 1])
+        >>> calc.get_accuracy(emb, labels)
+        {'precision_at_1': 1.0, 'recall_at_1': 1.0, 'recall_at_2': 1.0}
     """
 
     def __init__(self, *args, recall_ks: Sequence[int] = (1, 2, 4, 8), backend: str = "auto", **kwargs) -> None:
@@ -26,6 +32,8 @@ class AccuracyCalculator(PMLAccuracyCalculator):
             raise ValueError(f"recall_ks must be positive integers, got {tuple(recall_ks)}")
         self.recall_ks = tuple(int(k) for k in recall_ks)
         kwargs.setdefault("knn_func", TorchKNN(backend=backend))
+        if isinstance(kwargs.get("device"), str):  # PML needs a torch.device ("cpu" reads naturally)
+            kwargs["device"] = torch.device(kwargs["device"])
         super().__init__(*args, **kwargs)
 
     def requires_knn(self):

@@ -1,16 +1,30 @@
 """Hyper-parameter search: noise-aware coordinate descent (SPEC section 5 v2) as an engine-neutral
-core, an Optuna sampler, a coordinator with workers and a Ray searcher; `pick` reads the result."""
+core, an Optuna sampler, a coordinator with workers and a Ray searcher; `pick` reads the result.
+
+The engine and the sampler import no trainer; the training-run side (`run_search`,
+`training_objective`, workers, ...) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, Result, point_key
 from .optuna import CoordinateDescentSampler, Pick, dim_from_distribution, distribution_of, pick
 
+_LAZY = {
+    "SEARCHES": "run", "find_tuned": "run", "make_sampler": "run", "make_spec": "run", "open_storage": "run",
+    "open_study": "run", "retrain_best": "run", "run_search": "run", "training_objective": "run",
+    "grid_values": "spaces", "search_space": "spaces",
+    "claim_queued": "workers", "coordinate": "workers", "work": "workers",
+}
+
 __all__ = ["FAILED", "CoordinateDescent", "CoordinateDescentSampler", "Decision", "Dim", "Pick", "Result",
-           "dim_from_distribution", "distribution_of", "pick", "point_key"]
+           "dim_from_distribution", "distribution_of", "pick", "point_key", *_LAZY]
 
-from .run import (SEARCHES, find_tuned, make_sampler, make_spec, open_storage, open_study, retrain_best,  # noqa: E402
-                  run_search, training_objective)
-from .spaces import grid_values, search_space  # noqa: E402
-from .workers import claim_queued, coordinate, work  # noqa: E402
 
-__all__ += ["SEARCHES", "claim_queued", "coordinate", "find_tuned", "grid_values", "make_sampler", "make_spec",
-            "open_storage", "open_study", "retrain_best", "run_search", "search_space", "training_objective", "work"]
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -70,7 +70,7 @@ def plot_trajectory(study: optuna.Study, path: str | Path, x: str = "balance", y
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plots import _save
+    from ..plots import save_figure
 
     rows = trajectory(study)
     done = [r for r in rows if r["value"] is not None]
@@ -103,5 +103,5 @@ def plot_trajectory(study: optuna.Study, path: str | Path, x: str = "balance", y
     b.set_title(f"trials in the {x} x {y} plane")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
