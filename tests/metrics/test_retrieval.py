@@ -26,17 +26,27 @@ def pml(query, ql, ref=None, rl=None):
     return calc.get_accuracy(query, ql, ref, rl) if ref is not None else calc.get_accuracy(query, ql)
 
 
-def naive_recall(query, ql, ref, rl, k, self_ref):
-    hits, n = 0, 0
-    for i in range(len(query)):
-        d = ((ref - query[i]) ** 2).sum(dim=1)
-        cand = [j for j in range(len(ref)) if not (self_ref and j == i)]
-        if not any(rl[j] == ql[i] for j in cand):
+def naive_recalls(query, ql, ref, rl, ks, self_ref):
+    """Recall@k for each k by brute force, one query at a time: neighbours by (squared distance, index)."""
+    q, r = np.asarray(query, dtype=np.float32), np.asarray(ref, dtype=np.float32)
+    ql, rl = np.asarray(ql), np.asarray(rl)
+    hits, n = dict.fromkeys(ks, 0), 0
+    for i in range(len(q)):
+        d = ((r - q[i]) ** 2).sum(axis=1)
+        cand = np.arange(len(r))
+        if self_ref:
+            cand = cand[cand != i]
+        if not (rl[cand] == ql[i]).any():
             continue  # lone query
         n += 1
-        order = sorted(cand, key=lambda j: (float(d[j]), j))[:k]
-        hits += any(rl[j] == ql[i] for j in order)
-    return hits / n
+        nearest = cand[np.lexsort((cand, d[cand]))]
+        for k in ks:
+            hits[k] += bool((rl[nearest[:k]] == ql[i]).any())
+    return {k: h / n for k, h in hits.items()}
+
+
+def naive_recall(query, ql, ref, rl, k, self_ref):
+    return naive_recalls(query, ql, ref, rl, (k,), self_ref)[k]
 
 
 @pytest.mark.parametrize("kind", ["random", "clustered"])
@@ -47,8 +57,9 @@ def test_self_reference_matches_pml_and_naive(kind, backend):
     theirs = pml(x, y)
     for name, pml_name in PML_NAMES.items():
         assert ours[name] == pytest.approx(theirs[pml_name], abs=1e-12)
+    recall = naive_recalls(x, y, x, y, (1, 2, 4, 8), True)
     for k in (1, 2, 4, 8):
-        assert ours[f"recall@{k}"] == pytest.approx(naive_recall(x, y, x, y, k, True), abs=1e-12)
+        assert ours[f"recall@{k}"] == pytest.approx(recall[k], abs=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
@@ -82,6 +93,13 @@ def test_backends_agree_and_blocks_do_not_matter():
     a = retrieval_metrics(x, y, backend="faiss", ks=(1, 10, 100))
     b = retrieval_metrics(x, y, backend="torch", ks=(1, 10, 100), block_size=37)
     assert a.keys() == b.keys()
+    theirs = pml(x, y)
+    recall = naive_recalls(x, y, x, y, (1, 10, 100), True)
+    for out in (a, b):  # both against the references, not only against each other
+        for name, pml_name in PML_NAMES.items():
+            assert out[name] == pytest.approx(theirs[pml_name], abs=1e-12)
+        for k in (1, 10, 100):
+            assert out[f"recall@{k}"] == pytest.approx(recall[k], abs=1e-12)
     for key in a:  # per-block float sums differ only in the last bit
         assert a[key] == pytest.approx(b[key], abs=1e-12)
 
@@ -94,13 +112,19 @@ def test_duplicates_are_neighbours_not_self():
     assert out["recall@1"] == 1.0 and out["map_at_r"] == 1.0
 
 
-def test_inner_product_metric_and_numpy_input():
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_inner_product_metric_and_numpy_input(backend):
+    # On unit vectors the largest dot product is the smallest distance: PML's (Euclidean) values hold.
     x, y = data("clustered")
     x = torch.nn.functional.normalize(x, dim=1)
-    a = retrieval_metrics(x.numpy(), y.numpy(), metric="inner_product", backend="torch")
-    b = retrieval_metrics(x, y, metric="euclidean", backend="faiss")
-    for key in a:
-        assert a[key] == pytest.approx(b[key], abs=1e-9)
+    a = retrieval_metrics(x.numpy(), y.numpy(), metric="inner_product", backend=backend)
+    theirs = pml(x, y)
+    for name, pml_name in PML_NAMES.items():
+        assert a[name] == pytest.approx(theirs[pml_name], abs=1e-9)
+    recall = naive_recalls(x, y, x, y, (1, 2, 4, 8), True)
+    for k in (1, 2, 4, 8):
+        assert a[f"recall@{k}"] == pytest.approx(recall[k], abs=1e-9)
+    assert a["lone_queries"] == 0
 
 
 def test_accuracy_calculator_adds_recall_and_keeps_pml_values():
@@ -113,9 +137,9 @@ def test_accuracy_calculator_adds_recall_and_keeps_pml_values():
     theirs = pml(x, y)
     for pml_name in PML_NAMES.values():
         assert ours[pml_name] == pytest.approx(theirs[pml_name], abs=1e-12)
-    ref = retrieval_metrics(x, y)
-    for k in (1, 2, 4, 8):
-        assert ours[f"recall_at_{k}"] == pytest.approx(ref[f"recall@{k}"], abs=1e-6)
+    recall = naive_recalls(x, y, x, y, (1, 2, 4, 8), True)  # not retrieval_metrics: it shares the search
+    for k in (1, 2, 4, 8):  # PML's calculator averages in fp32
+        assert ours[f"recall_at_{k}"] == pytest.approx(recall[k], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -146,8 +170,13 @@ def test_low_precision_embeddings_are_searched_in_fp32(backend, dtype):
     x, y = data("clustered")
     low = x.to(dtype)
     got = retrieval_metrics(low, y, backend=backend)
-    want = retrieval_metrics(low.float(), y, backend=backend)
-    assert got == want
+    exact = low.float()  # the low-precision values, exactly, searched in fp32 by the references
+    theirs = pml(exact, y)
+    for name, pml_name in PML_NAMES.items():
+        assert got[name] == pytest.approx(theirs[pml_name], abs=1e-12)
+    recall = naive_recalls(exact, y, exact, y, (1, 2, 4, 8), True)
+    for k in (1, 2, 4, 8):
+        assert got[f"recall@{k}"] == pytest.approx(recall[k], abs=1e-12)
 
 
 def test_all_lone_gives_nan_not_crash():

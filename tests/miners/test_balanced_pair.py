@@ -41,9 +41,17 @@ def test_low_precision_lp_distance_mines_as_fp32(dtype):
     # cdist has no bf16 CPU kernel for small batches; the miner takes the distances in fp32.
     emb, labels = clustered(5, 3, 6)
     low = emb.detach().to(dtype)
-    miner = BalancedPairMiner(neg_per_pos=2, strategy="hard", distance=LpDistance())
-    for got, want in zip(miner(low, labels), miner(low.float(), labels)):
-        assert torch.equal(got, want)
+    a1, p, a2, n = BalancedPairMiner(neg_per_pos=2, strategy="hard", distance=LpDistance())(low, labels)
+    # Reference: every ordered positive pair and the two closest negatives, by a loop over fp32 copies.
+    e = torch.nn.functional.normalize(low.float(), dim=1)
+    pairs = [(a, q) for a in range(len(labels)) for q in range(len(labels)) if q != a and labels[q] == labels[a]]
+    assert sorted(zip(a1.tolist(), p.tolist())) == pairs
+    assert torch.equal(a2, a1.repeat_interleave(2))
+    for i in range(len(a1)):
+        a = int(a1[i])
+        negs = [j for j in range(len(labels)) if labels[j] != labels[a]]
+        best = sorted(negs, key=lambda j: float(((e[a] - e[j]) ** 2).sum()))[:2]
+        assert sorted(n[2 * i : 2 * i + 2].tolist()) == sorted(best)
 
 
 def test_semihard_prefers_negatives_farther_than_the_positive():

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,58 @@ def test_labelled_mode_groups_confusable_classes():
         assert len(b) == 16 and len(classes) == 4 and (counts == 4).all()
     same_cluster = np.mean([len(np.unique(labels[b] % 8)) == 1 for b in batches])
     assert same_cluster > 0.8  # batches gather classes of one confusable cluster
+
+
+def group_cycles(batches, labels, n_groups):
+    """The epoch's batches as their class sets, cut into consecutive cycles of n_groups batches."""
+    keys = [frozenset(np.unique(labels[b]).tolist()) for b in batches]
+    return [keys[i : i + n_groups] for i in range(0, len(keys), n_groups)]
+
+
+def test_labelled_mode_shuffles_the_groups_every_cycle():
+    # 32 classes in 8 groups of P=4; an epoch of 40 batches cycles 5 times through the groups. Each
+    # cycle visits every group once, in a fresh order: never one fixed, periodic batch sequence.
+    labels = np.arange(640) % 32
+    g = torch.Generator().manual_seed(1)
+    centre_of_class = torch.randn(8, 16, generator=g) * 3
+    emb = centre_of_class[torch.from_numpy(labels % 8)] + 0.3 * torch.randn(640, 16, generator=g)
+    sampler = SpectralBatchSampler(labels, batch_size=16, samples_per_class=4, k=8, seed=0)
+    for step in ("random batches", "after update"):
+        if step == "after update":
+            sampler.update(emb)
+        cycles = group_cycles(list(sampler), labels, 8)
+        assert len(cycles) == 5 and all(len(c) == 8 for c in cycles), step
+        groups = set(cycles[0])
+        assert len(groups) == 8 and sorted(c for g in groups for c in g) == list(range(32)), step
+        assert all(set(c) == groups for c in cycles), step  # every group once per cycle
+        assert len({tuple(c) for c in cycles}) == 5, step  # five different orders
+
+
+def test_self_supervised_batch_order_mixes_the_chunks(monkeypatch):
+    # 480 samples in chunks of k*B = 96 give 5 chunks of 6 batches. The epoch must not run chunk by
+    # chunk (batches of one chunk are mutually similar): the batches of all chunks are shuffled.
+    import pmlbal.samplers.spectral as spectral
+
+    u, v = views(n=480)
+    chunks, real = [], spectral.spectral_groups
+
+    def spy(uc, vc, group_size, n_groups, seed):  # record which samples each chunk holds
+        chunks.append((F.normalize(uc.float(), dim=1) @ F.normalize(u, dim=1).T).argmax(dim=1).tolist())
+        return real(uc, vc, group_size, n_groups, seed)
+
+    monkeypatch.setattr(spectral, "spectral_groups", spy)
+    sampler = SpectralBatchSampler(batch_size=16, k=6, num_samples=480, seed=0)
+    sampler.update(u, v)
+    batches = list(sampler)
+    chunk_of = {i: c for c, rows in enumerate(chunks) for i in rows}
+    assert len(chunks) == 5 and all(len(rows) == 96 for rows in chunks) and len(chunk_of) == 480
+    seq = []
+    for b in batches:
+        (c,) = {chunk_of[i] for i in b}  # a batch is one cluster of one chunk
+        seq.append(c)
+    assert sorted(Counter(seq).values()) == [6] * 5
+    changes = sum(a != b for a, b in zip(seq, seq[1:]))
+    assert changes >= 15, seq  # chunk by chunk would change 4 times; a shuffle about 24
 
 
 def test_osgd_keeps_high_loss_batches():

@@ -297,3 +297,18 @@ def test_grid_coordinates_move_by_whole_steps():
 def test_bad_arguments(ctor, word):
     with pytest.raises(ValueError, match=word):
         ctor()
+
+
+def test_descent_halves_the_step_on_a_log_coordinate():
+    # One log coordinate from x0 = 1 (log2 = 0), f peaked at log2 x = 0.7, version 1 (no budget).
+    # Hand trace of SPEC section 5's descent: step x2 probes 2 and 1/2, moves up to 2, tries 4 (worse);
+    # a sweep that moves nothing halves the step to x2^0.5: probes 2^1.5 and 2^0.5, moves down to 2^0.5;
+    # halved to x2^0.25 (the minimum): probes 2^0.75 and 2^0.25, moves to 2^0.75, converged.
+    # Points already run are answered from the record, so each log2 value appears once.
+    dims = [Dim("b", "log", 1 / 16, 16)]
+    results, _, final = drive(CoordinateDescent(dims, x0={"b": 1.0}),
+                              value=lambda p, run: -(math.log2(p["b"]) - 0.7) ** 2)
+    assert [math.log2(r.point["b"]) for r in results] == pytest.approx([0, 1, -1, 2, 1.5, 0.5, 0.75, 0.25], abs=1e-9)
+    assert all(r.run == 0 for r in results)
+    assert final.action == "done" and final.best["b"] == pytest.approx(2**0.75)
+    assert final.best_value == pytest.approx(-(0.05**2))
