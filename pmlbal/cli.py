@@ -423,7 +423,7 @@ def datasets_check(name, root, decode):
     try:
         for split in SPLITS:
             ds = create(name, root, split)
-            missing = [p for p in ds.paths if not name == "digits" and not Path(p).is_file()]
+            missing = [p for p in ds.paths if ds.paths_are_files and not Path(p).is_file()]
             if missing:
                 raise DatasetLayoutError(f"{name}: {len(missing)} image file(s) missing, first: {missing[0]}")
             if decode:

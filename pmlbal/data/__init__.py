@@ -13,6 +13,7 @@ from .base import SPLITS, CorruptImageError, DatasetLayoutError, RetrievalDatase
 from .cars import Cars196
 from .cub import CUB200
 from .digits import Digits
+from .fashion_mnist import FashionMNIST
 from .sop import SOP
 
 #: name -> loader class, for every registered data set (a view of the registry).
@@ -24,5 +25,5 @@ def create(name: str, root: str | Path | None = None, split: str = "train") -> R
     return dataset_spec(name).load(root, split)
 
 
-__all__ = ["CUB200", "Cars196", "CorruptImageError", "DATASETS", "DatasetLayoutError", "Digits", "RetrievalDataset",
-           "SOP", "SPLITS", "create"]
+__all__ = ["CUB200", "Cars196", "CorruptImageError", "DATASETS", "DatasetLayoutError", "Digits", "FashionMNIST",
+           "RetrievalDataset", "SOP", "SPLITS", "create"]

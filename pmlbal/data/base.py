@@ -32,6 +32,8 @@ class RetrievalDataset:
     name = "base"
     val_fraction = 0.2
     layout = ""
+    #: False where `paths` are ids of images held in memory (digits, Fashion-MNIST), not files.
+    paths_are_files = True
 
     def __init__(self, root: str | Path | None, split: str = "train") -> None:
         if split not in SPLITS:

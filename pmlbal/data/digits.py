@@ -22,6 +22,7 @@ class Digits(RetrievalDataset):
     name = "digits"
     layout = "sklearn.datasets.load_digits (ships with scikit-learn)"
     val_fraction = 0.4  # 5 train classes: 3 to train on, 2 to validate with
+    paths_are_files = False
 
     def __init__(self, root=None, split="train"):
         super().__init__(root, split)

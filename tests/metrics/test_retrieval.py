@@ -182,3 +182,34 @@ def test_low_precision_embeddings_are_searched_in_fp32(backend, dtype):
 def test_all_lone_gives_nan_not_crash():
     out = retrieval_metrics(torch.randn(4, 3), torch.arange(4), ks=(1,))
     assert out["lone_queries"] == 4 and np.isnan(out["recall@1"])
+
+
+def naive_map_at_r(x, y):
+    """MAP@R by brute force with neighbours ordered by (squared distance, index), query excluded."""
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
+    total, n = 0.0, 0
+    for i in range(len(x)):
+        cand = np.array([j for j in range(len(x)) if j != i])
+        r = int((y[cand] == y[i]).sum())
+        if r == 0:
+            continue
+        d = ((x[cand] - x[i]) ** 2).sum(axis=1)
+        same = y[cand[np.lexsort((cand, d))]][:r] == y[i]
+        precision = np.cumsum(same) / np.arange(1, r + 1)
+        total += float((precision * same).sum() / r)
+        n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_exact_ties_are_ordered_by_reference_index(backend):
+    # Four distinct points, each repeated with mixed labels: every neighbour list is full of exact
+    # ties, so the order among equal distances decides Recall@1 and MAP@R.
+    base = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    x = base.repeat_interleave(6, dim=0)
+    y = torch.tensor([0, 1, 1, 0, 2, 1] * 4)
+    ours = retrieval_metrics(x, y, ks=(1, 2), backend=backend)
+    recall = naive_recalls(x, y, x, y, (1, 2), True)
+    assert ours["recall@1"] == pytest.approx(recall[1], abs=1e-12)
+    assert ours["recall@2"] == pytest.approx(recall[2], abs=1e-12)
+    assert ours["map_at_r"] == pytest.approx(naive_map_at_r(x, y), abs=1e-12)
