@@ -227,9 +227,13 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
 
     name = study_name or f"{kw['dataset']}-{loss}-{search}"
     try:
-        store = open_storage(storage)
         if show:
-            return _show_study(store, name, kw["results_dir"])
+            from .tune.run import storage_exists
+
+            if not storage_exists(storage):  # looking must not create a database
+                raise ValueError(f"no study {name!r}: {storage} does not exist")
+            return _show_study(open_storage(storage), name, kw["results_dir"])
+        store = open_storage(storage)
         dims = search_space(loss, kw["dataset"], _parse_space(space))
         base = _base_config(**{**kw, "eval_split": "val"})
         if confirm and search not in ("tpe", "random"):

@@ -104,14 +104,17 @@ class Dim:
             if x not in self.choices:
                 raise ValueError(f"{self.name}: {x!r} is not one of {self.choices}")
             return x
+        if self.scale == "log" or (self.scale == "linear" and self.grid is None):
+            # Continuous: clip only. A round trip through log2 moves large values by an ulp.
+            return float(min(max(float(x), self.low), self.high))
         return self.from_unit(self.to_unit(x))
 
     def contains(self, x: Any) -> bool:
         if self.scale == "categorical":
             return x in self.choices
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not self.low <= x <= self.high:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not self.low <= x <= self.high:
             return False
-        return key_value(self.snap(x)) == key_value(x)
+        return math.isclose(self.snap(x), x, rel_tol=1e-9, abs_tol=1e-12)
 
     def from_uniform(self, u: float) -> Any:
         """A value for u in [0, 1): uniform in the scale's own units (uniform choice, exponent, lattice index)."""
@@ -212,6 +215,7 @@ class Decision:
     best: dict[str, Any] | None = None
     best_value: float | None = None
     best_runs: int = 0
+    spent: int = 0  # runs, (point, run index) pairs, finished or running: what the budget counts
 
 
 class _Need(Exception):
@@ -298,6 +302,8 @@ class CoordinateDescent:
             raise ValueError(f"budget must be >= 1, got {budget}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if not tol >= 0:  # a negative tolerance lets two points beat each other in turn, forever
+            raise ValueError(f"tol must be >= 0, got {tol}")
         self.tol, self.budget, self.seed, self.retries = float(tol), budget, int(seed), int(retries)
 
     # -- the plan ----------------------------------------------------------------------------
@@ -449,7 +455,12 @@ class CoordinateDescent:
                     missing.append((k, run))
             if missing:
                 todo = [(k, run) for k, run in missing if run not in h.pending.get(k, [])]
-                todo = todo[:max(0, budget - h.n_trials)]
+                new_room, kept = max(0, budget - h.n_trials), []
+                for t in todo:  # retries (a run already tried) are free; new runs fill the budget
+                    if t in h.trial_count or new_room > 0:
+                        new_room -= t not in h.trial_count
+                        kept.append(t)
+                todo = kept
                 if todo:
                     return h.decide("probe", [dict(h.points[k]) for k, _ in todo], [run for _, run in todo], "confirm")
                 return h.decide("wait" if h.n_running else "done", phase="confirm")
@@ -475,8 +486,9 @@ class CoordinateDescent:
                 continue
             todo.append((p, k, is_new))
             new_keys.add(k)
-        if room_total is not None:
-            todo = todo[:max(room_total, 0)]
+        if room_total is not None:  # retries of a run that raised are free; new runs fill the budget
+            allowed = set(list(dict.fromkeys(k for _, k, new in todo if new))[:max(room_total, 0)])
+            todo = [t for t in todo if not t[2] or t[1] in allowed]
         if todo:
             return h.decide("probe", [p for p, _, _ in todo], [0] * len(todo), phase)
         if waiting or (room_total is not None and room_total <= 0 and h.n_running):
@@ -525,7 +537,7 @@ class _History:
             self.points.setdefault(k, {d.name: r.point[d.name] for d in dims})
             if r.pruned:
                 failures.setdefault(k, {})[r.run] = cd.retries + 1
-            elif r.value is None or (isinstance(r.value, float) and math.isnan(r.value)):
+            elif r.value is None or math.isnan(float(r.value)):
                 f = failures.setdefault(k, {})
                 f[r.run] = f.get(r.run, 0) + 1
             else:
@@ -586,6 +598,7 @@ class _History:
     def decide(self, action: str, probes=None, runs=None, phase: str = "") -> Decision:
         ranked = [k for k in self.ranked() if self.mean(k) > FAILED]
         if not ranked:
-            return Decision(action, probes or [], runs or [], phase)
+            return Decision(action, probes or [], runs or [], phase, spent=self.n_trials)
         k = ranked[0]
-        return Decision(action, probes or [], runs or [], phase, dict(self.points[k]), self.mean(k), len(self.values[k]))
+        return Decision(action, probes or [], runs or [], phase, dict(self.points[k]), self.mean(k), len(self.values[k]),
+                        self.n_trials)

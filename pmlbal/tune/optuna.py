@@ -109,15 +109,27 @@ class Pick:
     trials: tuple[int, ...]
 
 
-def pick(study: optuna.Study) -> Pick | None:
+def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     """The point (trial parameters) with the highest mean of its complete runs (lowest for a
     minimising study); ties go to the point with more runs, then the earlier one. None when no
-    trial is complete. For any sampler: a point that ran once is picked by its one value."""
+    trial is complete. As the search engine counts them, a point with a run that failed for good
+    (pruned, or raised more than `retries` times without completing) is never the pick. For any
+    sampler: a point that ran once is picked by its one value."""
     if len(study.directions) > 1:
         raise ValueError("pick needs a single-objective study")
     groups: dict[tuple, list[FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        groups.setdefault(tuple(sorted((k, key_value(v)) for k, v in t.params.items())), []).append(t)
+    failed: dict[tuple, dict[int, int]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
+        key = tuple(sorted((k, key_value(v)) for k, v in trial_point(t).items()))
+        if t.state == TrialState.COMPLETE:
+            groups.setdefault(key, []).append(t)
+        else:
+            runs = failed.setdefault(key, {})
+            runs[trial_run(t)] = runs.get(trial_run(t), 0) + (retries + 1 if t.state == TrialState.PRUNED else 1)
+    for key, runs in failed.items():
+        done = {trial_run(t) for t in groups.get(key, [])}
+        if any(n > retries and run not in done for run, n in runs.items()):
+            groups.pop(key, None)
     if not groups:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
@@ -241,25 +253,30 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study, trial: FrozenTrial) -> None:
         _single_objective(study)
         self._independent.before_trial(study, trial)
-        point, run = None, int(trial.user_attrs.get(RUN, 0))
         space = {} if "fixed_params" in trial.system_attrs else self.infer_relative_search_space(study, trial)
-        # n_jobs > 1: one plan at a time, each written before the next is made, so plans differ.
-        with self._lock:
-            if space:  # else: enqueued with its point (and run) by the coordinator or the user, or the first trial
-                decision = self.decide(study, space, exclude=trial.number, fill=True)
-                if decision.action == "probe":
-                    point, run = decision.probes[0], decision.runs[0]
-                    if decision.phase == "extra":
-                        _logger.info("trial %d re-runs %s (run %d): %s", trial.number, point, run,
-                                     "budget spent" if self._spent(study, trial) else "waiting for running probes")
+        # No space: enqueued with its point (and run) by the coordinator or the user, or the first trial.
+        if not (space and self._plan(study, trial, space)) and RUN not in trial.user_attrs:
+            store.set_trial_user_attr(study, trial, RUN, 0)
+            trial.user_attrs[RUN] = 0
+
+    def _plan(self, study, trial: FrozenTrial, space: Mapping[str, BaseDistribution]) -> dict[str, Any] | None:
+        """Decide this trial's point and run index and write both on the trial, so that the next
+        plan (another thread under n_jobs > 1, another process) sees it as running."""
+        with self._lock:  # one plan at a time, each written before the next is made
+            decision = self.decide(study, space, exclude=trial.number, fill=True)
+            if decision.action != "probe":
+                return None
+            point, run = decision.probes[0], decision.runs[0]
+            if decision.phase == "extra":
+                _logger.info("trial %d re-runs %s (run %d): %s", trial.number, point, run,
+                             "budget spent" if self._spent(study, trial) else "waiting for running probes")
             # A sampler's own bookkeeping on the trial, as Optuna's GridSampler keeps its grid id.
-            if point is not None:
-                store.set_trial_system_attr(study, trial, PLANNED, point)
-                trial.system_attrs[PLANNED] = point
-            if RUN not in trial.user_attrs or point is not None:
-                store.set_trial_user_attr(study, trial, RUN, run)
-                # The Trial object caches this FrozenTrial: let the objective see its run index now.
-                trial.user_attrs[RUN] = run
+            store.set_trial_system_attr(study, trial, PLANNED, point)
+            store.set_trial_user_attr(study, trial, RUN, run)
+            # The Trial object caches this FrozenTrial: let the objective see its run index now.
+            trial.system_attrs[PLANNED] = point
+            trial.user_attrs[RUN] = run
+            return point
 
     def _spent(self, study, trial) -> bool:
         return self.budget is not None and len([t for t in study.get_trials(deepcopy=False)
@@ -269,13 +286,11 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         _single_objective(study)
         if not search_space:
             return {}
-        planned = trial.system_attrs.get(PLANNED) if trial is not None else None
+        planned = trial.system_attrs.get(PLANNED)
         if planned is None or set(planned) != set(search_space):
-            with self._lock:
-                decision = self.decide(study, search_space, exclude=getattr(trial, "number", None), fill=True)
-            if decision.action != "probe":
+            planned = self._plan(study, trial, search_space)
+            if planned is None:
                 return {}
-            planned = decision.probes[0]
         return {k: v for k, v in planned.items() if k in search_space}
 
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
@@ -301,8 +316,10 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         if not space:
             return
         value = values[0] if state == TrialState.COMPLETE and values else None
-        # Done: the budget is spent on this box (or version 1 converged); the engine decides.
-        done = self.decide(study, space, extra=(trial, state, value)).action == "done"
+        # Done: the budget is spent on this box, counting running trials (n_jobs > 1, or one left
+        # running by a killed process), or version 1 converged; the engine decides.
+        decision = self.decide(study, space, extra=(trial, state, value))
+        done = decision.action == "done" or (self.budget is not None and decision.spent >= self.budget)
         if done:
             try:
                 study.stop()

@@ -84,7 +84,7 @@ class CoordinateDescentSearcher(Searcher):
         if live is None:
             return
         value = None if error or not result else result.get(self._metric)
-        if value is not None and isinstance(value, float) and math.isnan(value):
+        if value is not None and math.isnan(float(value)):
             value = None
         self._results.append((live[0], live[1], None if value is None else float(value)))
 

@@ -288,7 +288,11 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
         finished = len([t for t in trials if t.state.is_finished()])
         if confirm_dims is not None and sampled <= finished and len(trials) < budget and \
                 all(t.state.is_finished() for t in trials):
-            for point, run in confirm_next(study, confirm_dims, budget):
+            nxt = confirm_next(study, confirm_dims, budget)
+            if not nxt:  # no point with a value to confirm (every run failed): nothing left to do
+                study.set_user_attr(STATE, "done")
+                return
+            for point, run in nxt:
                 study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
             continue
         if finished >= budget and all(t.state.is_finished() for t in trials):

@@ -312,3 +312,20 @@ def test_descent_halves_the_step_on_a_log_coordinate():
     assert all(r.run == 0 for r in results)
     assert final.action == "done" and final.best["b"] == pytest.approx(2**0.75)
     assert final.best_value == pytest.approx(-(0.05**2))
+
+
+def test_a_run_that_raised_is_retried_even_when_it_was_the_last_of_the_budget():
+    dims = [Dim("x", "log", 1 / 64, 64)]
+    cd = CoordinateDescent(dims, budget=3, seed=0)
+    results, _, _ = drive(cd, value=lambda p, run: -abs(math.log2(p["x"])), stop_after=2)
+    last = cd.ask(results)
+    assert last.action == "probe" and len(last.probes) == 1
+    failed = results + [Result(last.probes[0], last.runs[0], None)]
+    retry = cd.ask(failed)  # the budget counts runs: the retry of that run is free
+    assert retry.action == "probe" and (retry.probes, retry.runs) == (last.probes, last.runs)
+    assert cd.ask(failed + [Result(last.probes[0], last.runs[0], 0.0)]).action == "done"
+
+
+def test_negative_tolerance_is_refused():
+    with pytest.raises(ValueError, match="tol"):
+        CoordinateDescent([Dim("x", "log", 1, 2)], tol=-0.1)

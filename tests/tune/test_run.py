@@ -186,3 +186,23 @@ def test_bench_tuned_takes_the_most_recent_study_or_the_one_named(tmp_path):
         tuned_config(base, "BalancedNTXentLoss", {}, url, notes.append, study_name="nope")
     with pytest.raises(ValueError, match="does not tune KCLLoss"):
         tuned_config(base, "KCLLoss", {}, url, notes.append, study_name="old")
+
+
+def test_supervised_confirm_ends_when_no_run_has_a_value():
+    from pmlbal.tune.run import supervise
+
+    dims = [Dim("balance", "log", 1 / 16, 16)]
+    study = optuna.create_study(direction="maximize")
+    for _ in range(3):  # every sampled run failed: there is nothing to confirm
+        study.add_trial(optuna.trial.create_trial(params={"balance": 1.0}, state=optuna.trial.TrialState.FAIL,
+                                                  distributions={"balance": optuna.distributions.FloatDistribution(
+                                                      1 / 16, 16, log=True)}))
+    supervise(study, 4, poll=0.01, log=lambda s: None, confirm_dims=dims)  # returns instead of spinning
+    assert study.user_attrs["pmlbal:state"] == "done"
+
+
+def test_show_does_not_create_a_missing_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/none/tuning.db"
+    shown = CliRunner().invoke(main, ["tune", "--show", "--storage", url, "--study", "s"])
+    assert shown.exit_code != 0 and "does not exist" in shown.output and "Traceback" not in shown.output
+    assert not (tmp_path / "none").exists()

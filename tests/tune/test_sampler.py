@@ -222,3 +222,46 @@ def test_readme_ask_and_tell_example_runs_as_written():
         exec(compile(block[0], "README.md", "exec"), scope)  # noqa: S102 - our own documentation
     study, best = scope["study"], scope["best"]
     assert len(study.trials) == scope["budget"] and best.runs >= 2
+
+
+# -- found by review ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("budget", [None, 20])
+def test_large_log_bounds_do_not_repeat_the_edge_point(budget):
+    study = optuna.create_study(direction="maximize", sampler=CoordinateDescentSampler(budget=budget, seed=0))
+    study.optimize(lambda t: math.log(t.suggest_float("x", 1, 1e4, log=True)), n_trials=60)
+    first = [t.params["x"] for t in study.trials if t.user_attrs["run"] == 0]
+    assert len(first) == len(set(first))  # the edge point 1e4 runs once as a first run
+    assert len(study.trials) == (20 if budget else len(study.trials)) and len(study.trials) < 60
+    assert pick(study).params["x"] == pytest.approx(1e4)
+
+
+def test_parallel_jobs_stop_at_the_budget_even_with_trials_running():
+    study = optuna.create_study(direction="maximize", sampler=CoordinateDescentSampler(budget=16, seed=1))
+
+    def slow(t):
+        import time
+
+        time.sleep(0.01)
+        return objective(t)
+
+    study.optimize(slow, n_trials=80, n_jobs=4)
+    assert 16 <= len(study.trials) <= 16 + 4  # at most one trial per thread past the budget (was: all 80)
+    first = [tuple(sorted(t.params.items())) for t in study.trials if t.user_attrs["run"] == 0]
+    assert len(first) == len(set(first))
+
+
+def test_pick_never_chooses_a_point_whose_run_failed_for_good():
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    add = lambda x, value, run, state=TrialState.COMPLETE: study.add_trial(optuna.trial.create_trial(  # noqa: E731
+        params={"x": x}, distributions=dist, value=value, state=state, user_attrs={"run": run}))
+    add(0.2, 0.90, 0)
+    add(0.2, None, 1, TrialState.FAIL)
+    add(0.2, None, 1, TrialState.FAIL)  # its re-run raised twice: the configuration is not reliable
+    add(0.7, 0.85, 0)
+    add(0.7, 0.84, 1)
+    add(0.5, 0.80, 0)
+    add(0.5, None, 1, TrialState.FAIL)
+    add(0.5, 0.79, 1)  # raised once, then ran: fine
+    best = pick(study)
+    assert best.params == {"x": 0.7} and best.runs == 2 and best.value == pytest.approx(0.845)
