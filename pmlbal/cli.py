@@ -135,12 +135,13 @@ def eval_(checkpoint, split, root, device, cache_dir):
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="Seeds per loss.")
 @click.option("--config", "config_", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
               help="'tuned': each loss's best configuration from a tuning study in --storage (default if none).")
-@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True,
-              help="Where --config tuned looks for tuning studies.")
+@click.option("--storage", default=None,
+              help="Where --config tuned looks for tuning studies (default: sqlite:///RESULTS_DIR/tuning.db).")
 @click.option("--study", "study_name", default=None,
               help="--config tuned: take the pick of this study (default: each loss's most recent study).")
 def bench(losses, seeds, config_, storage, study_name, **kw):
     """Train every loss for every seed (skipping recorded runs), then print the leaderboard."""
+    storage = storage or _default_storage(kw["results_dir"])
     from .bench import DEFAULT_LOSSES, run_bench, split_specs
     from .data import CorruptImageError, DatasetLayoutError
     from .leaderboard import write_leaderboards
@@ -202,8 +203,9 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
 @click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")
 @click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
               help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
-@click.option("--storage", default="sqlite:///results/tuning.db", show_default=True,
-              help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several machines).")
+@click.option("--storage", default=None,
+              help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several "
+                   "machines); default sqlite:///RESULTS_DIR/tuning.db.")
 @click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--space", multiple=True, metavar="NAME=LOW:HIGH", help="Override a coordinate's range (repeatable).")
@@ -222,6 +224,7 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
               help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
 def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
+    storage = storage or _default_storage(kw["results_dir"])
     from .tune import make_spec, open_storage, run_search, search_space, training_objective
     from .tune.run import retrain_best
 
@@ -265,6 +268,11 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
         f = record["final"]
         click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
                    f"(record {record['path']})")
+
+
+def _default_storage(results_dir: str) -> str:
+    """The tuning studies live with the run records they produced."""
+    return f"sqlite:///{Path(results_dir, 'tuning.db')}"
 
 
 def _is_shared(storage: str) -> bool:

@@ -19,6 +19,9 @@ def effective_balance(loss: BalancedLoss, batch_size: int, samples_per_class: in
     batch of `batch_size` samples with `samples_per_class` per class. It lets
     configurations be compared across batch sizes: e.g. the pooled contrastive loss
     gives ``balance * (B - m) / (m - 1)``, the "mean" aggregations give ``balance``.
+    DHEL and KCL report their two-view form (a pair of views is a class of 2); their
+    supervised form has one uniformity / energy term instead of two, so half the ratio
+    (DHEL without ``include_positive_view``: the same).
     """
     if not isinstance(loss, BalancedLoss):
         raise ValueError(f"effective_balance needs a pmlbal loss, got {type(loss).__name__}")

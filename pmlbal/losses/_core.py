@@ -9,6 +9,7 @@ as PML weights them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -133,6 +134,45 @@ class Pairs:
     def is_trivial(self) -> bool:
         """PML's GenericPairLoss returns zero when every index list has <= 1 entry."""
         return self.num_pos() <= 1 and self.num_neg() <= 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """Anchor rows r0..r1 against every reference: what a loss's block math sees.
+
+    `mat` is the block's (r1-r0) x M distance or similarity matrix, in the compute dtype.
+    Pair masks and the block's slice of the pair lists are built only when asked for:
+    a loss that does not need them (the dense contrastive path) pays nothing.
+    """
+
+    mat: torch.Tensor
+    pairs: Pairs
+    r0: int
+    r1: int
+
+    def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pos, neg): boolean masks from labels, pair counts in `mat`'s dtype from a miner."""
+        return self.pairs.block(self.r0, self.r1, self.mat.dtype)
+
+    def same_label(self) -> torch.Tensor:
+        return self.pairs.same_label(self.r0, self.r1)
+
+    def pos_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row in the block, reference column) of the block's positive pairs, in `pos_pairs()` order."""
+        a, o = self.pairs.pos_pairs()
+        sl = self.pairs.pos_slice(self.r0, self.r1)
+        return _shift(a[sl], self.r0), o[sl]
+
+    def neg_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row in the block, reference column) of the block's negative pairs, in `neg_pairs()` order."""
+        a, o = self.pairs.neg_pairs()
+        sl = self.pairs.neg_slice(self.r0, self.r1)
+        return _shift(a[sl], self.r0), o[sl]
+
+
+def _shift(rows: torch.Tensor, r0: int) -> torch.Tensor:
+    # The unchunked block starts at 0: skip a pass over its (up to ~B^2) pair rows.
+    return rows if r0 == 0 else rows - r0
 
 
 def _as_pairs(indices_tuple: Sequence[torch.Tensor]) -> IndicesTuple:

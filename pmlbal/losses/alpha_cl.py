@@ -6,8 +6,8 @@ import torch
 from pytorch_metric_learning.distances import CosineSimilarity
 
 from ..registry import register
-from ._core import compute_dtype, detached_mean, map_row_blocks
-from .base import BalancedLoss, check_choice, check_nonnegative, check_positive
+from ._core import Block, detached_mean
+from .base import BalancedLoss, Batch, Output, check_choice, check_nonnegative, check_positive
 
 
 @register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 2.0)})
@@ -33,6 +33,8 @@ class AlphaCLLoss(BalancedLoss):
         temperature: > 0 (default 0.5). exponent: > 0 (default 1). eps: >= 0 (default 0.1).
         inverse_power: > 0 (default 1). balance: >= 0. chunk_size: rows per block.
     """
+
+    needs_pos_and_neg = True
 
     def __init__(
         self,
@@ -70,34 +72,27 @@ class AlphaCLLoss(BalancedLoss):
             return neg * (x + self.temperature) ** (-self.inverse_power)
         return neg * _simplex_weights(x, neg, self.temperature)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        if pairs.num_pos() == 0 or pairs.num_neg() == 0:
-            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
-            return self.zero_losses()
-        a, p = pairs.pos_pairs()
-
-        def block(q, refs, r0, r1):
-            s = self.pair_matrix(q, refs)
-            s = s.to(compute_dtype(s.dtype))
-            _, neg = pairs.block(r0, r1, s.dtype)
-            neg = neg.to(s.dtype)
+    def _compute_loss(self, batch: Batch) -> Output:
+        def block(b: Block):
+            s = b.mat
+            neg = b.masks()[1].to(s.dtype)
             with torch.no_grad():
                 x = (1.0 - s).clamp(min=0.0) ** self.exponent
                 w = self.pair_weights(x, neg)
                 alpha = w / (w.sum(dim=1, keepdim=True) + self.eps * neg.sum(dim=1, keepdim=True)).clamp(
                     min=torch.finfo(s.dtype).tiny
                 )
-            neg_sum = (alpha * s).sum(dim=1)
-            sl = pairs.pos_slice(r0, r1)
-            rows = a[sl] - r0
-            return s[rows, p[sl]], neg_sum[rows], alpha.sum(dim=1)[rows]
+            rows, cols = b.pos_index()
+            return s[rows, cols], (alpha * s).sum(dim=1)[rows], alpha.sum(dim=1)[rows]
 
-        s_pos, neg_sum, alpha_mass = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        s_pos, neg_sum, alpha_mass = self.map_blocks(block, batch)
         pos_term = -alpha_mass * s_pos
         losses = pos_term + self.balance * neg_sum
-        self.record_terms(detached_mean(pos_term), detached_mean(neg_sum))
-        return {"loss": {"losses": losses, "indices": (a, p), "reduction_type": "pos_pair"}}
+        return Output(
+            {"loss": {"losses": losses, "indices": batch.pairs.pos_pairs(), "reduction_type": "pos_pair"}},
+            detached_mean(pos_term),
+            detached_mean(neg_sum),
+        )
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         return self.balance

@@ -1,15 +1,17 @@
-"""BalancedLoss: the PML base class every pmlbal loss derives from."""
+"""BalancedLoss: the PML base class every pmlbal loss derives from, and the template it fills."""
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ._core import Pairs, compute_dtype, distance_matrix, map_row_blocks
+from ._core import Block, Pairs, compute_dtype, distance_matrix, map_row_blocks
 
 
 def check_positive(name: str, value: float) -> float:
@@ -36,13 +38,48 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     return chunk_size
 
 
+class Refs(enum.Enum):
+    """Where a call's references r_j come from, decided once from what the caller passed."""
+
+    BATCH = "batch"  # no ref_emb: the batch is its own reference set, (i, i) pairs excluded (SPEC section 0)
+    SEPARATE = "separate"  # ref_emb given (a second view, a memory bank, other ranks' rows): every pair counts
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One call's inputs once the template has resolved the references and the pairs."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor | None
+    ref_emb: torch.Tensor
+    ref_labels: torch.Tensor | None
+    refs: Refs
+    pairs: Pairs
+
+
+class Output(NamedTuple):
+    """What a loss's `_compute_loss` returns: PML's loss dict and the batch means of its two terms."""
+
+    losses: dict
+    pos_term: torch.Tensor
+    entropy_term: torch.Tensor
+
+
 class BalancedLoss(BaseMetricLossFunction):
     """A PML loss with an explicit `balance` and recorded positive / entropy terms.
 
-    Subclasses implement `_compute(embeddings, ref_emb, pairs, ...)`. After every
-    forward, `pos_term` and `entropy_term` hold the batch means of the two terms
-    (detached tensors; PML recordable attributes), whatever reducer is used.
+    `compute_loss` is the shared template (as PML's `GenericPairLoss.compute_loss`): it
+    resolves the references (`Refs`: self-pairs are excluded only when the caller passed
+    no `ref_emb`), turns labels or a miner's `indices_tuple` into `Pairs`, returns PML's
+    zero loss on batches the loss cannot use, and records the terms. A subclass writes
+    only its math, in `_compute_loss(batch) -> Output`, usually as a function of one
+    `Block` of anchor rows run through `map_blocks`. After every forward, `pos_term` and
+    `entropy_term` hold the batch means of the two terms (detached tensors; PML
+    recordable attributes), whatever reducer is used.
     """
+
+    zero_when_trivial = False  # PML's GenericPairLoss: zero loss when every pair list has <= 1 entry
+    needs_pos_and_neg = False  # zero loss unless the batch has a positive and a negative pair
 
     def __init__(self, balance: float = 1.0, chunk_size: int | None = None, **kwargs) -> None:
         self.balance = check_nonnegative("balance", balance)
@@ -52,59 +89,64 @@ class BalancedLoss(BaseMetricLossFunction):
         self.add_to_recordable_attributes(list_of_names=["pos_term", "entropy_term"], is_stat=False)
 
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        # PML's forward, except that an omitted ref_emb reaches compute_loss as None: PML
+        # substitutes the embeddings first, after which only object identity could tell.
         _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        self.reset_stats()
+        if labels is not None:
+            labels = c_f.to_device(labels, embeddings)
+        if ref_emb is not None and ref_labels is not None:
+            ref_labels = c_f.to_device(ref_labels, ref_emb)
+        loss_dict = self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        self.add_embedding_regularization_to_loss_dict(loss_dict, embeddings)
+        return self.reducer(loss_dict, embeddings, labels)
 
-    def make_pairs(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Pairs:
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        return Pairs(
+        refs = Refs.BATCH if ref_emb is None else Refs.SEPARATE
+        if refs is Refs.BATCH:
+            ref_emb, ref_labels = embeddings, labels
+        pairs = Pairs(
             embeddings.shape[0],
             ref_emb.shape[0],
             embeddings.device,
             labels=labels,
             ref_labels=ref_labels,
             indices_tuple=indices_tuple,
-            exclude_self=self.excludes_self_pairs(embeddings, labels, ref_emb, ref_labels),
+            exclude_self=self.excludes_self(refs, labels, ref_labels),
         )
+        if (self.zero_when_trivial and pairs.is_trivial()) or (
+            self.needs_pos_and_neg and (pairs.num_pos() == 0 or pairs.num_neg() == 0)
+        ):
+            self.pos_term = self.entropy_term = torch.zeros((), device=embeddings.device)
+            return self.zero_losses()
+        out = self._compute_loss(Batch(embeddings, labels, ref_emb, ref_labels, refs, pairs))
+        self.pos_term, self.entropy_term = out.pos_term.detach(), out.entropy_term.detach()
+        return out.losses
 
-    def excludes_self_pairs(self, embeddings, labels, ref_emb, ref_labels) -> bool:
-        """Whether (i, i) is dropped: only when the reference set is the batch itself."""
-        return ref_emb is embeddings
+    def excludes_self(self, refs: Refs, labels, ref_labels) -> bool:
+        """Whether the (i, i) pairs are left out: when the batch is its own reference set (SPEC section 0)."""
+        return refs is Refs.BATCH
 
-    def same_view_reduce(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor:
-        """Per row i of `x`: reduce(values(x_i, x), mask of rows j != i with another label).
+    def _compute_loss(self, batch: Batch) -> Output:
+        raise NotImplementedError
 
-        The two-view losses' uniformity / energy terms, which see one view at a time.
-        """
-        pairs = Pairs(len(x), len(x), x.device, labels=labels, ref_labels=labels, exclude_self=True)
+    def map_blocks(self, fn: Callable[[Block], tuple[torch.Tensor, ...]], batch: Batch) -> tuple[torch.Tensor, ...]:
+        """`fn(block)` over blocks of `chunk_size` anchor rows (checkpointed), outputs concatenated."""
 
-        def block(q, refs, r0, r1):
-            v = values(q, refs)
-            _, neg = pairs.block(r0, r1, v.dtype)
-            return reduce(v, neg)[:1]
+        def run(q, refs, r0, r1):
+            return fn(Block(self.pair_matrix(q, refs), batch.pairs, r0, r1))
 
-        return map_row_blocks(block, x, x, self.chunk_size)[0]
-
-    def record_terms(self, pos_term: torch.Tensor, entropy_term: torch.Tensor) -> None:
-        self.pos_term = pos_term
-        self.entropy_term = entropy_term
+        return map_row_blocks(run, batch.embeddings, batch.ref_emb, self.chunk_size)
 
     def pair_matrix(self, q: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
-        """The distance (or similarity) matrix of a block of queries against the references."""
-        return distance_matrix(self.distance, q, refs)
+        """Distances (or similarities) of a block of queries to the references, in a safe dtype."""
+        mat = distance_matrix(self.distance, q, refs)
+        return mat.to(compute_dtype(mat.dtype))
 
     def logits(self, mat: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Similarity / temperature in a safe dtype; distances are negated, as PML does."""
-        mat = mat.to(compute_dtype(mat.dtype))
-        if not self.distance.is_inverted:
-            mat = -mat
-        return mat / temperature
+        """Similarity / temperature; distances are negated, as PML does."""
+        return (mat if self.distance.is_inverted else -mat) / temperature
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         """Entropy-to-positive gradient weight ratio implied at the uninformed point (see `effective_balance`)."""
@@ -112,12 +154,19 @@ class BalancedLoss(BaseMetricLossFunction):
 
 
 class PMLCompatibleLoss(BalancedLoss):
-    """A balanced loss with a PML counterpart: PML's quirks are kept, so it is a true drop-in."""
+    """A balanced loss with a PML counterpart (a `GenericPairLoss`): a true drop-in at balance 1.
 
-    def excludes_self_pairs(self, embeddings, labels, ref_emb, ref_labels) -> bool:
-        # PML decides by the *labels* object: passing ref_labels=labels with a separate
-        # ref_emb drops the (i, i) pairs there too, so we must as well.
-        return ref_labels is labels
+    As PML, a batch whose positive and negative pair lists both hold at most one pair gives zero,
+    and the (i, i) pairs are left out whenever `ref_labels` *is* the `labels` object, even with a
+    separate `ref_emb` (PML's `get_matches_and_diffs`; in a two-view call that removes every
+    positive, which is why PML has `SelfSupervisedLoss`). A user who swaps PML's class for this
+    one keeps PML's numbers in every call form; pass `ref_labels=labels.clone()` for the pairs.
+    """
+
+    zero_when_trivial = True
+
+    def excludes_self(self, refs: Refs, labels, ref_labels) -> bool:
+        return refs is Refs.BATCH or (labels is not None and ref_labels is labels)
 
 
 def _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels) -> None:

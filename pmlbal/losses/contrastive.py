@@ -7,8 +7,8 @@ from pytorch_metric_learning.distances import BaseDistance
 from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer, MultipleReducers
 
 from ..registry import register
-from ._core import compute_dtype, detached_mean, hinge_sum, map_row_blocks, nonzero_mean
-from .base import PMLCompatibleLoss, check_choice
+from ._core import Block, detached_mean, hinge_sum, nonzero_mean
+from .base import Batch, Output, PMLCompatibleLoss, check_choice
 
 
 @register("loss", tune={"balance": ("log", 1 / 16, 16), "pos_margin": ("linear", 0.0, 0.8, 0.1, 0.025),
@@ -59,43 +59,33 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
     def _sub_loss_names(self):
         return ["pos_loss", "neg_loss"]
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        if pairs.is_trivial():
-            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
-            return self.zero_losses()
-        if pairs.from_labels and self._default_reduction():
-            return self._dense_loss(embeddings, ref_emb, pairs)
-        a1, p = pairs.pos_pairs()
-        a2, n = pairs.neg_pairs()
+    def _compute_loss(self, batch: Batch) -> Output:
+        if batch.pairs.from_labels and self._default_reduction():
+            return self._dense_loss(batch)
 
-        def block(q, refs, r0, r1):
-            mat = self.pair_matrix(q, refs)
-            mat = mat.to(compute_dtype(mat.dtype))  # fp16 means over ~B^2 pairs lose precision
-            ps, ns = pairs.pos_slice(r0, r1), pairs.neg_slice(r0, r1)
-            pos_d = mat[_shift(a1[ps], r0), p[ps]]
-            neg_d = mat[_shift(a2[ns], r0), n[ns]]
-            pos_l = torch.relu(self.distance.margin(pos_d, self.pos_margin))
-            neg_l = torch.relu(self.distance.margin(self.neg_margin, neg_d))
+        def block(b: Block):
+            (pr, pc), (nr, nc) = b.pos_index(), b.neg_index()
+            pos_l = torch.relu(self.distance.margin(b.mat[pr, pc], self.pos_margin))
+            neg_l = torch.relu(self.distance.margin(self.neg_margin, b.mat[nr, nc]))
             return pos_l, neg_l
 
-        pos_l, neg_l = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        pos_l, neg_l = self.map_blocks(block, batch)
         n_pos, n_neg = len(pos_l), len(neg_l)
         w_pos, w_neg = self._term_weights(n_pos, n_neg)
         term = nonzero_mean if self.aggregation == "nonzero" else detached_mean
-        self.record_terms(term(pos_l), term(neg_l))
-        return {
+        losses = {
             "pos_loss": {
                 "losses": _scale(pos_l, w_pos) if n_pos else 0,
-                "indices": (a1, p),
+                "indices": batch.pairs.pos_pairs(),
                 "reduction_type": "pos_pair",
             },
             "neg_loss": {
                 "losses": _scale(neg_l, w_neg) if n_neg else 0,
-                "indices": (a2, n),
+                "indices": batch.pairs.neg_pairs(),
                 "reduction_type": "neg_pair",
             },
         }
+        return Output(losses, term(pos_l), term(neg_l))
 
     def _term_weights(self, n_pos: int, n_neg: int) -> tuple[float, float]:
         if self.aggregation == "pooled" and n_pos + n_neg > 0:
@@ -120,49 +110,41 @@ class BalancedContrastiveLoss(PMLCompatibleLoss):
                 return False
         return True
 
-    def _dense_loss(self, embeddings, ref_emb, pairs):
+    def _dense_loss(self, batch: Batch) -> Output:
         """Labels-defined pairs under the default reducer: positives from their (short) index
         list, negatives as a masked B x M block, each block reduced to sums and counts.
 
         Same values and gradients as the per-pair path; PML's reducer receives them as
         "already_reduced" sub-losses. Skips building and gathering the negative index lists,
         which dominate PML's time and memory."""
-        a1, p = pairs.pos_pairs()
+        # margin(neg_margin, d) is neg_margin - d, or d - neg_margin for similarities.
+        sign = 1.0 if self.distance.is_inverted else -1.0
 
-        def block(q, refs, r0, r1):
-            mat = self.pair_matrix(q, refs)
-            mat = mat.to(compute_dtype(mat.dtype))
-            ps = pairs.pos_slice(r0, r1)
-            pos_l = torch.relu(self.distance.margin(mat[_shift(a1[ps], r0), p[ps]], self.pos_margin))
-            # margin(neg_margin, d) is neg_margin - d, or d - neg_margin for similarities.
-            sign = 1.0 if self.distance.is_inverted else -1.0
-            neg_sum, neg_nz = hinge_sum(mat, pairs.same_label(r0, r1), self.neg_margin, sign)
+        def block(b: Block):
+            pos_l = torch.relu(self.distance.margin(b.mat[b.pos_index()], self.pos_margin))
+            neg_sum, neg_nz = hinge_sum(b.mat, b.same_label(), self.neg_margin, sign)
             return (pos_l.sum().reshape(1), torch.count_nonzero(pos_l).reshape(1),
                     neg_sum.reshape(1), neg_nz.reshape(1))
 
-        pos_sum, pos_nz, neg_sum, neg_nz = (x.sum() for x in map_row_blocks(block, embeddings, ref_emb, self.chunk_size))
-        n_pos, n_neg = pairs.num_pos(), pairs.num_neg()
+        pos_sum, pos_nz, neg_sum, neg_nz = (x.sum() for x in self.map_blocks(block, batch))
+        n_pos, n_neg = batch.pairs.num_pos(), batch.pairs.num_neg()
         if self.aggregation == "nonzero":
             pos, neg = pos_sum / pos_nz.clamp(min=1), neg_sum / neg_nz.clamp(min=1)
         else:
             pos, neg = pos_sum / max(n_pos, 1), neg_sum / max(n_neg, 1)
-        self.record_terms(pos.detach(), neg.detach())
         w_pos, w_neg = self._term_weights(n_pos, n_neg)
-        return {
+        losses = {
             "pos_loss": {"losses": _scale(pos, w_pos) if n_pos else 0, "indices": None,
                          "reduction_type": "already_reduced"},
             "neg_loss": {"losses": _scale(neg, w_neg) if n_neg else 0, "indices": None,
                          "reduction_type": "already_reduced"},
         }
+        return Output(losses, pos, neg)
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         if self.aggregation == "pooled":
             return self.balance * (batch_size - samples_per_class) / (samples_per_class - 1)
         return self.balance
-
-
-def _shift(rows: torch.Tensor, r0: int) -> torch.Tensor:
-    return rows if r0 == 0 else rows - r0
 
 
 def _scale(losses: torch.Tensor, weight: float) -> torch.Tensor:

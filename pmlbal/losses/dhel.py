@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from pytorch_metric_learning.distances import CosineSimilarity
-from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import detached_mean, map_row_blocks, masked_logsumexp, masked_mean
-from .base import BalancedLoss, check_positive
+from ._core import masked_logsumexp
+from .base import check_positive
+from .two_view import TwoViewLoss
 
 
 @register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 1.0)})
-class DHELLoss(BalancedLoss):
+class DHELLoss(TwoViewLoss):
     """DHEL: alignment, plus uniformity over same-view samples only.
 
     Two-view form, ``loss(z, labels, ref_emb=z_plus, ref_labels=labels)`` (no miner)::
@@ -54,49 +53,17 @@ class DHELLoss(BalancedLoss):
     def get_default_distance(self):
         return CosineSimilarity()
 
-    def _sub_loss_names(self):
-        return ["loss", "positive_view_loss"]
+    def values(self, mat):
+        return self.logits(mat, self.temperature)
 
-    def _uniformity(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.same_view_reduce(
-            x, labels, lambda q, refs: self.logits(self.pair_matrix(q, refs), self.temperature), masked_logsumexp
-        )
+    def alignment(self, logits):
+        return -logits
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        two_view = ref_emb is not embeddings and indices_tuple is None
-
-        def block(q, refs, r0, r1):
-            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
-            pos, neg = pairs.block(r0, r1, logits.dtype)
-            align, _ = masked_mean(-logits, pos)
-            if two_view:
-                return (align,)
-            return align, masked_logsumexp(logits, neg)[0]
-
-        out = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
-        align = out[0]
-        uniform = self._uniformity(embeddings, labels) if two_view else out[1]
-        view_loss = None
-        if two_view and self.include_positive_view:
-            uniform_plus = self._uniformity(ref_emb, ref_labels)
-            view_loss = {
-                "losses": self.balance * uniform_plus,
-                "indices": c_f.torch_arange_from_size(ref_emb),
-                "reduction_type": "element",
-            }
-            entropy = detached_mean(uniform) + detached_mean(uniform_plus)
-        else:
-            entropy = detached_mean(uniform)
-        self.record_terms(detached_mean(align), entropy)
-        return {
-            "loss": {
-                "losses": align + self.balance * uniform,
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            },
-            "positive_view_loss": view_loss if view_loss is not None else self.zero_loss(),
-        }
+    def uniformity(self, logits, neg):
+        return masked_logsumexp(logits, neg)[0]
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
+        """Of the two-view form, for which DHEL is defined: each view's log-sum-exp puts as much
+        weight on its negatives as the alignment puts on the positive. The supervised form has
+        one uniformity term, so its ratio is ``balance``."""
         return self.balance * (2.0 if self.include_positive_view else 1.0)

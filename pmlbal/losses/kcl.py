@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity
-from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import compute_dtype, detached_mean, map_row_blocks, masked_mean
-from .base import BalancedLoss, check_choice, check_positive
+from ._core import masked_mean
+from .base import check_choice, check_positive
+from .two_view import TwoViewLoss
 
 
 @register("loss", tune={"balance": ("log", 1.0, 256.0), "t": ("log", 0.25, 16.0)})
-class KCLLoss(BalancedLoss):
+class KCLLoss(TwoViewLoss):
     """Kernel contrastive loss: alignment kernel on positives, energy kernel on negatives.
 
     Two-view form, ``loss(z, labels, ref_emb=z_plus, ref_labels=labels)`` (no miner)::
@@ -54,60 +54,18 @@ class KCLLoss(BalancedLoss):
     def get_default_distance(self):
         return CosineSimilarity()
 
-    def _sub_loss_names(self):
-        return ["loss", "positive_view_loss"]
+    def values(self, mat):
+        return (2.0 - 2.0 * mat).clamp(min=0.0)  # squared distance of normalised vectors
 
-    def _sq_dist(self, q, refs):
-        s = self.pair_matrix(q, refs)
-        return (2.0 - 2.0 * s.to(compute_dtype(s.dtype))).clamp(min=0.0)
+    def alignment(self, d2):
+        return -2.0 * (torch.exp(-self.t * d2) if self.kernel == "gaussian" else -torch.log1p(self.t * d2))
 
-    def _align_kernel(self, d2):
-        return torch.exp(-self.t * d2) if self.kernel == "gaussian" else -torch.log1p(self.t * d2)
-
-    def _energy_kernel(self, d2):
-        return torch.exp(-self.t * d2) if self.kernel == "gaussian" else -0.5 * torch.log1p(self.t * d2)
-
-    def _energy(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.same_view_reduce(
-            x, labels, lambda q, refs: self._energy_kernel(self._sq_dist(q, refs)), masked_mean
-        )
-
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        two_view = ref_emb is not embeddings and indices_tuple is None
-
-        def block(q, refs, r0, r1):
-            d2 = self._sq_dist(q, refs)
-            pos, neg = pairs.block(r0, r1, d2.dtype)
-            align = -2.0 * masked_mean(self._align_kernel(d2), pos)[0]
-            if two_view:
-                return (align,)
-            return align, masked_mean(self._energy_kernel(d2), neg)[0]
-
-        out = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
-        align = out[0]
-        energy = self._energy(embeddings, labels) if two_view else out[1]
-        view_loss = None
-        entropy = detached_mean(energy)
-        if two_view:
-            energy_plus = self._energy(ref_emb, ref_labels)
-            entropy = entropy + detached_mean(energy_plus)
-            view_loss = {
-                "losses": self.balance * energy_plus,
-                "indices": c_f.torch_arange_from_size(ref_emb),
-                "reduction_type": "element",
-            }
-        self.record_terms(detached_mean(align), entropy)
-        return {
-            "loss": {
-                "losses": align + self.balance * energy,
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            },
-            "positive_view_loss": view_loss if view_loss is not None else self.zero_loss(),
-        }
+    def uniformity(self, d2, neg):
+        energy = torch.exp(-self.t * d2) if self.kernel == "gaussian" else -0.5 * torch.log1p(self.t * d2)
+        return masked_mean(energy, neg)[0]
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
-        # Alignment carries weight 2 per anchor; the energy kernel's slope is half the
-        # alignment kernel's for "log" and equal for "gaussian".
+        """Of the two-view form, for which gamma is defined: alignment carries weight 2 per anchor,
+        the energy one per view, and the energy kernel's slope is the alignment kernel's
+        ("gaussian") or half of it ("log"). The supervised form has one energy term: half this."""
         return self.balance * (1.0 if self.kernel == "gaussian" else 0.5)

@@ -6,8 +6,8 @@ import torch
 from pytorch_metric_learning.distances import CosineSimilarity
 
 from ..registry import register
-from ._core import detached_mean, map_row_blocks, masked_logsumexp
-from .base import PMLCompatibleLoss, check_choice, check_positive
+from ._core import Block, detached_mean, masked_logsumexp
+from .base import Batch, Output, PMLCompatibleLoss, check_choice, check_positive
 
 
 @register("loss", tune={"balance": ("log", 1 / 16, 16), "temperature": ("log", 1 / 64, 1.0)})
@@ -44,6 +44,8 @@ class BalancedNTXentLoss(PMLCompatibleLoss):
         >>> loss = loss_fn(emb, labels)
     """
 
+    needs_pos_and_neg = True
+
     def __init__(
         self,
         temperature: float = 0.07,
@@ -62,30 +64,26 @@ class BalancedNTXentLoss(PMLCompatibleLoss):
     def get_default_distance(self):
         return CosineSimilarity()
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        if pairs.is_trivial() or pairs.num_pos() == 0 or pairs.num_neg() == 0:
-            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
-            return self.zero_losses()
-        a, p = pairs.pos_pairs()
-
-        def block(q, refs, r0, r1):
-            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
-            _, neg = pairs.block(r0, r1, logits.dtype)
+    def _compute_loss(self, batch: Batch) -> Output:
+        def block(b: Block):
+            logits = self.logits(b.mat, self.temperature)
+            _, neg = b.masks()
             neg_lse, has_neg = masked_logsumexp(logits, neg)
             if self.negatives == "mean":
                 neg_lse = neg_lse - torch.log(neg.sum(dim=1).clamp(min=1).to(neg_lse.dtype))
-            sl = pairs.pos_slice(r0, r1)
-            rows = a[sl] - r0
-            return logits[rows, p[sl]], neg_lse[rows], has_neg[rows]
+            rows, cols = b.pos_index()
+            return logits[rows, cols], neg_lse[rows], has_neg[rows]
 
-        pos_logit, neg_lse, valid = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        pos_logit, neg_lse, valid = self.map_blocks(block, batch)
         pos_term = -pos_logit
         ent_term = neg_lse if self.decoupled else torch.logaddexp(pos_logit, neg_lse)
         ent_term = torch.where(valid, ent_term, torch.zeros_like(ent_term))
         losses = torch.where(valid, pos_term + self.balance * ent_term, torch.zeros_like(pos_term))
-        self.record_terms(detached_mean(pos_term, valid), detached_mean(ent_term, valid))
-        return {"loss": {"losses": losses, "indices": (a, p), "reduction_type": "pos_pair"}}
+        return Output(
+            {"loss": {"losses": losses, "indices": batch.pairs.pos_pairs(), "reduction_type": "pos_pair"}},
+            detached_mean(pos_term, valid),
+            detached_mean(ent_term, valid),
+        )
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         if self.decoupled:

@@ -7,8 +7,8 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..registry import register
-from ._core import as_mask, detached_mean, map_row_blocks, masked_logsumexp, masked_mean
-from .base import PMLCompatibleLoss, check_positive
+from ._core import Block, as_mask, detached_mean, masked_logsumexp, masked_mean
+from .base import Batch, Output, PMLCompatibleLoss, check_positive
 from .reducers import NonZeroMeanReducer
 
 
@@ -36,6 +36,8 @@ class BalancedSupConLoss(PMLCompatibleLoss):
         >>> loss = pmlbal.losses.BalancedSupConLoss(balance=2.0)(torch.randn(8, 4), torch.arange(8) % 2)
     """
 
+    needs_pos_and_neg = True
+
     def __init__(self, temperature: float = 0.1, balance: float = 1.0, chunk_size: int | None = None, **kwargs):
         self.temperature = check_positive("temperature", temperature)
         super().__init__(balance=balance, chunk_size=chunk_size, **kwargs)
@@ -47,31 +49,23 @@ class BalancedSupConLoss(PMLCompatibleLoss):
     def get_default_distance(self):
         return CosineSimilarity()
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        pairs = self.make_pairs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        if pairs.is_trivial() or pairs.num_pos() == 0 or pairs.num_neg() == 0:
-            self.record_terms(*(torch.zeros((), device=embeddings.device),) * 2)
-            return self.zero_losses()
-
-        def block(q, refs, r0, r1):
-            logits = self.logits(self.pair_matrix(q, refs), self.temperature)
-            pos, neg = pairs.block(r0, r1, logits.dtype)
+    def _compute_loss(self, batch: Batch) -> Output:
+        def block(b: Block):
+            logits = self.logits(b.mat, self.temperature)
             # SupCon's masks are sets: a pair mined twice still counts once (as in PML).
-            pos, neg = as_mask(pos), as_mask(neg)
+            pos, neg = (as_mask(m) for m in b.masks())
             pos_mean, has_pos = masked_mean(logits, pos)
             lse, _ = masked_logsumexp(logits, pos | neg)
             return -pos_mean, lse, has_pos
 
-        pos_term, ent_term, has_pos = map_row_blocks(block, embeddings, ref_emb, self.chunk_size)
+        pos_term, ent_term, has_pos = self.map_blocks(block, batch)
         losses = torch.where(has_pos, pos_term + self.balance * ent_term, torch.zeros_like(pos_term))
-        self.record_terms(detached_mean(pos_term, has_pos), detached_mean(ent_term, has_pos))
-        return {
-            "loss": {
-                "losses": losses,
-                "indices": c_f.torch_arange_from_size(embeddings),
-                "reduction_type": "element",
-            }
-        }
+        indices = c_f.torch_arange_from_size(batch.embeddings)
+        return Output(
+            {"loss": {"losses": losses, "indices": indices, "reduction_type": "element"}},
+            detached_mean(pos_term, has_pos),
+            detached_mean(ent_term, has_pos),
+        )
 
     def effective_balance(self, batch_size: int, samples_per_class: int) -> float:
         return self.balance * (batch_size - samples_per_class) / (batch_size - 1)

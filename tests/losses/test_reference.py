@@ -17,26 +17,12 @@ from pmlbal.losses import (
     KCLLoss,
 )
 from tests.helpers import clustered
+from tests.losses import naive
 
 
 def cos(x):
     z = F.normalize(x, dim=1)
     return z @ z.T
-
-
-def naive_ntxent(emb, labels, tau, balance, negatives, decoupled):
-    s = cos(emb)
-    terms = []
-    for i in range(len(labels)):
-        negs = [n for n in range(len(labels)) if labels[n] != labels[i]]
-        for p in range(len(labels)):
-            if p == i or labels[p] != labels[i] or not negs:
-                continue
-            w = 1.0 / len(negs) if negatives == "mean" else 1.0
-            neg_sum = sum(torch.exp(s[i, n] / tau) for n in negs) * w
-            inside = neg_sum if decoupled else torch.exp(s[i, p] / tau) + neg_sum
-            terms.append(-s[i, p] / tau + balance * torch.log(inside))
-    return torch.stack(terms).mean()
 
 
 @pytest.mark.parametrize("balance", [0.25, 1.0, 3.0])
@@ -45,7 +31,7 @@ def naive_ntxent(emb, labels, tau, balance, negatives, decoupled):
 def test_ntxent_matches_loop(balance, negatives, decoupled):
     emb, labels = clustered(4, 3, 6)
     loss = BalancedNTXentLoss(temperature=0.3, balance=balance, negatives=negatives, decoupled=decoupled)
-    torch.testing.assert_close(loss(emb, labels), naive_ntxent(emb, labels, 0.3, balance, negatives, decoupled))
+    torch.testing.assert_close(loss(emb, labels), naive.ntxent(emb, labels, 0.3, balance, negatives, decoupled))
 
 
 def test_supcon_matches_loop():
@@ -129,18 +115,9 @@ def two_views(m=8, d=6):
 @pytest.mark.parametrize("include_positive_view", [True, False])
 def test_dhel_two_view_matches_loop(include_positive_view):
     za, zb, labels = two_views()
-    tau, balance = 0.3, 0.7
-    a, b = F.normalize(za, dim=1), F.normalize(zb, dim=1)
-    total = 0.0
-    for i in range(len(a)):
-        others = [j for j in range(len(a)) if j != i]
-        term = -(a[i] @ b[i]) / tau
-        unif = torch.logsumexp(torch.stack([a[i] @ a[j] / tau for j in others]), 0)
-        if include_positive_view:
-            unif = unif + torch.logsumexp(torch.stack([b[i] @ b[j] / tau for j in others]), 0)
-        total = total + term + balance * unif
-    loss = DHELLoss(temperature=tau, balance=balance, include_positive_view=include_positive_view)
-    torch.testing.assert_close(loss(za, labels, ref_emb=zb, ref_labels=labels), total / len(a))
+    loss = DHELLoss(temperature=0.3, balance=0.7, include_positive_view=include_positive_view)
+    expected = naive.dhel_two_view(za, zb, 0.3, 0.7, include_positive_view)
+    torch.testing.assert_close(loss(za, labels, ref_emb=zb, ref_labels=labels), expected)
 
 
 def test_dhel_supervised_form_keeps_positives_out_of_denominator():
@@ -192,7 +169,7 @@ def test_kcl_expected_loss_does_not_depend_on_batch_size():
             idx = torch.randperm(4096, generator=g)[:bsz]
             lab = torch.arange(bsz)
             vals_k.append(kcl(pool_a[idx], lab, ref_emb=pool_b[idx], ref_labels=lab))
-            vals_n.append(nce(pool_a[idx], lab, ref_emb=pool_b[idx], ref_labels=lab.clone()))
+            vals_n.append(nce(pool_a[idx], lab, ref_emb=pool_b[idx], ref_labels=lab.clone()))  # PML: not labels itself
         means["kcl"].append(torch.stack(vals_k).mean())
         means["nce"].append(torch.stack(vals_n).mean())
     assert abs(means["kcl"][0] - means["kcl"][1]) < 0.05 * abs(means["kcl"][1])
@@ -204,11 +181,9 @@ def test_alpha_cl_gradient_is_tau_times_decoupled_infonce():
     tau = 0.5
     alpha = AlphaCLLoss(weighting="exp", temperature=tau, exponent=1.0, eps=0.0)
     dcl = BalancedNTXentLoss(temperature=tau, decoupled=True)
-    # A distinct ref_labels object: PML (and so NT-Xent) drops (i, i) pairs when ref_labels is labels.
-    ref_labels = labels.clone()
-    value = dcl(za, labels, ref_emb=zb, ref_labels=ref_labels)
+    value = dcl(za, labels, ref_emb=zb, ref_labels=labels.clone())  # PML rule: not the labels object
     assert value.item() != 0.0
-    ga = torch.autograd.grad(alpha(za, labels, ref_emb=zb, ref_labels=ref_labels), (za, zb))
+    ga = torch.autograd.grad(alpha(za, labels, ref_emb=zb, ref_labels=labels), (za, zb))
     gd = torch.autograd.grad(value, (za, zb))
     for x, y in zip(ga, gd):
         torch.testing.assert_close(x, tau * y)
@@ -273,7 +248,7 @@ def test_gradcheck_float64(name, mode):
         assert torch.autograd.gradcheck(lambda e: loss_fn(e, labels), (emb,))
     else:
         za, zb, labels = two_views(6, 4)
-        ref_labels = labels.clone()
+        ref_labels = labels.clone()  # another tensor: PML (and its drop-ins) drop (i, i) when it *is* labels
         assert loss_fn(za, labels, ref_emb=zb, ref_labels=ref_labels).item() != 0.0
         assert torch.autograd.gradcheck(lambda a, b: loss_fn(a, labels, ref_emb=b, ref_labels=ref_labels), (za, zb))
 
@@ -287,7 +262,7 @@ def test_chunked_equals_unchunked(name, mode):
     ref = ref_labels = it = None
     if mode == "two_view":
         emb, ref, labels = two_views(20, 8)
-        ref_labels = labels.clone()
+        ref_labels = labels.clone()  # another tensor: PML (and its drop-ins) drop (i, i) when it *is* labels
     elif mode == "miner":
         it = MultiSimilarityMiner(epsilon=0.5)(emb.detach(), labels)
     values, grads = [], []
@@ -309,26 +284,6 @@ def test_chunked_equals_unchunked(name, mode):
             torch.testing.assert_close(x, y)
 
 
-EDGE_CASES = {
-    "one_class": (6, torch.zeros(6, dtype=torch.long)),
-    "singletons": (6, torch.arange(6)),
-    "batch_of_two_same": (2, torch.tensor([0, 0])),
-    "batch_of_two_diff": (2, torch.tensor([0, 1])),
-    "some_without_positive": (5, torch.tensor([0, 0, 1, 2, 3])),
-}
-
-
-@pytest.mark.parametrize("name", ALL_LOSSES)
-@pytest.mark.parametrize("case", EDGE_CASES)
-def test_edge_cases_are_finite(name, case):
-    n, labels = EDGE_CASES[case]
-    emb = torch.randn(n, 4, requires_grad=True)
-    value = ALL_LOSSES[name]()(emb, labels)
-    assert torch.isfinite(value)
-    value.backward()
-    assert torch.isfinite(emb.grad).all()
-
-
 @pytest.mark.parametrize("name", ALL_LOSSES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_and_autocast(name, dtype):
@@ -343,7 +298,7 @@ def test_low_precision_and_autocast(name, dtype):
     torch.testing.assert_close(value.float(), ref.float(), rtol=0.05, atol=0.05)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         auto = ALL_LOSSES[name]()(emb, labels)
-    assert torch.isfinite(auto)
+    torch.testing.assert_close(auto.float(), ref.float(), rtol=0.05, atol=0.05)
 
 
 LP_LOSSES = {
@@ -391,21 +346,6 @@ def test_terms_are_recorded_and_balance_scales_only_entropy():
     torch.testing.assert_close(vb, b.pos_term + 3.0 * b.entropy_term)
     assert not a.pos_term.requires_grad
     assert "pos_term" in a._record_these and "entropy_term" in a._record_these
-
-
-def test_effective_balance_closed_forms():
-    from pmlbal.losses import effective_balance
-
-    pooled = BalancedContrastiveLoss(aggregation="pooled", balance=0.5)
-    assert effective_balance(pooled, 64, 4) == pytest.approx(0.5 * 60 / 3)
-    assert effective_balance(BalancedContrastiveLoss(aggregation="mean", balance=0.5), 64, 4) == 0.5
-    assert effective_balance(BalancedNTXentLoss(negatives="mean", balance=2.0), 256, 4) == pytest.approx(1.0)
-    assert effective_balance(BalancedNTXentLoss(), 128, 4) == pytest.approx(124 / 125)
-    assert effective_balance(BalancedSupConLoss(), 32, 4) == pytest.approx(28 / 31)
-    with pytest.raises(ValueError, match="samples_per_class"):
-        effective_balance(pooled, 64, 1)
-    with pytest.raises(ValueError, match="batch_size"):
-        effective_balance(pooled, 4, 4)
 
 
 @pytest.mark.parametrize(

@@ -206,3 +206,10 @@ def test_show_does_not_create_a_missing_database(tmp_path):
     shown = CliRunner().invoke(main, ["tune", "--show", "--storage", url, "--study", "s"])
     assert shown.exit_code != 0 and "does not exist" in shown.output and "Traceback" not in shown.output
     assert not (tmp_path / "none").exists()
+
+
+def test_tune_storage_defaults_to_the_results_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shown = CliRunner().invoke(main, ["tune", "--show", "--results-dir", "elsewhere", "--study", "s"])
+    assert shown.exit_code != 0 and "sqlite:///elsewhere/tuning.db does not exist" in shown.output
+    assert not (tmp_path / "results").exists()
