@@ -340,10 +340,6 @@ def _nearest(dim: Dim, v: Any) -> Any:
         return dim.centre()
 
 
-def distributions(dims: Sequence[Dim]) -> dict[str, BaseDistribution]:
-    return {d.name: distribution_of(d) for d in dims}
-
-
 __all__ = ["CoordinateDescentSampler", "Pick", "decide_from_trials", "dim_from_distribution", "distribution_of",
            "pick", "trial_point", "trial_run"]
 
