@@ -62,20 +62,21 @@ def trial_run(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(RUN, 0))
 
 
-def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction,
-                       extra: tuple[FrozenTrial, TrialState, float | None] | None = None,
-                       fill: bool = False) -> Decision:
-    """Replay `cd` on a study's trials (values signed so that the engine maximises). Complete
-    trials give values, failed ones are retried (`cd.retries`), pruned ones count as failed, running
-    and queued ones are pending. Trials that lack a coordinate or lie outside the box (a study
-    resumed with another range) are not part of this search. `extra`: a trial that has just
-    finished but whose state is not yet in storage (Optuna's `after_trial`)."""
+def trials_as_results(trials: Sequence[FrozenTrial], dims: Sequence[Dim], direction,
+                      extra: tuple[FrozenTrial, TrialState, float | None] | None = None, in_box: bool = True,
+                      ) -> tuple[list[Result], list[tuple[dict[str, Any], int]]]:
+    """A study's trials as the engine reads them: (finished `Result`s with values signed so that
+    the engine maximises, running and queued (point, run) pairs). Complete trials give values,
+    failed ones a retryable failure, pruned ones a failure; trials that lack a coordinate, or with
+    `in_box` lie outside the box (a study resumed with another range), are left out; without it
+    any value counts (another sampler's, e.g. TPE's non-power-of-two batch sizes). `extra`: a trial
+    that has just finished but whose state is not yet in storage (Optuna's `after_trial`)."""
     sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     results, running = [], []
 
     def add(t: FrozenTrial, state: TrialState, value: float | None) -> None:
         point = trial_point(t)
-        if not all(d.name in point and d.contains(point[d.name]) for d in cd.dims):
+        if not all(d.name in point and (not in_box or d.contains(point[d.name])) for d in dims):
             return
         run = trial_run(t)
         if state == TrialState.COMPLETE:
@@ -93,9 +94,17 @@ def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], dir
         add(t, t.state, t.value if t.state == TrialState.COMPLETE else None)
     if extra is not None:
         add(*extra)
+    return results, running
+
+
+def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction,
+                       extra: tuple[FrozenTrial, TrialState, float | None] | None = None,
+                       fill: bool = False) -> Decision:
+    """Replay `cd` on a study's trials (`trials_as_results`); failed runs are retried `cd.retries` times."""
+    results, running = trials_as_results(trials, cd.dims, direction, extra)
     decision = cd.ask(results, running, fill=fill)
-    if decision.best_value is not None:
-        decision.best_value *= sign
+    if decision.best_value is not None and direction != optuna.study.StudyDirection.MAXIMIZE:
+        decision.best_value *= -1.0
     return decision
 
 
@@ -340,6 +349,6 @@ def _nearest(dim: Dim, v: Any) -> Any:
         return dim.centre()
 
 
-__all__ = ["CoordinateDescentSampler", "Pick", "decide_from_trials", "dim_from_distribution", "distribution_of",
+__all__ = ["CoordinateDescentSampler", "Pick", "decide_from_trials", "trials_as_results", "dim_from_distribution", "distribution_of",
            "pick", "trial_point", "trial_run"]
 

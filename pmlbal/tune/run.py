@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..records import config_key, find_existing
 from ..train import TrainConfig, identity, train
-from .coordinate_descent import CoordinateDescent, Dim, Result
-from .optuna import RUN, CoordinateDescentSampler, Pick, pick, trial_point, trial_run
+from .coordinate_descent import CoordinateDescent, Dim
+from .optuna import RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
 from .spaces import grid_values, samples_per_class, suggest
 from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
@@ -200,20 +200,7 @@ def sampling_budget(budget: int, confirm: bool) -> int:
 def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int) -> list[tuple[dict[str, Any], int]]:
     """SPEC section 5's confirm phase for any study: the next round of (point, run index) re-runs of
     its top-3 points by mean, fewest runs first, until `budget` runs exist (up to 3 at a time)."""
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    results, running = [], []
-    for t in study.get_trials(deepcopy=False):
-        point = trial_point(t)
-        if not all(d.name in point for d in dims):
-            continue
-        if t.state == TrialState.COMPLETE:
-            results.append(Result(point, trial_run(t), sign * t.value))
-        elif t.state == TrialState.FAIL:
-            results.append(Result(point, trial_run(t), None))
-        elif t.state == TrialState.PRUNED:
-            results.append(Result(point, trial_run(t), pruned=True))
-        else:
-            running.append((point, trial_run(t)))
+    results, running = trials_as_results(study.get_trials(deepcopy=False), dims, study.direction, in_box=False)
     decision = CoordinateDescent(dims, budget=budget).confirm(results, running)
     return list(zip(decision.probes, decision.runs)) if decision.action == "probe" else []
 
