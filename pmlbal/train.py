@@ -75,6 +75,10 @@ class TrainConfig:
         for k, v in spec.defaults.items():
             if values[k] is None:
                 values[k] = v
+        if self.samples_per_class is None and self.train_split == "train-sub":
+            # train-sub holds fewer classes than train (3 of 5 on digits and Fashion-MNIST), too few
+            # for the default batch's P classes: take m from the data set's tuning rule instead.
+            values["samples_per_class"] = spec.samples_per_class(values["batch_size"])
         cfg = TrainConfig(**values)
         for name in ("epochs", "batch_size", "samples_per_class", "embedding_dim", "cache_size", "input_size"):
             if int(getattr(cfg, name)) < 1:

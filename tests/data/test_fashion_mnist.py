@@ -45,7 +45,8 @@ def test_real_files_class_counts_and_zero_shot_split():
     assert np.bincount(train.labels, minlength=10)[:5].tolist() == [TRAIN_CAP_PER_CLASS] * 5  # documented cap
     sub, val = create("fashion-mnist", REAL, "train-sub"), create("fashion-mnist", REAL, "val")
     assert set(sub.labels.tolist()) == {0, 1, 2} and set(val.labels.tolist()) == {3, 4}  # class-disjoint
-    assert len(val) == 14000
+    assert len(val) == 2 * TRAIN_CAP_PER_CLASS  # val is capped like train (tuning trials stay short)
+    assert np.bincount(sub.labels).tolist() == [TRAIN_CAP_PER_CLASS] * 3
     image = np.asarray(test.load_image(0))
     assert image.shape == (28, 28, 3) and image.dtype == np.uint8
 
@@ -121,3 +122,18 @@ def test_datasets_check_names_a_missing_file(tmp_path):
     result = CliRunner().invoke(main, ["datasets", "check", "fashion-mnist", str(root)])
     assert result.exit_code != 0 and "missing train-images-idx3-ubyte.gz" in result.output
     assert "Traceback" not in result.output
+
+
+def test_validation_run_defaults_fit_train_sub():
+    """train-sub has 3 classes: a validation run without an explicit m takes the data set's tuning
+    rule (m = batch / 2, 2 classes a batch) instead of the default batch's 4 classes."""
+    from pmlbal.train import TrainConfig
+
+    for dataset in ("fashion-mnist", "digits"):
+        cfg = TrainConfig(dataset=dataset, train_split="train-sub", eval_split="val").resolved()
+        assert cfg.batch_size // cfg.samples_per_class == 2
+        test_cfg = TrainConfig(dataset=dataset).resolved()
+        assert test_cfg.batch_size // test_cfg.samples_per_class > 2  # the test-split default is untouched
+        given = TrainConfig(dataset=dataset, train_split="train-sub", eval_split="val", samples_per_class=4,
+                            batch_size=8).resolved()
+        assert given.samples_per_class == 4
