@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/tuning.py [--seeds 50] [--budgets 16,33,66] [--jobs 2]
                                 [--objectives digits-replay,digits-gauss,quadratic,quadratic-noisy,ridge,ridge-noisy]
-                                [--table results/tuning_digits_grid.csv] [--out results/tuning.png]
+                                [--tables digits=results/tuning_digits_grid.csv,...] [--out results/tuning.png]
 
 Methods, each given the same number of training runs B (one trial = one run):
   cd         SPEC section 5 version 2 (`CoordinateDescentSampler(budget=B)`, what `pmlbal tune` runs);
@@ -14,9 +14,10 @@ Methods, each given the same number of training runs B (one trial = one run):
   tpe        Optuna's TPESampler; pick = `best_trial` (what an Optuna user reads)
   tpe+conf   TPE for B - B//4 trials, then B//4 re-runs of its top 3 (`pmlbal tune --confirm`); pick as cd
 
-Objectives. digits: 405 real training runs (benchmarks/tuning_digits_table.py: BalancedNTXentLoss,
+Objectives. digits: 405 real training runs (benchmarks/tuning_table.py: BalancedNTXentLoss,
 balance 2^-4..2^4 x temperature 2^-5..2^-1 x batch 16/32/64, 3 seeds each, MAP@R on the
-class-disjoint val split, %), searched on the table's own log2 coordinates. Two noise models:
+class-disjoint val split, %), searched on the table's own log2 coordinates; fashion-mnist: the same
+grid on Fashion-MNIST (`tuning_table.py --dataset fashion-mnist`, results/tuning_fashion-mnist_grid.csv). Two noise models:
 "replay", where the k-th run of a point answers with its recorded runs in a per-search shuffled
 order (a 4th run cycles back), and "gauss", where a run is the mean of the point's 3 recorded runs
 plus independent noise of the table's pooled run-to-run s.d. Synthetic: a quadratic and a coupled
@@ -49,11 +50,23 @@ from pmlbal.tune.spaces import suggest
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 METHODS = ("cd", "cd-v1", "random", "tpe", "tpe+conf")
-OBJECTIVES = ("digits-replay", "digits-gauss", "quadratic", "quadratic-noisy", "ridge", "ridge-noisy")
+#: Objectives replayed from a recorded grid (data set -> its table) and the synthetic ones.
+TABLES = {"digits": "results/tuning_digits_grid.csv", "fashion-mnist": "results/tuning_fashion-mnist_grid.csv"}
+OBJECTIVES = ("digits-replay", "digits-gauss", "fashion-mnist-replay", "fashion-mnist-gauss",
+              "quadratic", "quadratic-noisy", "ridge", "ridge-noisy")
+DEFAULT_OBJECTIVES = ("digits-replay", "digits-gauss", "quadratic", "quadratic-noisy", "ridge", "ridge-noisy")
 SYNTH_DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0), Dim("batch_size", "log2-int", 8, 64)]
-DIGITS_DIMS = [Dim("balance_exp", "int", -4, 4), Dim("temperature_exp", "int", -5, -1), Dim("batch_exp", "int", 4, 6)]
+GRID_DIMS = [Dim("balance_exp", "int", -4, 4), Dim("temperature_exp", "int", -5, -1), Dim("batch_exp", "int", 4, 6)]
 SYNTH_NOISE = 2.0
 TIE = 0.01
+
+
+def table_of(kind: str) -> str | None:
+    """The data set whose recorded grid objective `kind` replays (None: synthetic)."""
+    for name in TABLES:
+        if kind.startswith(name + "-"):
+            return name
+    return None
 
 
 def load_table(path: str) -> dict[tuple[int, int, int], list[float]]:
@@ -77,7 +90,7 @@ class Objective:
 
     def __init__(self, kind: str, seed: int, table=None) -> None:
         self.kind, self.seed, self.table = kind, seed, table
-        self.dims = DIGITS_DIMS if kind.startswith("digits") else SYNTH_DIMS
+        self.dims = GRID_DIMS if table is not None else SYNTH_DIMS
         self.count: dict[tuple, int] = defaultdict(int)
         rng = np.random.default_rng([seed, 11])
         self.opt = (rng.uniform(-3, 3), rng.uniform(-5.5, -0.5), rng.uniform(3.2, 5.8))
@@ -100,11 +113,11 @@ class Objective:
     def draw(self, p, k: int) -> float:
         key = self.key(p)
         rng = np.random.default_rng([self.seed, k, *[abs(hash(v)) % 2**31 for v in key]])
-        if self.kind == "digits-replay":
+        if self.kind.endswith("-replay"):
             runs = self.table[tuple(int(v) for v in key)]
             order = np.random.default_rng([self.seed, 7, *[abs(hash(v)) % 2**31 for v in key]]).permutation(len(runs))
             return runs[order[k % len(runs)]]
-        if self.kind == "digits-gauss":
+        if self.kind.endswith("-gauss"):
             return self.truth(p) + self.sd * rng.standard_normal()
         return self.truth(p) + (SYNTH_NOISE * rng.standard_normal() if self.kind.endswith("noisy") else 0.0)
 
@@ -170,11 +183,11 @@ def one_search(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--budgets", default="16,33,66")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--table", default="results/tuning_digits_grid.csv")
+    ap.add_argument("--tables", default="", help="DATASET=CSV,... overriding " + ", ".join(f"{k}={v}" for k, v in TABLES.items()))
     ap.add_argument("--out", default="results/tuning.png")
     args = ap.parse_args()
     kinds = [k.strip() for k in args.objectives.split(",") if k.strip()]
@@ -182,17 +195,18 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown objective(s) {sorted(unknown)}; choose from {', '.join(OBJECTIVES)}")
     budgets = [int(b) for b in args.budgets.split(",")]
-    table = load_table(args.table) if any(k.startswith("digits") for k in kinds) else None
-    tasks = [(k, s, budgets, table if k.startswith("digits") else None) for k in kinds for s in range(args.seeds)]
+    paths = dict(TABLES, **dict(item.split("=", 1) for item in args.tables.split(",") if item))
+    tables = {name: load_table(paths[name]) for name in {table_of(k) for k in kinds} if name}
+    tasks = [(k, s, budgets, tables.get(table_of(k))) for k in kinds for s in range(args.seeds)]
     t0 = time.time()
     with mp.get_context("fork").Pool(args.jobs) as pool:
         done = pool.map(one_search, tasks, chunksize=1)
     print(f"# {len(tasks)} searches x {len(METHODS)} methods in {time.time() - t0:.0f}s "
           f"(seeds 0..{args.seeds - 1}, budgets {budgets})")
-    if table is not None:
+    for name, table in tables.items():
         best = max(np.mean(v) for v in table.values())
-        print(f"# digits: best point's true MAP@R {best:.2f}; run-to-run s.d. "
-              f"{Objective('digits-gauss', 0, table).sd:.2f} points")
+        print(f"# {name}: best point's true MAP@R {best:.2f}; run-to-run s.d. "
+              f"{Objective(name + '-gauss', 0, table).sd:.2f} points")
     summary = {}
     for kind in kinds:
         rows = [d["picks"] for d in done if d["kind"] == kind]
@@ -228,7 +242,7 @@ def main() -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.set_xlabel("budget (training runs)")
-        ax.set_ylabel("true value of the pick" + (" (MAP@R %)" if kind.startswith("digits") else ""))
+        ax.set_ylabel("true value of the pick" + (" (MAP@R %)" if table_of(kind) else ""))
         ax.set_title(kind, fontsize=10)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(kinds):]:

@@ -1,11 +1,12 @@
-"""Build the real objective for benchmarks/tuning.py: digits training runs over a full grid.
+"""Build a real objective for benchmarks/tuning.py: training runs over a full grid of one data set.
 
 Usage:
-    python benchmarks/tuning_digits_table.py [--seeds 3] [--epochs 3] [--out results/tuning_digits_grid.csv]
+    python benchmarks/tuning_table.py [--dataset digits|fashion-mnist] [--seeds 3] [--epochs N]
+                                      [--out results/tuning_DATASET_grid.csv]
 
 Every point of balance (2^-4..2^4) x temperature (2^-5..2^-1) x batch size (16, 32, 64) is
-trained with BalancedNTXentLoss on digits' train-sub split and scored on the class-disjoint
-validation split, once per training seed. Runs are ordinary harness runs: their records go to
+trained with BalancedNTXentLoss on the data set's train-sub split and scored on its class-disjoint
+validation split, once per training seed (epochs: the data set's default unless given). Runs are ordinary harness runs: their records go to
 `--runs-dir` and a re-run skips every recorded point, so an interrupted build resumes. The
 table (one row per point and seed, with Recall@1 and MAP@R) is written atomically at the end.
 Searches then replay against the table, so cd, grid, random and TPE are compared on the very
@@ -31,10 +32,11 @@ BATCH_EXP = range(4, 7)
 FIELDS = ("balance_exp", "temperature_exp", "batch_exp", "seed", "recall@1", "map_at_r", "run_id")
 
 
-def point_config(b: int, t: int, bs: int, seed: int, epochs: int, runs_dir: str, cache_dir: str | None) -> TrainConfig:
+def point_config(dataset: str, b: int, t: int, bs: int, seed: int, epochs: int | None, runs_dir: str,
+                 cache_dir: str | None) -> TrainConfig:
     batch = 2**bs
     return TrainConfig(
-        dataset="digits", loss="BalancedNTXentLoss", loss_kwargs={"balance": 2.0**b, "temperature": 2.0**t},
+        dataset=dataset, loss="BalancedNTXentLoss", loss_kwargs={"balance": 2.0**b, "temperature": 2.0**t},
         epochs=epochs, batch_size=batch, samples_per_class=batch // 2, train_split="train-sub", eval_split="val",
         seed=seed, results_dir=runs_dir, cache_dir=cache_dir, progress=False,
     ).resolved()
@@ -42,16 +44,19 @@ def point_config(b: int, t: int, bs: int, seed: int, epochs: int, runs_dir: str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--runs-dir", default=".cache/tuning-digits")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the data set's")
+    ap.add_argument("--runs-dir", default=None, help="default: .cache/tuning-DATASET")
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--out", default="results/tuning_digits_grid.csv")
+    ap.add_argument("--out", default=None, help="default: results/tuning_DATASET_grid.csv")
     args = ap.parse_args()
+    args.runs_dir = args.runs_dir or f".cache/tuning-{args.dataset}"
+    args.out = args.out or f"results/tuning_{args.dataset}_grid.csv"
     points = list(itertools.product(BALANCE_EXP, TEMPERATURE_EXP, BATCH_EXP, range(args.seeds)))
     rows, t0 = [], time.time()
     for n, (b, t, bs, seed) in enumerate(points, 1):
-        cfg = point_config(b, t, bs, seed, args.epochs, args.runs_dir, args.cache_dir)
+        cfg = point_config(args.dataset, b, t, bs, seed, args.epochs, args.runs_dir, args.cache_dir)
         record = find_existing(cfg.results_dir, config_key(identity(cfg)), seed) or train(cfg)
         final = record["final"]
         rows.append((b, t, bs, seed, final["recall@1"], final["map_at_r"], record["run_id"]))
