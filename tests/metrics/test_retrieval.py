@@ -213,3 +213,19 @@ def test_exact_ties_are_ordered_by_reference_index(backend):
     assert ours["recall@1"] == pytest.approx(recall[1], abs=1e-12)
     assert ours["recall@2"] == pytest.approx(recall[2], abs=1e-12)
     assert ours["map_at_r"] == pytest.approx(naive_map_at_r(x, y), abs=1e-12)
+
+
+def test_sort_rows_matches_a_naive_sort_by_distance_then_index():
+    from pmlbal.metrics.retrieval import _sort_rows
+
+    g = torch.Generator().manual_seed(0)
+    dist = torch.randint(0, 6, (40, 30), generator=g).float()  # many ties per row
+    idx = torch.stack([torch.randperm(100, generator=g)[:30] for _ in range(40)])
+    sorted_rows = torch.arange(40) < 30  # as the backends return them; the last 10 rows unsorted
+    order = torch.argsort(dist[sorted_rows], dim=1, stable=True)
+    dist[sorted_rows] = torch.gather(dist[sorted_rows], 1, order)
+    idx[sorted_rows] = torch.gather(idx[sorted_rows], 1, order)
+    d, i = _sort_rows(dist, idx)
+    for row in range(40):
+        want = sorted(zip(dist[row].tolist(), idx[row].tolist()))
+        assert list(zip(d[row].tolist(), i[row].tolist())) == want
