@@ -82,6 +82,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
               log: Callable[[str], None] = print, tuned_storage: str | None = None,
               tuned_study: str | None = None) -> list[dict[str, Any]]:
     """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records.
+    A run interrupted earlier continues from its last epoch checkpoint instead of starting again.
 
     With `tuned_storage`, each loss takes its tuned configuration from that Optuna storage.
     """
@@ -102,7 +103,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")
             records.append(existing)
             continue
-        record = train(cfg)
+        record = train(cfg, resume=True, log=lambda note: log(f"[{n}/{len(plan)}] {spec} seed {seed}: {note}"))
         log(f"[{n}/{len(plan)}] {spec} seed {seed}: Recall@1 {record['final']['recall@1']:.4f} "
             f"MAP@R {record['final']['map_at_r']:.4f} in {record['wall_time_s']:.0f}s")
         records.append(record)

@@ -66,6 +66,49 @@ def _base_config(**kw):
     )
 
 
+#: TrainConfig fields a flag sets, where they are not the flag's own name.
+_FLAG_FIELDS = {"eval_split": ("eval_split", "train_split"), "compile_": ("compile",), "loss": ("loss", "loss_kwargs")}
+#: Keys a configuration file cannot give `bench` and `sweep`: they have their own options for them.
+_NOT_SHARED = {"loss": "--losses / --loss", "loss_kwargs": "--losses / --loss", "seed": "--seeds",
+               "tuned_from": "bench --config tuned", "tuned_runs": "bench --config tuned"}
+
+
+def _given_fields(ctx: click.Context) -> set[str]:
+    """TrainConfig fields set by flags the user gave (on the command line or through the environment)."""
+    from click.core import ParameterSource
+
+    given = set()
+    for param in ctx.params:
+        if ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given.update(_FLAG_FIELDS.get(param, (param,)))
+    return given
+
+
+def _with_file(ctx: click.Context, flags, values: dict | None):
+    """The configuration of `values` (a file's or a record's), with every flag the user gave on top."""
+    from dataclasses import asdict
+
+    from .train import TrainConfig
+
+    if values is None:
+        return flags
+    given = _given_fields(ctx) & set(asdict(flags))
+    return TrainConfig(**{**values, **{f: getattr(flags, f) for f in given}})
+
+
+def _shared_file(path: str | None, command: str) -> dict | None:
+    """A configuration file's values for `bench`/`sweep`: the options every run of theirs shares."""
+    from .config_file import read_config_file
+
+    if path is None:
+        return None
+    values = read_config_file(path)
+    for key in values:
+        if key in _NOT_SHARED:
+            raise ValueError(f"{path}: {key} is not a shared option of `pmlbal {command}` (use {_NOT_SHARED[key]})")
+    return values
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pmlbal")
 def main() -> None:
@@ -79,25 +122,44 @@ def main() -> None:
 @click.option("--loss-arg", multiple=True, metavar="KEY=VALUE", help="Extra loss argument (repeatable).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--save-model", is_flag=True, help="Also save the trained model to RESULTS_DIR/models/ (for `pmlbal eval`).")
-def train(loss, loss_arg, seed, save_model, **kw):
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML or JSON file with the keys of a record's `config`; flags given override it.")
+@click.option("--from-record", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Re-run the configuration of this run record (RESULTS_DIR/runs/*.json); flags given override it.")
+@click.option("--resume", is_flag=True,
+              help="Continue this configuration's interrupted run after its last finished epoch, if it has one.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also log losses, loss terms, metrics and the configuration to TensorBoard under DIR "
+                   "(pip install 'pmlbal[tensorboard]').")
+@click.pass_context
+def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resume, tensorboard, **kw):
     """Train one model, evaluate it and write its run record.
 
     Several processes: `torchrun --nproc_per_node N -m pmlbal.cli train ...` (BATCH_SIZE is global).
     """
     from .bench import parse_loss_spec, parse_value
+    from .config_file import config_from_record, read_config_file
     from .data import CorruptImageError, DatasetLayoutError
     from .train import train as run_train
 
+    if config_file and from_record:
+        raise click.UsageError("give --config or --from-record, not both")
     try:
         name, kwargs = parse_loss_spec(loss)
+        extra = {}
         for item in loss_arg:
             if "=" not in item:
                 raise ValueError(f"--loss-arg expects KEY=VALUE, got {item!r}")
             key, value = item.split("=", 1)
-            kwargs[key.strip()] = parse_value(value.strip())
-        cfg = replace(_base_config(**kw), loss=name, loss_kwargs=kwargs, seed=seed, save_model=save_model)
-        record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"))
-    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+            extra[key.strip()] = parse_value(value.strip())
+        cfg = replace(_base_config(**kw), loss=name, loss_kwargs={**kwargs, **extra}, seed=seed, save_model=save_model)
+        values = read_config_file(config_file) if config_file else config_from_record(from_record) if from_record else None
+        cfg = _with_file(ctx, cfg, values)
+        if values is not None and extra and "loss" not in _given_fields(ctx):  # --loss-arg adds to the file's arguments
+            cfg = replace(cfg, loss_kwargs={**cfg.loss_kwargs, **extra})
+        record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"),
+                           resume=resume, tensorboard=tensorboard, log=click.echo)
+    except (ValueError, ImportError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return
@@ -133,30 +195,43 @@ def eval_(checkpoint, split, root, device, cache_dir):
 @click.option("--losses", default="default", show_default=True,
               help="'default' (the main job's six losses), 'all' (every pmlbal loss) or a comma list of specs.")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="Seeds per loss.")
-@click.option("--config", "config_", type=click.Choice(["default", "tuned"]), default="default", show_default=True,
-              help="'tuned': each loss's best configuration from a tuning study in --storage (default if none).")
+@click.option("--config", "config_", multiple=True, metavar="default|tuned|FILE",
+              help="'tuned': each loss's best configuration from a tuning study in --storage (default if none); "
+                   "FILE: a YAML or JSON file of the options the runs share (flags given override it). "
+                   "Repeat to combine: --config tuned --config FILE.  [default: default]")
 @click.option("--storage", default=None,
               help="Where --config tuned looks for tuning studies (default: sqlite:///RESULTS_DIR/tuning.db).")
 @click.option("--study", "study_name", default=None,
               help="--config tuned: take the pick of this study (default: each loss's most recent study).")
-def bench(losses, seeds, config_, storage, study_name, **kw):
-    """Train every loss for every seed (skipping recorded runs), then print the leaderboard."""
-    storage = storage or _default_storage(kw["results_dir"])
+@click.pass_context
+def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
+    """Train every loss for every seed (skipping recorded runs, resuming interrupted ones), then print the
+    leaderboard."""
     from .bench import DEFAULT_LOSSES, run_bench, split_specs
     from .data import CorruptImageError, DatasetLayoutError
     from .leaderboard import write_leaderboards
     from .registry import list_losses
 
+    words = [c for c in config_ if c in ("default", "tuned")]
+    files = [c for c in config_ if c not in ("default", "tuned")]
+    if len(set(words)) > 1 or len(files) > 1:
+        raise click.BadParameter(f"at most one of default/tuned and one FILE, got {', '.join(config_)}",
+                                 param_hint="--config")
+    for f in files:
+        if not Path(f).is_file():
+            raise click.BadParameter(f"neither default, tuned nor an existing file: {f!r}", param_hint="--config")
+    tuned = "tuned" in words
     specs = list(DEFAULT_LOSSES) if losses == "default" else list_losses() if losses == "all" else split_specs(losses)
     try:
-        if study_name and config_ != "tuned":
+        base = _with_file(ctx, _base_config(**kw), _shared_file(files[0] if files else None, "bench"))
+        storage = storage or _default_storage(base.results_dir)
+        if study_name and not tuned:
             raise ValueError("--study is for --config tuned")
-        run_bench(_base_config(**kw), specs, seeds, log=click.echo,
-                  tuned_storage=storage if config_ == "tuned" else None, tuned_study=study_name)
-        boards = write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
+        run_bench(base, specs, seeds, log=click.echo, tuned_storage=storage if tuned else None, tuned_study=study_name)
+        boards = write_leaderboards(base.results_dir, base.dataset, expected_seeds=seeds, warn=click.echo)
     except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
-    click.echo(Path(kw["results_dir"], f"{kw['dataset']}.md").read_text() if boards else "no records")
+    click.echo(Path(base.results_dir, f"{base.dataset}.md").read_text() if boards else "no records")
 
 
 @main.command()
@@ -165,24 +240,28 @@ def bench(losses, seeds, config_, storage, study_name, **kw):
 @click.option("--balance", "balances", default="0.25,0.5,1,2,4", show_default=True, help="Comma list of balances.")
 @click.option("--batch-sizes", default=None, help="Comma list of batch sizes (default: the data set's).")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True)
-def sweep(loss, balances, batch_sizes, seeds, **kw):
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML or JSON file of the options the runs share (flags given override it).")
+@click.pass_context
+def sweep(ctx, loss, balances, batch_sizes, seeds, config_file, **kw):
     """Recall@1 across balance x batch size: one run per cell, then the leaderboard and its plot."""
     from .bench import run_bench
     from .leaderboard import write_leaderboards
 
     try:
         bals = [float(b) for b in balances.split(",")]
-        sizes = [int(b) for b in batch_sizes.split(",")] if batch_sizes else [None]
+        sizes = [int(b) for b in batch_sizes.split(",")] if batch_sizes else None
     except ValueError:
         _fail(ValueError(f"--balance and --batch-sizes take comma lists of numbers, got {balances!r} / {batch_sizes!r}"))
     try:
-        for size in sizes:
-            base = replace(_base_config(**kw), batch_size=size)
+        shared = _with_file(ctx, _base_config(**kw), _shared_file(config_file, "sweep"))
+        for size in sizes or [shared.batch_size]:
+            base = replace(shared, batch_size=size)
             run_bench(base, [f"{loss}(balance={b})" for b in bals], seeds, log=click.echo)
-        write_leaderboards(kw["results_dir"], kw["dataset"], expected_seeds=seeds, warn=click.echo)
+        write_leaderboards(shared.results_dir, shared.dataset, expected_seeds=seeds, warn=click.echo)
     except ValueError as err:
         _fail(err)
-    click.echo(f"plot: {Path(kw['results_dir'], kw['dataset'] + '_balance.png')}")
+    click.echo(f"plot: {Path(shared.results_dir, shared.dataset + '_balance.png')}")
 
 
 def _parse_space(items) -> dict[str, tuple[float, float]]:

@@ -360,48 +360,94 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
     )
 
 
-def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any] | None:
+def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *, resume: bool = False,
+          tensorboard: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
 
     build_run -> evaluate the untrained model -> train_epoch x epochs -> evaluate -> run_record ->
-    write. The caller's global torch and numpy generators are left as they were. Under `torchrun`
+    write. The caller's global torch, numpy and Python generators are left as they were. Under `torchrun`
     each process trains on its slice of every global batch (`batch_size` is the global size),
     gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
     DistributedLossWrapper, sees the whole global batch; rank 0 evaluates and writes the record
     and returns it, the other ranks return None.
+
+    A single-process run saves a checkpoint at the end of every epoch but the last
+    (`pmlbal.resume.checkpoint_path`) and removes it once the record is written; with `resume` a run
+    whose checkpoint exists continues after the checkpoint's epoch and ends with the record an
+    uninterrupted run would have written (timing fields aside). `tensorboard`: also log the loss and
+    its terms per step, the metrics per evaluation and the configuration as hparams to
+    TENSORBOARD/<run name> (needs the `tensorboard` extra). `log` receives notes such as "resuming".
     """
+    import random
+
     from tqdm.auto import tqdm
 
+    from .resume import Progress, checkpoint_path, load_run_state, run_name, save_run_state
+
+    board = None
+    if tensorboard is not None:
+        from .tensorboard_log import TensorBoardLog
+
+        board = TensorBoardLog(tensorboard)  # fails here, before any work, if the package is missing
     # The device this process will use (its LOCAL_RANK under torchrun), without touching the others.
     cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):
-        run = build_run(config)
-        cfg, t_start = run.cfg, time.perf_counter()
-        initial = run.evaluate() if run.rank == 0 else None
-        total = cfg.epochs * batches_per_epoch(len(run.train_set), cfg.batch_size)
-        bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
-                   leave=False)
-        epochs, steps, train_time, images_seen = [], [], 0.0, 0
-        for epoch in range(1, cfg.epochs + 1):
-            entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
-            steps += epoch_steps
-            train_time += seconds
-            images_seen += images
-            if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
-                entry["metrics"] = run.evaluate()
-            epochs.append(entry)
-            if on_epoch:
-                on_epoch(entry)
-        bar.close()
-        if run.rank != 0:
-            return None  # rank 0 evaluates and writes the one record of the run
-        final = run.evaluate()
-        epochs[-1]["metrics"] = final
-        record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
-        if cfg.save_model:
-            record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
-        record["path"] = str(write_record(record, cfg.results_dir))
-        return record
+    host_rngs = np.random.get_state(), random.getstate()  # a resumed run sets them to the checkpoint's
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            run = build_run(config)
+            cfg, t_start = run.cfg, time.perf_counter()
+            ckpt = checkpoint_path(cfg) if run.world == 1 else None
+            if resume and ckpt is None and log and run.rank == 0:
+                log("no resuming under torchrun (checkpoints are single-process): the run starts from epoch 1")
+            if resume and ckpt is not None and ckpt.exists():
+                done = load_run_state(ckpt, run)
+                if log:
+                    log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}")
+            else:
+                if ckpt is not None and ckpt.exists() and log:
+                    log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (resume continues it)")
+                done = Progress(initial=run.evaluate() if run.rank == 0 else None)
+            steps_per_epoch = batches_per_epoch(len(run.train_set), cfg.batch_size)
+            if board is not None and run.rank == 0:
+                board.open(run_name(cfg), done.initial, start_step=done.epoch * steps_per_epoch)
+            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=done.epoch * steps_per_epoch,
+                       desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
+                       leave=False)
+            for epoch in range(done.epoch + 1, cfg.epochs + 1):
+                entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
+                done.steps += epoch_steps
+                done.train_time += seconds
+                done.images_seen += images
+                if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
+                    entry["metrics"] = run.evaluate()
+                done.epochs.append(entry)
+                done.epoch = epoch
+                if board is not None and run.rank == 0:
+                    board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
+                if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
+                    save_run_state(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
+                if on_epoch:
+                    on_epoch(entry)
+            bar.close()
+            if run.rank != 0:
+                return None  # rank 0 evaluates and writes the one record of the run
+            final = run.evaluate()
+            done.epochs[-1]["metrics"] = final
+            record = run_record(run, done.epochs, done.steps, done.initial, final,
+                                done.elapsed + time.perf_counter() - t_start, done.train_time, done.images_seen)
+            if cfg.save_model:
+                record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
+            record["path"] = str(write_record(record, cfg.results_dir))
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)
+            if board is not None:
+                board.close(cfg, final, cfg.epochs * steps_per_epoch)
+            return record
+    finally:
+        np.random.set_state(host_rngs[0])
+        random.setstate(host_rngs[1])
+        if board is not None:
+            board.close_quietly()
 
 
 def _versions() -> dict[str, str]:

@@ -3,7 +3,10 @@
 A source is registered by name (`pmlbal.registry.register("batches", name)`) and built with
 ``(labels, batch_size, samples_per_class, seed, resample_every)``; ``epoch(n, embed)`` returns the
 epoch's batches as index arrays, calling ``embed()`` (the current model's embeddings of the
-training set) only when it needs them.
+training set) only when it needs them. A source that carries state from one epoch to the next
+returns it from ``state_dict()`` and takes it back in ``load_state_dict(state)`` (torch's convention,
+tensors and plain values), so an interrupted run resumes exactly (`pmlbal.resume`); a source
+without these methods is taken to be stateless.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ class MPerClassBatches:
     def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
         return class_balanced_batches(self.labels, self.batch_size, self.m, self.seed * 1000 + n)
 
+    def state_dict(self) -> dict:
+        return {}  # each epoch's draw is a function of the seed and the epoch alone
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 @register("batches", "spectral")
 class SpectralBatches:
@@ -79,3 +88,9 @@ class SpectralBatches:
         if (n - 1) % self.resample_every == 0:
             self.sampler.update(embed())
         return [np.asarray(b) for b in self.sampler]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)

@@ -85,6 +85,16 @@ class SpectralBatchSampler(Sampler[list[int]]):
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.updates])
 
+    def state_dict(self) -> dict:
+        """What the sampler learnt from its updates (its batches and their count), as tensors."""
+        batches = None if self._batches is None else [torch.from_numpy(np.asarray(b)) for b in self._batches]
+        return {"updates": self.updates, "batches": batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back a `state_dict()`: the next epoch is the one the saved sampler would have yielded."""
+        self.updates = int(state["updates"])
+        self._batches = None if state["batches"] is None else [b.numpy() for b in state["batches"]]
+
     def __len__(self) -> int:
         if self._batches is not None:
             return len(self._batches)

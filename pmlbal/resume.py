@@ -1,0 +1,136 @@
+"""Mid-run checkpoints: `train` saves one at the end of every epoch, `train(resume=True)` continues from it.
+
+A checkpoint holds everything the rest of a run depends on: the model, loss, optimiser and scheduler
+states, the batch source's state, every random generator the run draws from (the augmentation
+generator, torch's global one and the CUDA one in use, numpy's and Python's global ones) and the
+record collected so far. A run killed after epoch k therefore resumes at epoch k+1 and ends with the
+same record as a run never interrupted (timing fields and the run id aside). It lives next to the
+records, as DIR/runs/<dataset>-<loss>-<config key>-s<seed>.ckpt: the run's identity, so the same
+command finds it again, and it is removed once the record is written.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .records import config_key
+
+#: Bump when the checkpoint layout changes; an older file is then refused by name, not misread.
+FORMAT = 1
+
+
+@dataclass
+class Progress:
+    """What a run has done so far: the parts of its record that grow epoch by epoch."""
+
+    epoch: int = 0
+    initial: dict[str, float] | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    train_time: float = 0.0
+    images_seen: int = 0
+    #: Wall-clock seconds spent by earlier, interrupted sessions of this run.
+    elapsed: float = 0.0
+
+
+def checkpoint_path(cfg) -> Path:
+    """Where the run of (resolved) `cfg` keeps its checkpoint: its identity, without a random part."""
+    return Path(cfg.results_dir, "runs", f"{run_name(cfg)}.ckpt")
+
+
+def run_name(cfg) -> str:
+    """`<dataset>-<loss>-<config key>-s<seed>`: the same for every session of one run."""
+    from .train import identity
+
+    return f"{cfg.dataset}-{cfg.loss}-{config_key(identity(cfg))}-s{cfg.seed}"
+
+
+def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
+    """Write the checkpoint of `run` after `progress.epoch` epochs atomically (temp file, fsync, rename).
+
+    `elapsed`: wall seconds of the run so far, this session included."""
+    from .train import identity
+
+    steps = [{k: float(v) for k, v in s.items()} for s in progress.steps]  # one host sync per epoch
+    progress.steps = steps  # and the floats are kept: earlier epochs are not converted again
+    state = {
+        "format": FORMAT,
+        "config": asdict(run.cfg),
+        "config_key": config_key(identity(run.cfg)),
+        "progress": {**asdict(progress), "elapsed": elapsed},
+        "model": run.model.state_dict(),
+        "loss": run.loss_fn.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict() if run.sched is not None else None,
+        "batches": run.batches.state_dict() if hasattr(run.batches, "state_dict") else None,
+        "rng": _rng_states(run),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_run_state(path: Path, run) -> Progress:
+    """Restore `run` (freshly built from the same configuration) to the end of the checkpoint's epoch;
+    return the progress recorded so far. ValueError names the file when it cannot be used."""
+    from .train import identity
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and torch errors share no base class
+        raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({type(err).__name__}: {err}); "
+                         f"remove it to start the run afresh") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ValueError(f"{path}: checkpoint format {found!r}, expected {FORMAT}; remove it to start afresh")
+    if state["config_key"] != config_key(identity(run.cfg)) or state["config"]["seed"] != run.cfg.seed:
+        raise ValueError(f"{path} is the checkpoint of another configuration; remove it to start afresh")
+    run.model.load_state_dict(state["model"])
+    run.loss_fn.load_state_dict(state["loss"])
+    run.opt.load_state_dict(state["optimizer"])
+    if run.sched is not None:
+        run.sched.load_state_dict(state["scheduler"])
+    if state["batches"] is not None:
+        run.batches.load_state_dict(state["batches"])
+    _set_rng_states(run, state["rng"])
+    return Progress(**state["progress"])
+
+
+def _rng_states(run) -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "augment": run.gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if run.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(run.device)
+    return states
+
+
+def _set_rng_states(run, states: dict[str, Any]) -> None:
+    run.gen.set_state(states["augment"])
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate(states["python"])
+    if run.device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], run.device)

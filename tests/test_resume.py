@@ -1,0 +1,148 @@
+"""Resuming an interrupted run (`pmlbal.resume`): it ends with the record of a run never interrupted."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pmlbal.cli import main
+from pmlbal.resume import checkpoint_path
+from pmlbal.train import TrainConfig, train
+
+# test_resnet (timm's smallest ResNet) keeps four epochs on digits to seconds.
+SMALL = dict(dataset="digits", backbone="test_resnet", embedding_dim=16, epochs=4, batch_size=40, samples_per_class=10,
+             progress=False)
+#: Fields that differ between two sessions of the same computation.
+TIMING = {"wall_time_s", "train_time_s", "images_per_s", "run_id", "path", "created"}
+BOOKKEEPING = {"results_dir", "cache_dir", "progress"}
+
+
+def assert_same_record(a: dict, b: dict) -> None:
+    """Equal up to timing and bookkeeping, numbers to 1e-6."""
+    assert set(a) == set(b)
+    for key in set(a) - TIMING - {"config"}:
+        _assert_close(a[key], b[key], key)
+    assert ({k: v for k, v in a["config"].items() if k not in BOOKKEEPING}
+            == {k: v for k, v in b["config"].items() if k not in BOOKKEEPING})
+
+
+def _assert_close(x, y, where: str) -> None:
+    if isinstance(x, dict):
+        assert isinstance(y, dict) and set(x) == set(y), where
+        for k in x:
+            _assert_close(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, list):
+        assert isinstance(y, list) and len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y)):
+            _assert_close(u, v, f"{where}[{i}]")
+    elif isinstance(x, float) and not isinstance(y, bool):
+        assert math.isclose(x, y, rel_tol=0, abs_tol=1e-6) or (math.isnan(x) and math.isnan(y)), (where, x, y)
+    else:
+        assert x == y, (where, x, y)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+class Killed(Exception):
+    pass
+
+
+def _die_after(epoch: int):
+    def on_epoch(entry):
+        if entry["epoch"] == epoch:
+            raise Killed(f"after epoch {epoch}")
+
+    return on_epoch
+
+
+@pytest.mark.slow
+def test_run_stopped_after_epoch_2_of_4_resumes_to_the_uninterrupted_record(tmp_path, cache):
+    # The spectral source carries state across epochs (its batches and update count); with a
+    # re-embedding every 3 epochs the resumed epoch 3 uses the saved batches and epoch 4 the saved
+    # count; evaluating every epoch puts metrics into the saved per-epoch record.
+    cfg = TrainConfig(**SMALL, sampler="spectral", resample_every=3, eval_every=1, results_dir=str(tmp_path / "whole"),
+                      cache_dir=cache)
+    whole = train(cfg)
+    assert not list((tmp_path / "whole" / "runs").glob("*.ckpt"))  # removed once the record is written
+
+    part = replace(cfg, results_dir=str(tmp_path / "part"))
+    with pytest.raises(Killed):
+        train(part, on_epoch=_die_after(2))
+    ckpt = checkpoint_path(part.resolved())
+    assert ckpt.is_file() and not list(ckpt.parent.glob("*.json"))
+
+    # A checkpoint is only taken by the run it belongs to, and an unreadable one is named.
+    other = replace(part, seed=1)
+    shutil.copy(ckpt, checkpoint_path(other.resolved()))
+    with pytest.raises(ValueError, match="another configuration"):
+        train(other, resume=True)
+    junk = replace(part, seed=2)
+    checkpoint_path(junk.resolved()).write_bytes(b"half a file")
+    with pytest.raises(ValueError, match="not a readable pmlbal run checkpoint"):
+        train(junk, resume=True)
+
+    np.random.seed(3)
+    random.seed(3)
+    caller = (np.random.rand(), random.random())
+    np.random.seed(3)
+    random.seed(3)
+    notes, epochs = [], []
+    resumed = train(part, on_epoch=lambda e: epochs.append(e["epoch"]), resume=True, log=notes.append)
+    assert (np.random.rand(), random.random()) == caller  # the caller's generators are left alone
+    assert epochs == [3, 4] and "at epoch 3/4" in notes[0]
+    assert not ckpt.exists()
+    assert_same_record(whole, resumed)
+    assert resumed["epochs"][1]["metrics"]["recall@1"] == whole["epochs"][1]["metrics"]["recall@1"]
+    assert json.loads(Path(resumed["path"]).read_text())["final"] == resumed["final"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_run_killed_by_sigkill_resumes_with_train_resume(tmp_path, cache):
+    cfg = TrainConfig(**SMALL, results_dir=str(tmp_path / "whole"), cache_dir=cache)
+    whole = train(cfg)
+
+    part = replace(cfg, results_dir=str(tmp_path / "part"))
+    # A real kill: no exception handler, no `finally` runs in the killed process.
+    script = textwrap.dedent("""
+        import json, os, signal, sys
+        from pmlbal.train import TrainConfig, train
+
+        def kill(entry):
+            if entry["epoch"] == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        train(TrainConfig(**json.loads(sys.argv[1])), on_epoch=kill)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(asdict(part))], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    assert checkpoint_path(part.resolved()).is_file()
+
+    args = ["train", "--resume", "--dataset", "digits", "--backbone", "test_resnet", "--embedding-dim", "16",
+            "--epochs", "4", "--batch-size", "40", "--samples-per-class", "10", "--results-dir", part.results_dir,
+            "--cache-dir", cache]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "at epoch 3/4" in result.output and "epoch 1:" not in result.output and "epoch 4:" in result.output
+    resumed = json.loads(next((tmp_path / "part" / "runs").glob("*.json")).read_text())
+    assert_same_record({k: v for k, v in whole.items() if k != "path"}, resumed)
+    assert not list((tmp_path / "part" / "runs").glob("*.ckpt"))
