@@ -36,10 +36,11 @@ class TensorBoardLog:
         self.writer = None
 
     def open(self, name: str, initial: dict[str, float] | None, start_step: int) -> None:
-        """Start the run's log. A resumed run (`start_step` > 0) drops what an interrupted session
-        logged past its checkpoint, so no step appears twice."""
+        """Start the run's log at step `start_step` (0, or the last step of a resumed run's checkpoint):
+        a resumed run drops what the interrupted session logged past its checkpoint, so no step appears twice."""
         self.dir = self.root / name
-        self.writer = self._writer_class(log_dir=str(self.dir), purge_step=start_step or None)
+        # Steps up to start_step (the checkpoint's last) are kept; TensorBoard purges from purge_step on.
+        self.writer = self._writer_class(log_dir=str(self.dir), purge_step=start_step + 1 if start_step else None)
         if start_step == 0 and initial:
             self._metrics(initial, 0)
 

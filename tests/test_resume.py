@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from click.testing import CliRunner
 from pmlbal.cli import main
 from pmlbal.resume import checkpoint_path
 from pmlbal.train import TrainConfig, train
+
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 # test_resnet (timm's smallest ResNet) keeps four epochs on digits to seconds.
 SMALL = dict(dataset="digits", backbone="test_resnet", embedding_dim=16, epochs=4, batch_size=40, samples_per_class=10,
@@ -82,8 +85,9 @@ def test_run_stopped_after_epoch_2_of_4_resumes_to_the_uninterrupted_record(tmp_
     assert not list((tmp_path / "whole" / "runs").glob("*.ckpt"))  # removed once the record is written
 
     part = replace(cfg, results_dir=str(tmp_path / "part"))
+    board = str(tmp_path / "tb") if HAVE_TENSORBOARD else None
     with pytest.raises(Killed):
-        train(part, on_epoch=_die_after(2))
+        train(part, on_epoch=_die_after(2), tensorboard=board)
     ckpt = checkpoint_path(part.resolved())
     assert ckpt.is_file() and not list(ckpt.parent.glob("*.json"))
 
@@ -103,13 +107,21 @@ def test_run_stopped_after_epoch_2_of_4_resumes_to_the_uninterrupted_record(tmp_
     np.random.seed(3)
     random.seed(3)
     notes, epochs = [], []
-    resumed = train(part, on_epoch=lambda e: epochs.append(e["epoch"]), resume=True, log=notes.append)
+    resumed = train(part, on_epoch=lambda e: epochs.append(e["epoch"]), resume=True, log=notes.append,
+                    tensorboard=board)
     assert (np.random.rand(), random.random()) == caller  # the caller's generators are left alone
     assert epochs == [3, 4] and "at epoch 3/4" in notes[0]
     assert not ckpt.exists()
     assert_same_record(whole, resumed)
     assert resumed["epochs"][1]["metrics"]["recall@1"] == whole["epochs"][1]["metrics"]["recall@1"]
     assert json.loads(Path(resumed["path"]).read_text())["final"] == resumed["final"]
+    if board:  # the resumed session continues the interrupted one's curves: every step once
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        (run_dir,) = Path(board).iterdir()
+        logged = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload().Scalars("train/pos_term")
+        assert [e.step for e in logged] == list(range(1, len(whole["steps"]) + 1))
+        assert [e.value for e in logged] == pytest.approx([s["pos_term"] for s in whole["steps"]], rel=1e-6)
 
 
 @pytest.mark.slow
