@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -157,6 +158,12 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
         cfg = _with_file(ctx, cfg, values)
         if values is not None and extra and "loss" not in _given_fields(ctx):  # --loss-arg adds to the file's arguments
             cfg = replace(cfg, loss_kwargs={**cfg.loss_kwargs, **extra})
+        if resume and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun: train says why it cannot resume
+            from .resume import checkpoint_path
+
+            if not checkpoint_path(cfg.resolved()).exists():  # e.g. a flag differs from the interrupted run's
+                click.echo(f"nothing to resume ({checkpoint_path(cfg.resolved())} does not exist): "
+                           f"starting from epoch 1")
         record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"),
                            resume=resume, tensorboard=tensorboard, log=click.echo)
     except (ValueError, ImportError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:

@@ -105,7 +105,8 @@ def test_flags_given_override_the_file_and_the_rest_comes_from_it(tmp_path, trai
 
 
 def test_from_record_with_a_flag_changes_only_that_field(tmp_path, trained):
-    cfg = TrainConfig(loss="KCLLoss", loss_kwargs={"t": 0.5}, epochs=2, batch_size=20, samples_per_class=10)
+    cfg = TrainConfig(loss="KCLLoss", loss_kwargs={"t": 0.5}, epochs=2, batch_size=20, samples_per_class=10,
+                      results_dir=str(tmp_path))
     record = {"schema": 1, "run_id": "r", "config": asdict(cfg), "final": {}, "config_key": "k", "seed": 0,
               "command": "pmlbal train"}
     (tmp_path / "r.json").write_text(json.dumps(record))
@@ -113,6 +114,7 @@ def test_from_record_with_a_flag_changes_only_that_field(tmp_path, trained):
     assert result.exit_code == 0, result.output
     got, kw = trained[-1]
     assert got == TrainConfig(**{**asdict(cfg), "seed": 1}) and kw["resume"] is True
+    assert "nothing to resume" in result.output  # e.g. a flag that differs from the interrupted run's
 
 
 @pytest.mark.parametrize("args, word", [
