@@ -158,3 +158,20 @@ def test_run_killed_by_sigkill_resumes_with_train_resume(tmp_path, cache):
     resumed = json.loads(next((tmp_path / "part" / "runs").glob("*.json")).read_text())
     assert_same_record({k: v for k, v in whole.items() if k != "path"}, resumed)
     assert not list((tmp_path / "part" / "runs").glob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_bench_resumes_an_interrupted_run_instead_of_restarting_it(tmp_path, cache):
+    small = {**SMALL, "epochs": 2}
+    # The run bench plans for KCLLoss seed 0, interrupted after its first epoch.
+    with pytest.raises(Killed):
+        train(TrainConfig(**{**small, "loss": "KCLLoss"}, results_dir=str(tmp_path), cache_dir=cache),
+              on_epoch=_die_after(1))
+    args = ["bench", "--losses", "KCLLoss", "--backbone", "test_resnet", "--embedding-dim", "16", "--epochs", "2",
+            "--batch-size", "40", "--samples-per-class", "10", "--results-dir", str(tmp_path), "--cache-dir", cache]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "[1/1] KCLLoss seed 0: resuming" in result.output and "at epoch 2/2" in result.output
+    records = list((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 1 and not list((tmp_path / "runs").glob("*.ckpt"))
+    assert [e["epoch"] for e in json.loads(records[0].read_text())["epochs"]] == [1, 2]
