@@ -76,6 +76,7 @@ def test_every_config_field_of_a_record_is_accepted(tmp_path):
 @pytest.fixture
 def trained(monkeypatch):
     """The configuration the CLI hands to the trainer (no training: the CLI's merging is under test)."""
+    import pmlbal.bench  # noqa: F401  (imported now, it binds the real `train`, not the stand-in below)
     import pmlbal.train
 
     seen = []
