@@ -24,6 +24,7 @@ from .models import EmbeddingModel
 from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
+from .untrained import untrained_metrics
 
 #: Per-data-set training defaults: a view of what each data set registers (`pmlbal.registry`).
 DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(name).defaults))
@@ -406,7 +407,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
             else:
                 if ckpt is not None and ckpt.exists() and log:
                     log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (resume continues it)")
-                done = Progress(initial=run.evaluate() if run.rank == 0 else None)
+                done = Progress(initial=untrained_metrics(run) if run.rank == 0 else None)
             steps_per_epoch = batches_per_epoch(len(run.train_set), cfg.batch_size)
             if board is not None and run.rank == 0:
                 board.open(run_name(cfg), done.initial, start_step=done.epoch * steps_per_epoch)

@@ -1,0 +1,50 @@
+"""The untrained evaluation is memoised by the network and evaluation it depends on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from pmlbal import untrained
+from pmlbal.train import TrainConfig, build_run
+
+
+def _run(tmp_path, **kw):
+    cfg = TrainConfig(dataset="digits", backbone="test_resnet", epochs=1, batch_size=20, samples_per_class=10,
+                      results_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), progress=False)
+    with torch.random.fork_rng():
+        return build_run(replace(cfg, **kw))
+
+
+def test_same_network_is_evaluated_once_and_gives_the_fresh_value(tmp_path, monkeypatch):
+    calls = []
+    a = _run(tmp_path, loss="BalancedNTXentLoss", lr=1e-3)
+    fresh = a.evaluate()
+    evaluate = type(a).evaluate
+    monkeypatch.setattr(type(a), "evaluate", lambda self: calls.append(self.cfg.loss) or evaluate(self))
+    first = untrained.untrained_metrics(a)
+    assert first == fresh and calls == ["BalancedNTXentLoss"]
+    # Another loss, learning rate and batch: the same starting network and evaluation -> the memo.
+    b = _run(tmp_path, loss="NTXentLoss", lr=1e-2, batch_size=40)
+    assert untrained.untrained_key(b) == untrained.untrained_key(a)
+    assert untrained.untrained_metrics(b) == fresh and calls == ["BalancedNTXentLoss"]
+
+
+def test_anything_that_changes_the_numbers_changes_the_key(tmp_path):
+    base = untrained.untrained_key(_run(tmp_path))
+    assert untrained.untrained_key(_run(tmp_path, seed=1)) != base  # other weights
+    assert untrained.untrained_key(_run(tmp_path, eval_split="val", train_split="train-sub")) != base  # other images
+    assert untrained.untrained_key(_run(tmp_path, embedding_dim=16)) != base
+    run = _run(tmp_path)
+    with torch.no_grad():
+        next(run.model.parameters()).add_(1e-6)
+    assert untrained.untrained_key(run) != base
+
+
+def test_a_corrupt_memo_is_evaluated_again(tmp_path):
+    run = _run(tmp_path)
+    first = untrained.untrained_metrics(run)
+    (memo,) = (tmp_path / "cache" / "untrained").glob("*.json")
+    memo.write_text("{not json")
+    assert untrained.untrained_metrics(run) == first
