@@ -127,8 +127,6 @@ def _validate(query, query_labels, reference, reference_labels, ks) -> None:
             raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {shape}")
         if len(x) == 0:
             raise ValueError(f"{name} is empty")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
 
     check(query, "query")
     if query_labels.ndim != 1 or len(query_labels) != len(query):
@@ -145,6 +143,15 @@ def _validate(query, query_labels, reference, reference_labels, ks) -> None:
             raise ValueError(f"query has dimension {query.shape[1]} but reference has {reference.shape[1]}")
     if len(ks) == 0 or any((not isinstance(k, (int, np.integer))) or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {tuple(ks)}")
+
+
+def _all_finite(x: torch.Tensor) -> torch.Tensor:
+    """0-d tensor: no NaN or infinity in `x` (left on the device, to be read with other values)."""
+    if x.dtype == torch.float64:
+        return torch.isfinite(x).all()
+    # One reduction and no n x d boolean temporary (100 MB at 200,000 x 512): summed in fp64, finite
+    # fp32/fp16/bf16 values cannot overflow (n * d * 3.4e38 << 1.8e308), and a NaN or inf survives.
+    return torch.isfinite(x.sum(dtype=torch.float64))
 
 
 def _to_tensor(x) -> torch.Tensor | None:
@@ -205,20 +212,31 @@ def retrieval_metrics(
     ref_counts = torch.bincount(inverse[len(labels_q):], minlength=len(uniq))
     r_per_query = ref_counts[inverse[: len(labels_q)]] - int(self_ref)
     not_lone = r_per_query > 0
-    n_valid = int(not_lone.sum())
+
+    # Every read of a device value waits for the device: the finiteness checks, the number of
+    # non-lone queries and the largest R are read together, once (on CUDA each read is a sync).
+    checks = [_all_finite(query)] + ([] if self_ref else [_all_finite(reference)])
+    head = torch.stack([c.to(dev) for c in checks] + [not_lone.sum(), torch.where(not_lone, r_per_query, 0).max()])
+    *finite, n_valid, max_r = head.tolist()
+    for ok, name in zip(finite, ("query", "reference")):
+        if not ok:
+            raise ValueError(f"{name} contains NaN or infinite values")
 
     k_need = 1
     if "recall" in include:
         k_need = max(k_need, max(ks))
     if {"r_precision", "map_at_r"} & set(include) and n_valid:
-        k_need = max(k_need, int(r_per_query[not_lone].max()))
+        k_need = max(k_need, max_r)
     k_need = min(k_need, n_ref)
 
     search = _Search(reference, backend, metric, dev)
     if block_size is None:
         block_size = max(1, min(len(query), (1 << 26) // max(len(reference), 1)))
-    sums = {f"recall@{k}": 0.0 for k in ks} if "recall" in include else {}
-    sums.update({m: 0.0 for m in ("precision_at_1", "r_precision", "map_at_r") if m in include})
+    names = [f"recall@{k}" for k in ks] if "recall" in include else []
+    names += [m for m in ("precision_at_1", "r_precision", "map_at_r") if m in include]
+    # Per-block sums stay on the device and are read once at the end (fp64, added in block order:
+    # the same values as summing them on the host, without a sync per metric per block).
+    sums = torch.zeros(len(names), dtype=torch.float64, device=dev)
     for q0 in range(0, len(query), block_size):
         q1 = min(len(query), q0 + block_size)
         _, idx = search(query[q0:q1], k_need + int(self_ref))
@@ -226,34 +244,34 @@ def retrieval_metrics(
         if self_ref:
             idx = _drop(idx, _self_mask(idx, torch.arange(q0, q1, device=dev)))
         valid = not_lone[q0:q1]
-        same = labels_r[idx[valid]] == labels_q[q0:q1][valid][:, None]
-        _accumulate(sums, same, r_per_query[q0:q1][valid], ks)
+        same = labels_r[idx] == labels_q[q0:q1, None]
+        sums += _block_sums(names, same, r_per_query[q0:q1], valid, ks)
 
-    out = {name: (total / n_valid if n_valid else math.nan) for name, total in sums.items()}
+    out = {name: (total / n_valid if n_valid else math.nan) for name, total in zip(names, sums.tolist())}
     out["lone_queries"] = int(len(query) - n_valid)
     return out
 
 
-def _accumulate(sums: dict[str, float], same: torch.Tensor, r: torch.Tensor, ks: tuple[int, ...]) -> None:
-    """Add per-query metric values of one block (same: queries x k, ordered neighbours)."""
-    if same.shape[0] == 0:
-        return
-    for k in ks:
-        if f"recall@{k}" in sums:
-            sums[f"recall@{k}"] += float(same[:, :k].any(dim=1).sum())
-    if "precision_at_1" in sums:
-        sums["precision_at_1"] += float(same[:, 0].sum())
-    if "r_precision" in sums or "map_at_r" in sums:
+def _block_sums(names: list[str], same: torch.Tensor, r: torch.Tensor, valid: torch.Tensor,
+                ks: tuple[int, ...]) -> torch.Tensor:
+    """Sums over the block's non-lone queries of each metric in `names` (same: queries x k, ordered
+    neighbours). Lone queries are masked rather than dropped: boolean indexing would read its
+    size back from the device."""
+    same = same & valid[:, None]
+    parts = {f"recall@{k}": same[:, :k].any(dim=1).sum() for k in ks if f"recall@{k}" in names}
+    if "precision_at_1" in names:
+        parts["precision_at_1"] = same[:, 0].sum()
+    if "r_precision" in names or "map_at_r" in names:
         cols = torch.arange(same.shape[1], device=same.device)
-        within_r = cols[None, :] < r[:, None]
-        hits = same & within_r
-        rf = r.to(torch.float64)
-        if "r_precision" in sums:
-            sums["r_precision"] += float((hits.sum(dim=1) / rf).sum())
-        if "map_at_r" in sums:
+        hits = same & (cols[None, :] < r[:, None])
+        rf = r.clamp(min=1).to(torch.float64)  # lone rows: R = 0, no hits, 0 / 1 = 0
+        if "r_precision" in names:
+            parts["r_precision"] = (hits.sum(dim=1) / rf).sum()
+        if "map_at_r" in names:
             cum = hits.cumsum(dim=1).to(torch.float64)
             prec = cum / (cols[None, :] + 1).to(torch.float64)
-            sums["map_at_r"] += float(((prec * hits).sum(dim=1) / rf).sum())
+            parts["map_at_r"] = ((prec * hits).sum(dim=1) / rf).sum()
+    return torch.stack([parts[n].to(torch.float64) for n in names])
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:

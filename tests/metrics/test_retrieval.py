@@ -229,3 +229,22 @@ def test_sort_rows_matches_a_naive_sort_by_distance_then_index():
     for row in range(40):
         want = sorted(zip(dist[row].tolist(), idx[row].tolist()))
         assert list(zip(d[row].tolist(), i[row].tolist())) == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("where", ["query", "reference"])
+@pytest.mark.parametrize("values", [(math.nan,), (math.inf,), (-math.inf, math.inf), (3e38, 3e38), (1e308, 1e308)])
+def test_non_finite_check_agrees_with_isfinite(dtype, where, values):
+    # The check is one fp64 sum per tensor (no n x d temporary): it must refuse exactly what
+    # torch.isfinite refuses, including +inf and -inf together and finite values whose sum overflows fp32.
+    q, r = torch.randn(6, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    bad = q if where == "query" else r
+    bad.view(-1)[: len(values)] = torch.tensor(values, dtype=torch.float64)
+    q, r = q.to(dtype), r.to(dtype)
+    labels_q, labels_r = torch.tensor([0, 1, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 0])
+    if torch.isfinite(q).all() and torch.isfinite(r).all():
+        out = retrieval_metrics(q, labels_q, r, labels_r, ks=(1,), backend="torch")
+        assert out["lone_queries"] == 0
+    else:
+        with pytest.raises(ValueError, match=f"{where} contains NaN or infinite"):
+            retrieval_metrics(q, labels_q, r, labels_r, ks=(1,), backend="torch")
