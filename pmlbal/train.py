@@ -134,16 +134,19 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def distributed_context() -> tuple[int, int]:
+def distributed_context(device: torch.device) -> tuple[int, int]:
     """(rank, world size): (0, 1) normally; under `torchrun` (WORLD_SIZE > 1) the process group is
-    initialised once, NCCL on GPUs and gloo on the CPU."""
+    initialised once, with the backend the run's device needs (NCCL for CUDA, gloo for the CPU,
+    also on a machine that has CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
+    from .distributed import process_group_backend
+
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(process_group_backend(device))
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -262,7 +265,7 @@ def build_run(config: TrainConfig) -> Run:
     `torch.random.fork_rng` to keep the caller's state, as `train` does."""
     cfg = config.resolved()
     loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
-    rank, world = distributed_context()
+    rank, world = distributed_context(pick_device(cfg.device))
     device = _run_device(cfg, rank, world)
     torch.manual_seed(cfg.seed)  # the same initial model on every rank
     # Rank 0 draws the augmentations a single process would; other ranks their own stream.
@@ -278,11 +281,12 @@ def build_run(config: TrainConfig) -> Run:
         model = model.to(memory_format=torch.channels_last)
     forward, train_loss = model, loss_fn
     if world > 1:
-        from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
         from torch.nn.parallel import DistributedDataParallel
 
+        from .distributed import DistributedLoss
+
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        train_loss = DistributedLossWrapper(loss_fn)  # the loss sees the global batch
+        train_loss = DistributedLoss(loss_fn)  # the loss sees the global batch; its own parameters stay in sync
     forward = torch.compile(forward) if cfg.compile else forward
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -369,7 +373,8 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     write. The caller's global torch, numpy and Python generators are left as they were. Under `torchrun`
     each process trains on its slice of every global batch (`batch_size` is the global size),
     gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
-    DistributedLossWrapper, sees the whole global batch; rank 0 evaluates and writes the record
+    DistributedLossWrapper (`distributed.DistributedLoss`, which also averages the gradients of the
+    loss's own parameters), sees the whole global batch; rank 0 evaluates and writes the record
     and returns it, the other ranks return None.
 
     A single-process run saves a checkpoint at the end of every epoch but the last
