@@ -48,7 +48,7 @@ class _Search:
             # numpy has no bf16: convert in torch (faiss searches in fp32 anyway).
             ref = np.ascontiguousarray(self.reference.detach().to("cpu", torch.float32).numpy())
             index = faiss.IndexFlatL2(ref.shape[1]) if self.metric == "euclidean" else faiss.IndexFlatIP(ref.shape[1])
-            if hasattr(faiss, "StandardGpuResources") and self.device.type == "cuda":
+            if self.device.type == "cuda":  # _pick_backend made sure this faiss has GPU support
                 index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), self.device.index or 0, index)
             index.add(ref)
             self.index = index
@@ -180,11 +180,13 @@ def retrieval_metrics(
     and ``lone_queries`` (queries whose class has no reference). Search is exact:
     ``metric="euclidean"`` (PML's default, faiss IndexFlatL2) or ``"inner_product"``.
     ``backend``: ``"faiss"``, ``"torch"`` (blocked matmul + top-k on any device) or
-    ``"auto"`` (torch on CUDA, faiss on CPU). Ties are ordered by reference index.
+    ``"auto"`` (torch on CUDA, faiss on CPU). ``"faiss"`` on a CUDA device needs a GPU build of
+    faiss (pip's faiss-cpu has none). Ties are ordered by reference index.
 
     Raises:
         ValueError: for non-2-D or non-finite embeddings, mismatched lengths or
-            dimensions, non-positive K, K larger than the reference set, unknown names.
+            dimensions, non-positive K, K larger than the reference set, unknown names,
+            ``backend="faiss"`` on CUDA without a GPU build of faiss.
     """
     query, query_labels = _to_tensor(query), _to_tensor(query_labels)
     reference, reference_labels = _to_tensor(reference), _to_tensor(reference_labels)
@@ -280,8 +282,18 @@ def _pick_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "torch" if device.type == "cuda" or not faiss_available() else "faiss"
     if backend == "faiss" and not faiss_available():
-        raise ValueError("backend='faiss' needs the faiss-cpu (or faiss-gpu) package installed")
+        raise ValueError("backend='faiss' needs the faiss-cpu package installed")
+    if backend == "faiss" and device.type == "cuda" and not faiss_gpu_available():
+        raise ValueError(f"backend='faiss' on device {str(device)!r} needs a GPU build of faiss, and this faiss "
+                         "has no GPU support: use backend='torch' (the default on CUDA) or device='cpu'")
     return backend
+
+
+def faiss_gpu_available() -> bool:
+    """faiss is a GPU build (pip's faiss-cpu is not; see the README for the official GPU package)."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources")
 
 
 class TorchKNN:

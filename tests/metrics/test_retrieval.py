@@ -248,3 +248,22 @@ def test_non_finite_check_agrees_with_isfinite(dtype, where, values):
     else:
         with pytest.raises(ValueError, match=f"{where} contains NaN or infinite"):
             retrieval_metrics(q, labels_q, r, labels_r, ks=(1,), backend="torch")
+
+
+def test_faiss_on_cuda_without_a_gpu_faiss_is_one_clear_error(monkeypatch):
+    # Refused before any tensor moves to the device, so this runs on a machine without CUDA too.
+    import faiss
+
+    from pmlbal.metrics.retrieval import TorchKNN, _pick_backend
+
+    monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)  # pip's faiss-cpu
+    x, y = data("clustered", n=20)
+    with pytest.raises(ValueError, match="needs a GPU build of faiss.*backend='torch'") as err:
+        retrieval_metrics(x, y, ks=(1,), backend="faiss", device="cuda")
+    assert "\n" not in str(err.value) and "'cuda'" in str(err.value)
+    with pytest.raises(ValueError, match="GPU build of faiss"):
+        TorchKNN(backend="faiss", device="cuda:1")(x, 1, x, True)
+    assert _pick_backend("auto", torch.device("cuda")) == "torch"  # the default never asks for it
+    assert _pick_backend("faiss", torch.device("cpu")) == "faiss"
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)  # a GPU build
+    assert _pick_backend("faiss", torch.device("cuda")) == "faiss"
