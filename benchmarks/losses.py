@@ -1,12 +1,13 @@
 """Forward+backward time and peak memory of pmlbal's losses next to PML's, in one run.
 
 Usage:
-    python benchmarks/losses.py [--device cpu|cuda] [--sizes 128,256,...] [--dim 512]
+    python benchmarks/losses.py [--device cpu|cuda] [--sizes 128,256,...] [--dim 512] [--profile FILE]
 
 Every (loss, batch size) is measured in a fresh subprocess, so peak memory is that
 run's alone: CUDA's max_memory_allocated, or the growth of the process's peak RSS on
 the CPU. A PML configuration whose [#pos x #neg] tensor would not fit is reported as
-skipped with the estimate, not run. Prints a table with the PML / pmlbal ratios.
+skipped with the estimate, not run. On CUDA each run warms up for ~0.3 s and times ~0.5 s of
+steps (at least --repeats). Prints a table with the PML / pmlbal ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def pml_ntxent_bytes(batch: int, per_class: int) -> float:
     return 4.0 * pos * neg * 4
 
 
-def measure_one(expr: str, batch: int, dim: int, device: str, per_class: int, repeats: int) -> dict:
+def measure_one(expr: str, batch: int, dim: int, device: str, per_class: int, repeats: int,
+                profile: str | None = None) -> dict:
     import torch
     from pytorch_metric_learning import losses as L  # noqa: F401
 
@@ -63,14 +65,25 @@ def measure_one(expr: str, batch: int, dim: int, device: str, per_class: int, re
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
     step()  # warm-up
     sync()
+    if device == "cuda":
+        # A GPU step of a few ms is mostly launch overhead and syncs, and the clocks ramp up under
+        # load: warm up for ~0.3 s and time ~0.5 s of steps, else small batches read slower than large.
+        first = max(time.perf_counter() - t0, 1e-4)
+        for _ in range(min(100, int(0.3 / first))):
+            step()
+        sync()
+        repeats = max(repeats, min(200, int(0.5 / first)))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - t0)
+    if profile:
+        _profile_steps(step, sync, device, profile, f"{expr}, B={batch}, d={dim}, {device}")
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
@@ -78,6 +91,22 @@ def measure_one(expr: str, batch: int, dim: int, device: str, per_class: int, re
     times.sort()
     return {"ms": 1000 * times[len(times) // 2], "peak_mb": max(peak, 0) / 2**20,
             "saved_mb": saved_for_backward(loss_fn, emb, labels) / 2**20}
+
+
+def _profile_steps(step, sync, device: str, path: str, title: str, steps: int = 5) -> None:
+    """torch.profiler's table of `steps` warm steps: where a step's time goes (kernels, syncs, launches)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    with open(path, "w") as f:
+        f.write(f"# {steps} steps of {title}\n")
+        f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25) + "\n")
+        if device == "cuda":
+            f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20) + "\n")
 
 
 def saved_for_backward(loss_fn, emb, labels) -> int:
@@ -103,6 +132,9 @@ def saved_for_backward(loss_fn, emb, labels) -> int:
 def run_case(expr, batch, args) -> dict:
     cmd = [sys.executable, __file__, "--one", expr, "--sizes", str(batch), "--dim", str(args.dim),
            "--device", args.device, "--per-class", str(args.per_class), "--repeats", str(args.repeats)]
+    if args.profile:
+        name = next(k for k, v in CASES.items() if expr in v)
+        cmd += ["--profile", f"{args.profile}.{name}.{'pml' if expr == CASES[name][1] else 'pmlbal'}.{batch}.txt"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -121,12 +153,15 @@ def main() -> None:
     ap.add_argument("--memory-limit-gb", type=float, default=None,
                     help="skip PML runs estimated above this (default: 80%% of RAM or GPU memory)")
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--profile", default=None,
+                    help="write torch.profiler's table of 5 steps of each run to FILE.<case>.<impl>.<B>.txt")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     if args.one:
-        print(json.dumps(measure_one(args.one, sizes[0], args.dim, args.device, args.per_class, args.repeats)))
+        print(json.dumps(measure_one(args.one, sizes[0], args.dim, args.device, args.per_class, args.repeats,
+                                     args.profile)))
         return
 
     import torch
@@ -140,7 +175,8 @@ def main() -> None:
 
         limit = 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU x{torch.get_num_threads()} threads"
-    print(f"# losses: forward+backward, d={args.dim}, {args.per_class} per class, median of {args.repeats}, {device_name}")
+    print(f"# losses: forward+backward, d={args.dim}, {args.per_class} per class, median of {args.repeats}"
+          f"{' or more (~0.5 s of steps)' if args.device == 'cuda' else ''}, {device_name}, torch {torch.__version__}")
     print("# MB = peak memory growth of the step (CUDA allocator, or process RSS on the CPU); "
           "saved = bytes autograd keeps for backward")
     header = (f"{'loss':<13}{'B':>6} | {'pmlbal ms':>10}{'MB':>9}{'saved':>8} | {'PML ms':>10}{'MB':>9}{'saved':>8} | "

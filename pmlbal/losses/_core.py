@@ -94,10 +94,10 @@ class Pairs:
         return torch.cat(rows), torch.cat(cols)
 
     def pos_slice(self, r0: int, r1: int) -> slice:
-        return _anchor_range(self.pos_pairs()[0], r0, r1)
+        return _anchor_range(self.pos_pairs()[0], r0, r1, self.n_rows)
 
     def neg_slice(self, r0: int, r1: int) -> slice:
-        return _anchor_range(self.neg_pairs()[0], r0, r1)
+        return _anchor_range(self.neg_pairs()[0], r0, r1, self.n_rows)
 
     # -- dense blocks ----------------------------------------------------------
     def same_label(self, r0: int, r1: int) -> torch.Tensor:
@@ -192,7 +192,11 @@ def _sort_by_anchor(a: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, tor
     return a[order], o[order]
 
 
-def _anchor_range(sorted_anchors: torch.Tensor, r0: int, r1: int) -> slice:
+def _anchor_range(sorted_anchors: torch.Tensor, r0: int, r1: int, n_rows: int) -> slice:
+    if r0 <= 0 and r1 >= n_rows:
+        # The unchunked block holds every anchor (all lie in [0, n_rows)): the whole list, without
+        # reading searchsorted's bounds back, which on CUDA is a host sync in every loss call.
+        return slice(0, len(sorted_anchors))
     bounds = torch.searchsorted(
         sorted_anchors, torch.tensor([r0, r1], device=sorted_anchors.device, dtype=sorted_anchors.dtype)
     )
