@@ -101,7 +101,8 @@ def measure(which: str, size: str, device: str, warm: int, profile: str | None =
 
 
 def run(which, size, device, args, profile=None) -> dict:
-    cmd = [sys.executable, __file__, "--one", which, "--sizes", size, "--device", device, "--warm", str(args.warm)]
+    warm = args.warm if which == "pmlbal" or args.pml_warm is None else args.pml_warm
+    cmd = [sys.executable, __file__, "--one", which, "--sizes", size, "--device", device, "--warm", str(warm)]
     cmd += ["--profile", profile] if profile else []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement; the median is reported")
     ap.add_argument("--warm", type=int, default=3, help="repeat calls after the cold one, in the same process")
+    ap.add_argument("--pml-repeats", type=int, default=None, help="fresh processes for PML (default: --repeats)")
+    ap.add_argument("--pml-warm", type=int, default=None, help="repeat calls for PML (default: --warm)")
     ap.add_argument("--profile", default=None, help="write a profile of the cold pmlbal call to FILE.<size>.txt")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -136,7 +139,7 @@ def main() -> None:
         if args.profile:
             run("pmlbal", size, args.device, args, profile=f"{args.profile}.{size}.txt")
         theirs = {"skipped": "pmlbal only"} if size == "200k" else _median(
-            [run("pml", size, "cpu", args) for _ in range(args.repeats)])
+            [run("pml", size, "cpu", args) for _ in range(args.pml_repeats or args.repeats)])
         diff = ""
         if "metrics" in ours and "metrics" in theirs:
             d = max(abs(ours["metrics"][k] - theirs["metrics"][k]) for k in theirs["metrics"])
