@@ -59,7 +59,7 @@ else
     RET_CUB=(--sizes cub --repeats 3 --warm 5); RET_SOP=(--sizes sop,200k --repeats 1 --warm 3 --pml-warm 0)
     TORCHRUN_DEV=cuda; CUB_IMAGES=11788
     MAIN=(--dataset cub --root "$WORK/cub" --epochs 3)
-    TUNE=(--dataset cub --root "$WORK/cub" --workers 1,2,4 --window 25)
+    TUNE=(--dataset cub --root "$WORK/cub" --workers 1,2,4 --window 35)
     PIPE=(--steps 15)
 fi
 
@@ -183,7 +183,7 @@ rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
 echo "# pmlbal GPU suite" >"$SUMMARY"
 printf '| step | status | s |\n|---|---|---|\n' >"$LOGS/status.md"
 declare -A LIMIT=([env]=20 [wheels]=60 [tests]=100 [losses-ntxent]=50 [retrieval-cub]=50 [retrieval-sop]=70
-                  [torchrun]=40 [synthetic-cub]=40 [main-job]=80 [tune-workers]=110 [losses-others]=50
+                  [torchrun]=40 [synthetic-cub]=40 [main-job]=80 [tune-workers]=130 [losses-others]=50
                   [losses-chunk]=30 [pipeline]=60)
 for name in $ALL_STEPS; do
     step "$name" "${LIMIT[$name]}"
