@@ -30,7 +30,7 @@ def test_every_step_has_a_body_and_a_limit():
     bodies = re.findall(r"^\s+([\w-]+)\) ", text[text.index("run_step() {"):], re.M)
     assert len(steps) == len(set(steps)) >= 13
     assert set(steps) == set(limits) == set(bodies) - {"*"}
-    assert all(0 < int(v) <= 120 for v in limits.values())
+    assert all(0 < int(v) <= 150 for v in limits.values())  # no step may take a third of the call
     # The default budget fits one device call of 8 minutes, with time to pack the results.
     assert int(re.search(r"echo 1500 \|\| echo (\d+)", text).group(1)) <= 470
 
