@@ -40,8 +40,8 @@ class DistributedLoss(torch.nn.Module):
     order, drift apart. Here their gradients are summed over ranks and divided by W² during
     backward, so every rank holds the same gradient, equal to a single process's on the global
     batch (with ``efficient=True`` too, where the global loss is the mean of the ranks' losses over
-    their own anchors). The sync runs in backward, in the same order
-    on every rank (the loss graph is the same), before DDP's own all-reduces of the model.
+    their own anchors). The all-reduces run inside backward: every rank builds the same graph, so
+    autograd issues them, and DDP's bucket all-reduces, in the same order on every rank.
 
     Args:
         loss: a PML loss (``BaseMetricLossFunction`` or ``CrossBatchMemory``), with or without parameters.
