@@ -126,6 +126,8 @@ install_wheels() {
 run_tests() {
     local par=()
     "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" != 1 ] && par=(-n 8)
+    # A hung test fails alone (and the report still prints) instead of using up the step's limit.
+    "$PY" -c "import pytest_timeout" 2>/dev/null && par+=(--timeout 90)
     "$PY" -m pytest -q -p no:cacheprovider -rfE "${par[@]}" "${TESTS[@]}"
 }
 

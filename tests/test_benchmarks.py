@@ -44,6 +44,7 @@ def test_retrieval_benchmark_times_the_cold_call_in_a_fresh_process_and_warm_cal
     assert f"{got['s']:.3f}" in bench._cells(got) and f"{got['warm_s']:.3f}" in bench._cells(got)
 
 
+@pytest.mark.slow
 def test_synthetic_cub_is_read_as_cub_with_its_class_split(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "synthetic_cub.py"), str(tmp_path), "--images", "430",
            "--size", "40x30"]
