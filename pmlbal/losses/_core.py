@@ -106,11 +106,14 @@ class Pairs:
 
     def _label_mask(self, r0: int, r1: int, positive: bool) -> torch.Tensor:
         same = self.same_label(r0, r1)
-        mask = same if positive else ~same
-        if self.exclude_self and positive:
-            idx = torch.arange(r0, min(r1, self.n_cols), device=self.device)
-            mask[idx - r0, idx] = False
-        return mask
+        return self._drop_self(same, r0) if positive else ~same
+
+    def _drop_self(self, same: torch.Tensor, r0: int) -> torch.Tensor:
+        if self.exclude_self:
+            # Row k of the block is anchor r0 + k: its self-pair is column r0 + k, the diagonal at
+            # offset r0 (one fill, where index lists cost an arange, a shift and a scatter).
+            same.diagonal(offset=r0).fill_(False)
+        return same
 
     def block(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(pos, neg) for anchor rows r0..r1, each (r1-r0) x M.
@@ -119,7 +122,9 @@ class Pairs:
         `dtype` when built from a miner's pairs, where a pair may appear twice.
         """
         if self.from_labels:
-            return self._label_mask(r0, r1, positive=True), self._label_mask(r0, r1, positive=False)
+            same = self.same_label(r0, r1)  # once for both masks
+            neg = ~same
+            return self._drop_self(same, r0), neg
         return (
             self._count_block(self.pos_pairs(), self.pos_slice(r0, r1), r0, r1, dtype),
             self._count_block(self.neg_pairs(), self.neg_slice(r0, r1), r0, r1, dtype),
@@ -236,11 +241,13 @@ def masked_logsumexp(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
     has_any = keep.any(dim=1)
     x = x.masked_fill(~keep, float("-inf"))
     row_max = x.amax(dim=1, keepdim=True).detach()
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    # Empty rows (max -inf) shift by 0. Scalars in where, one nan_to_num: on a GPU a step of a few
+    # ms is kernel launches, and each zeros_like/isfinite is one or more of them.
+    row_max = torch.nan_to_num(row_max, nan=0.0, posinf=0.0, neginf=0.0)
     e = torch.exp(x - row_max)
     total = (e if weight.dtype == torch.bool else weight * e).sum(dim=1)
-    safe = torch.where(has_any, total, torch.ones_like(total))
-    lse = torch.where(has_any, torch.log(safe) + row_max.squeeze(1), torch.zeros_like(total))
+    safe = torch.where(has_any, total, 1.0)
+    lse = torch.where(has_any, torch.log(safe) + row_max.squeeze(1), 0.0)
     return lse, has_any
 
 
@@ -316,7 +323,7 @@ def detached_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Te
     x = x.detach()
     if mask is not None:
         count = mask.sum()
-        return torch.where(mask, x, torch.zeros_like(x)).sum() / count.clamp(min=1)
+        return torch.where(mask, x, 0.0).sum() / count.clamp(min=1)
     if x.numel() == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
     return x.mean()

@@ -77,8 +77,8 @@ class BalancedNTXentLoss(PMLCompatibleLoss):
         pos_logit, neg_lse, valid = self.map_blocks(block, batch)
         pos_term = -pos_logit
         ent_term = neg_lse if self.decoupled else torch.logaddexp(pos_logit, neg_lse)
-        ent_term = torch.where(valid, ent_term, torch.zeros_like(ent_term))
-        losses = torch.where(valid, pos_term + self.balance * ent_term, torch.zeros_like(pos_term))
+        ent_term = torch.where(valid, ent_term, 0.0)
+        losses = torch.where(valid, pos_term + self.balance * ent_term, 0.0)
         return Output(
             {"loss": {"losses": losses, "indices": batch.pairs.pos_pairs(), "reduction_type": "pos_pair"}},
             detached_mean(pos_term, valid),
