@@ -43,6 +43,10 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
+# Taken at import: the code this process runs, even if the files change under a long sweep.
+_CODE_HASH = _code_hash()
+
+
 def untrained_key(run: "Run") -> str:
     """Hash of everything the untrained evaluation depends on."""
     h = hashlib.sha256()
@@ -57,7 +61,7 @@ def untrained_key(run: "Run") -> str:
     settings["device"] = run.device.type
     settings["torch"] = torch.__version__
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(_code_hash().encode())
+    h.update(_CODE_HASH.encode())
     return h.hexdigest()[:32]
 
 
