@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from .records import config_key, find_existing
-from .train import TrainConfig, identity, make_loss, train
+from .train import TrainConfig, identity, loss_data_args, make_loss, train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
 DEFAULT_LOSSES = (
@@ -18,6 +18,9 @@ DEFAULT_LOSSES = (
     "BalancedContrastiveLoss(aggregation=mean)",
     "DHELLoss",
     "KCLLoss",
+    # Appended (rows are keyed by configuration, so the six above keep theirs); its proxies get
+    # num_classes and embedding_size from the data and model (`train.loss_data_args`).
+    "ProxyAnchorLoss",
 )
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
@@ -93,8 +96,9 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
         configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log, tuned_study) if tuned_storage
                          else replace(base, loss=name, loss_kwargs=kwargs))
     for cfg in configs.values():  # a bad spec late in the list must not fail after hours of training
-        cfg.resolved()
-        make_loss(cfg.loss, **cfg.loss_kwargs)
+        resolved = cfg.resolved()
+        # Two classes stand in for the training classes, known only once the data is loaded.
+        make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, 2, resolved.embedding_dim))
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()

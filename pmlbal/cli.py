@@ -10,11 +10,34 @@ from pathlib import Path
 import click
 
 from .data import SPLITS
+from .data.cache import CACHE_MODES
+from .models import HEAD_INITS, POOLINGS
+from .protocols import list_protocols
 from .registry import list_batch_sources, list_datasets
 
 DATASET = click.Choice(list_datasets())
 POSITIVE_INT = click.IntRange(min=1)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+class PositiveFloatOrNone(click.ParamType):
+    """A float > 0, or 'none' (unset: what a preset set is switched off)."""
+
+    name = "float|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "none":
+            return value
+        try:
+            v = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+        if not v > 0:
+            self.fail(f"{value!r} must be > 0", param, ctx)
+        return v
+
+
+POSITIVE_FLOAT_OR_NONE = PositiveFloatOrNone()
 
 
 def _fail(err: Exception) -> None:
@@ -26,24 +49,61 @@ def _train_options(f):
         click.option("--dataset", type=DATASET, default="digits", show_default=True, help="Data set to train and evaluate on."),
         click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
                      help="Folder holding the data set's official layout (not needed for digits)."),
-        click.option("--backbone", default=None, help="timm model name (default: per data set)."),
-        click.option("--pretrained", default=None, help="'timm' or a local state-dict file; random init if omitted."),
+        click.option("--protocol", type=click.Choice(list_protocols()), default=None,
+                     help="A published recipe's values (docs/protocols.md); other flags override them."),
+        click.option("--backbone", default=None,
+                     help="timm model name, optionally with a weights tag: resnet50.tv_in1k (default: per data set)."),
+        click.option("--pretrained", default=None,
+                     help="'timm', a local state-dict file, or 'none' (random init, the default)."),
         click.option("--embedding-dim", type=POSITIVE_INT, default=None, help="Embedding size."),
         click.option("--epochs", type=POSITIVE_INT, default=None, help="Training epochs."),
         click.option("--batch-size", type=POSITIVE_INT, default=None, help="Batch size (P classes x m samples)."),
         click.option("--samples-per-class", type=click.IntRange(min=2), default=None, help="m, samples per class in a batch."),
-        click.option("--lr", type=POSITIVE_FLOAT, default=None, help="AdamW learning rate."),
+        click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Learning rate (of the trunk)."),
+        click.option("--head-lr", type=POSITIVE_FLOAT_OR_NONE, default=None, help="Embedding head's learning rate [lr]."),
+        click.option("--loss-lr", type=POSITIVE_FLOAT_OR_NONE, default=None,
+                     help="Learning rate of the loss's own parameters, e.g. proxies [100 x lr]."),
+        click.option("--optimizer", type=click.Choice(["adamw", "adam", "rmsprop"]), default=None, help="[adamw]"),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="[1e-4]"),
+        click.option("--schedule", type=click.Choice(["cosine", "constant", "step"]), default=None,
+                     help="After the warm-up: cosine to 0, constant, or x --lr-gamma every --lr-step-epochs [cosine]."),
+        click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None, help="Linear lr warm-up [1]."),
+        click.option("--lr-step-epochs", type=POSITIVE_INT, default=None, help="--schedule step: epochs per step [10]."),
+        click.option("--lr-gamma", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="--schedule step: factor per step [0.5]."),
+        click.option("--freeze-trunk-epochs", type=click.IntRange(min=0), default=None,
+                     help="Train only the head and the loss's parameters for the first N epochs [0]."),
+        click.option("--clip-grad-value", type=POSITIVE_FLOAT_OR_NONE, default=None,
+                     help="Clip each gradient element to [-V, V] [none]."),
+        click.option("--pooling", type=click.Choice(POOLINGS), default=None,
+                     help="Backbone pooling; avg+max sums GAP and GMP (Proxy-Anchor) [avg]."),
+        click.option("--head-init", type=click.Choice(HEAD_INITS), default=None, help="[default]"),
+        click.option("--cache-size", type=POSITIVE_INT, default=None, help="Cached image side in px (default: per data set)."),
+        click.option("--input-size", type=POSITIVE_INT, default=None, help="Crop size fed to the model (default: per data set)."),
+        click.option("--crop-scale", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="Smallest area fraction of a training crop (default: per data set)."),
+        click.option("--cache-mode", type=click.Choice(CACHE_MODES), default=None,
+                     help="Training views from a centre square, or the whole image with its aspect kept [square]."),
+        click.option("--eval-on", type=click.Choice(["head", "backbone"]), default=None,
+                     help="Evaluate the head's embeddings or the pooled backbone output [head]."),
+        click.option("--cv-folds", type=click.IntRange(min=0), default=None,
+                     help="k >= 2: k models on class-disjoint folds of the train classes, embeddings concatenated [0]."),
+        click.option("--lead-metric", type=click.Choice(["recall@1", "map_at_r", "r_precision", "precision_at_1"]),
+                     default=None, help="Metric that picks the best epoch with --eval-every [recall@1]."),
         click.option("--eval-split", type=click.Choice(["test", "val"]), default="test", show_default=True,
                      help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
+        click.option("--train-split", type=click.Choice(["train", "train-sub"]), default=None,
+                     help="Training split [train; train-sub with --eval-split val]."),
         click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Evaluate every N epochs as well as at the end (0: only at the end)."),
-        click.option("--sampler", type=click.Choice(list_batch_sources()), default="m-per-class",
-                     show_default=True, help="Batches: random P classes x m, or spectral clusters of confusable classes."),
+        click.option("--sampler", type=click.Choice(list_batch_sources()), default=None,
+                     help="Batches: random P classes x m (m-per-class, the default), spectral clusters of confusable "
+                          "classes, or random samples."),
         click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
                      help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
-        click.option("--freeze-bn", is_flag=True, help="Freeze BatchNorm statistics and affine parameters."),
+        click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm statistics and affine parameters."),
         click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
                      help="Run records go to DIR/runs/."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -55,16 +115,20 @@ def _train_options(f):
 
 
 def _base_config(**kw):
-    from .train import TrainConfig
+    """The TrainConfig the shared options describe: the data set's (or --protocol's) values, then
+    every option given (None: not given; 'none': unset)."""
+    from dataclasses import fields
 
-    train_split = "train-sub" if kw["eval_split"] == "val" else "train"
-    return TrainConfig(
-        dataset=kw["dataset"], root=kw["root"], backbone=kw["backbone"], pretrained=kw["pretrained"],
-        embedding_dim=kw["embedding_dim"], epochs=kw["epochs"], batch_size=kw["batch_size"],
-        samples_per_class=kw["samples_per_class"], lr=kw["lr"], train_split=train_split, eval_split=kw["eval_split"],
-        eval_every=kw["eval_every"], sampler=kw["sampler"], resample_every=kw["resample_every"], device=kw["device"], compile=kw["compile_"], freeze_bn=kw["freeze_bn"],
-        results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
-    )
+    from .protocols import protocol_values
+    from .train import TrainConfig, implied_train_split
+
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in kw.items() if k in names and v is not None}
+    given["compile"] = kw["compile_"]
+    given["train_split"] = kw.get("train_split") or implied_train_split(kw["eval_split"])
+    values = protocol_values(kw["protocol"], kw["dataset"]) if kw.get("protocol") else {}
+    values.update({k: None if v == "none" else v for k, v in given.items()})
+    return TrainConfig(**values)
 
 
 #: TrainConfig fields a flag sets, where they are not the flag's own name.
@@ -94,6 +158,10 @@ def _with_file(ctx: click.Context, flags, values: dict | None):
     if values is None:
         return flags
     given = _given_fields(ctx) & set(asdict(flags))
+    if "protocol" in given and flags.protocol:  # --protocol on the command line brings its values over the file's
+        from .protocols import protocol_values
+
+        given |= set(protocol_values(flags.protocol, flags.dataset))
     return TrainConfig(**{**values, **{f: getattr(flags, f) for f in given}})
 
 
@@ -200,7 +268,7 @@ def eval_(checkpoint, split, root, device, cache_dir):
 @main.command()
 @_train_options
 @click.option("--losses", default="default", show_default=True,
-              help="'default' (the main job's six losses), 'all' (every pmlbal loss) or a comma list of specs.")
+              help="'default' (the main job's losses), 'all' (every pmlbal loss) or a comma list of specs.")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="Seeds per loss.")
 @click.option("--config", "config_", multiple=True, metavar="default|tuned|FILE",
               help="'tuned': each loss's best configuration from a tuning study in --storage (default if none); "

@@ -19,6 +19,8 @@ EXTRA_METRICS = ("map_at_r", "r_precision")
 def loss_label(config: dict[str, Any]) -> str:
     kwargs = ", ".join(f"{k}={v}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
     label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
+    if config.get("protocol"):
+        label += f" [protocol {config['protocol']}]"
     if not config.get("tuned_from"):
         return label
     runs = config.get("tuned_runs")
@@ -46,9 +48,22 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         for name in [f"recall@{k}" for k in ks] + list(EXTRA_METRICS):
             vals = [r["final"][name] for r in runs if name in r["final"]]
             row[name] = (mean(vals), pstdev(vals) if len(vals) > 1 else 0.0) if vals else (math.nan, math.nan)
+        best = [b for b in (_best(r) for r in runs) if b is not None]
+        if best:  # runs evaluated every few epochs: the best epoch too, as papers that report it do
+            vals = [b["metrics"][f"recall@{ks[0]}"] for b in best]
+            row["best"] = (mean(vals), pstdev(vals) if len(vals) > 1 else 0.0, [b["epoch"] for b in best],
+                           best[0]["metric"])
         rows.append(row)
     rows.sort(key=lambda row: (-row[f"recall@{ks[0]}"][0], row["loss"]))
     return rows
+
+
+def _best(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's best evaluated epoch (by its config's lead metric), also for records written
+    before `train` stored it."""
+    from .train import best_epoch
+
+    return record.get("best") or best_epoch(record.get("epochs", []), record["config"].get("lead_metric", "recall@1"))
 
 
 def _metric_names(dataset: str) -> list[str]:
@@ -58,6 +73,7 @@ def _metric_names(dataset: str) -> list[str]:
 def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
     metrics = _metric_names(dataset)
     devices = sorted({r["device"] for r in rows})
+    best_col = any("best" in r for r in rows)
     splits = sorted({r["eval_split"] for r in rows})
     lines = [
         f"# {dataset} leaderboard",
@@ -67,15 +83,23 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
         f"Hardware: {'; '.join(devices)}. "
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
            if any(r["seeds"] < expected_seeds for r in rows) else "")
-        + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`.",
+        + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`."
+        + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{STANDARD_KS[dataset][0]} among the "
+           "epochs evaluated (`--eval-every`), picked by the run's lead metric, with its epoch per seed: the number "
+           "papers that report their best epoch give, chosen on test and so optimistic." if best_col else ""),
         "",
         "| # | loss | " + " | ".join(m.replace("recall@", "R@").replace("map_at_r", "MAP@R").replace("r_precision", "RP")
-                                      for m in metrics) + " | seeds | backbone | dim | batch | epochs | train s | command |",
-        "|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|---|---|",
+                                      for m in metrics) + (" | best epoch" if best_col else "")
+        + " | seeds | backbone | dim | batch | epochs | train s | command |",
+        "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + "---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
         cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
+        if best_col:
+            b = row.get("best")
+            cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
+                         + f" (epoch {', '.join(map(str, b[2]))})")
         mark = "" if row["seeds"] >= expected_seeds else " †"
         lines.append(
             f"| {i} | {row['loss']} | " + " | ".join(cells)
@@ -87,14 +111,20 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
 
 def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
     metrics = _metric_names(dataset)
+    best_col = any("best" in r for r in rows)
+    k = STANDARD_KS[dataset][0]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["loss", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "seeds", "backbone",
-                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command"])
+                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command"]
+               + ([f"best_recall@{k}_mean", f"best_recall@{k}_std", "best_epochs"] if best_col else []))
     for row in rows:
+        b = row.get("best")
         w.writerow([row["loss"], *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
                     row["embedding_dim"], row["batch_size"], row["epochs"], f"{row['train_time_s']:.1f}",
-                    row["config_key"], row["command"]])
+                    row["config_key"], row["command"]]
+                   + ([] if not best_col else ["", "", ""] if b is None
+                      else [f"{b[0]:.6f}", f"{b[1]:.6f}", " ".join(map(str, b[2]))]))
     return buf.getvalue()
 
 

@@ -8,12 +8,31 @@ import timm
 import torch
 from torch import nn
 
+#: How the backbone's last feature map becomes one vector (``pmlbal train --pooling``).
+POOLINGS = ("avg", "max", "avg+max")
+#: Head initialisations (``--head-init``): PyTorch's default, or Proxy-Anchor's Kaiming-normal
+#: (fan_out) weights with zero bias (tjddus9597/Proxy-Anchor-CVPR2020 code/net/resnet.py).
+HEAD_INITS = ("default", "kaiming")
+
+
+def check_backbone_name(backbone: str) -> None:
+    """ValueError unless `backbone` is a timm model name, optionally with a pretrained tag
+    (``resnet50.tv_in1k``) that timm knows for it."""
+    base, _, tag = backbone.partition(".")
+    if base not in timm.list_models():
+        raise ValueError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
+    if tag and backbone not in timm.list_pretrained(f"{base}.*"):
+        tags = ", ".join(n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")) or "none"
+        raise ValueError(f"unknown pretrained tag {tag!r} for timm backbone {base!r} (known tags: {tags})")
+
 
 class EmbeddingModel(nn.Module):
     """``timm.create_model(backbone, num_classes=0)`` followed by a linear head to `embedding_dim`.
 
     Args:
-        backbone: any timm model name (``timm.list_models()``).
+        backbone: any timm model name (``timm.list_models()``), optionally with a pretrained
+            tag (``resnet50.tv_in1k``): the tag chooses which weights ``"timm"`` fetches and,
+            with a local file too, the input mean/std (from the tag's ``pretrained_cfg``).
         embedding_dim: output size of the head.
         pretrained: None (random init), ``"timm"`` (timm's own cache/hub; fails offline
             unless the weights are already cached) or a path to a local weights file
@@ -22,14 +41,22 @@ class EmbeddingModel(nn.Module):
             its keys is refused.
         freeze_bn: keep every BatchNorm in eval mode with frozen affine parameters, the
             usual practice in deep metric learning with small class-balanced batches.
+        pooling: ``avg`` (timm's own head), ``max`` or ``avg+max`` (global average plus global
+            max pooling, summed, as Proxy-Anchor's ResNets do) of the last feature map; the
+            last two need a backbone whose ``forward_features`` returns an NCHW map.
+        head_init: ``default`` or ``kaiming`` (see `HEAD_INITS`).
     """
 
-    def __init__(self, backbone: str, embedding_dim: int = 128, pretrained: str | None = None, freeze_bn: bool = False):
+    def __init__(self, backbone: str, embedding_dim: int = 128, pretrained: str | None = None, freeze_bn: bool = False,
+                 pooling: str = "avg", head_init: str = "default"):
         super().__init__()
-        if backbone not in timm.list_models():
-            raise ValueError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
+        check_backbone_name(backbone)
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
         self.backbone = timm.create_model(backbone, pretrained=pretrained == "timm", num_classes=0)
         if pretrained not in (None, "timm"):
             path = Path(pretrained)
@@ -47,10 +74,18 @@ class EmbeddingModel(nn.Module):
             loaded = len(state) - len(unexpected)
             if loaded == 0:
                 raise ValueError(f"{path} holds no weights for backbone {backbone!r}")
-        # Models with a pre-logits MLP (MobileNetV3, ...) output head_hidden_size, not num_features.
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.pooling = pooling
+        if pooling == "avg":
+            # Models with a pre-logits MLP (MobileNetV3, ...) output head_hidden_size, not num_features.
+            width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        else:
+            width = self.backbone.num_features
         self.head = nn.Linear(width, embedding_dim)
+        if head_init == "kaiming":
+            nn.init.kaiming_normal_(self.head.weight, mode="fan_out")
+            nn.init.zeros_(self.head.bias)
         self.freeze_bn = freeze_bn
+        # The model's own pretrained_cfg: a tagged name carries its tag's mean/std (DINO, RA4, ...).
         cfg = timm.data.resolve_data_config({}, model=self.backbone)
         self.mean: tuple[float, ...] = tuple(cfg["mean"])
         self.std: tuple[float, ...] = tuple(cfg["std"])
@@ -68,5 +103,16 @@ class EmbeddingModel(nn.Module):
                     m.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone output, before the head (``--eval-on backbone``)."""
+        if self.pooling == "avg":
+            return self.backbone(x)
+        f = self.backbone.forward_features(x)
+        if f.dim() != 4:
+            raise ValueError(f"pooling {self.pooling!r} needs an NCHW feature map, but "
+                             f"{type(self.backbone).__name__}.forward_features gives shape {tuple(f.shape)}")
+        mx = f.amax(dim=(2, 3))
+        return mx if self.pooling == "max" else f.mean(dim=(2, 3)) + mx
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.features(x))

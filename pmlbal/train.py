@@ -17,10 +17,10 @@ import torch
 
 from . import data as data_mod
 from .checkpoints import evaluate_checkpoint, load_checkpoint, save_checkpoint  # noqa: F401  (public names)
-from .data.cache import load_or_build
+from .data.cache import CACHE_MODES, load_or_build, load_or_build_aspect
 from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_resized_crop_flip
 from .metrics import embedding_geometry, retrieval_metrics
-from .models import EmbeddingModel
+from .models import HEAD_INITS, POOLINGS, EmbeddingModel
 from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
@@ -28,6 +28,16 @@ from .untrained import untrained_metrics
 
 #: Per-data-set training defaults: a view of what each data set registers (`pmlbal.registry`).
 DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(name).defaults))
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop")
+#: Learning-rate schedules after the linear warm-up: cosine decay to 0 (the harness's own), a
+#: constant rate, or a step decay by `lr_gamma` every `lr_step_epochs` epochs (Proxy-Anchor).
+SCHEDULES = ("cosine", "constant", "step")
+EVAL_ON = ("head", "backbone")
+LEAD_METRICS = ("recall@1", "map_at_r", "r_precision", "precision_at_1")
+#: Multiplier of `lr` for a loss's own parameters when `loss_lr` is not given: Proxy-Anchor's
+#: proxies train at 100 x (tjddus9597/Proxy-Anchor-CVPR2020 code/train.py).
+LOSS_LR_FACTOR = 100.0
 
 
 @dataclass
@@ -68,6 +78,35 @@ class TrainConfig:
     tuned_runs: int | None = None
     #: Also save the trained model (weights + this config) to DIR/models/<run_id>.pt, for `pmlbal eval`.
     save_model: bool = False
+    # Recipe options (published protocols, `pmlbal.protocols`); each default is the harness as it was,
+    # so records made before they existed keep their identity.
+    #: The preset the values came from (`pmlbal.protocols`): provenance, shown on the board.
+    protocol: str | None = None
+    #: avg | max | avg+max (GAP + GMP summed, Proxy-Anchor) of the backbone's last feature map.
+    pooling: str = "avg"
+    #: default | kaiming (Proxy-Anchor's embedding initialisation).
+    head_init: str = "default"
+    #: The embedding head's learning rate (None: `lr`).
+    head_lr: float | None = None
+    #: The loss's own parameters' learning rate, e.g. proxies (None: LOSS_LR_FACTOR x `lr`).
+    loss_lr: float | None = None
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.5
+    #: The first N epochs train only the head and the loss's parameters (Proxy-Anchor's --warm).
+    freeze_trunk_epochs: int = 0
+    #: Clip every gradient element to [-v, v] before the step (None: no clipping).
+    clip_grad_value: float | None = None
+    #: Training cache: square (centre square, as before) | aspect (whole image, `pmlbal.data.cache`).
+    cache_mode: str = "square"
+    #: Evaluate the head's embeddings or the pooled backbone output before the head.
+    eval_on: str = "head"
+    #: k > 1: k models on class-disjoint folds of the train classes, each leaving one fold out;
+    #: test embeddings are the k models' concatenated (MLRC).
+    cv_folds: int = 0
+    #: The metric that picks the best epoch (the board reports the final one first).
+    lead_metric: str = "recall@1"
 
     def resolved(self) -> "TrainConfig":
         """A copy with data-set defaults filled in and every value checked."""
@@ -100,7 +139,35 @@ class TrainConfig:
             raise ValueError(f"resample_every must be >= 1, got {cfg.resample_every}")
         if cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test"):
             raise ValueError("train_split must be train|train-sub and eval_split val|test")
+        cfg._check_recipe()
         return cfg
+
+    def _check_recipe(self) -> None:
+        choices = {"pooling": POOLINGS, "head_init": HEAD_INITS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+                   "cache_mode": CACHE_MODES, "eval_on": EVAL_ON, "lead_metric": LEAD_METRICS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.protocol is not None:
+            from .protocols import get_protocol
+
+            get_protocol(self.protocol)
+        for name in ("head_lr", "loss_lr", "clip_grad_value"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.freeze_trunk_epochs < 0:
+            raise ValueError(f"weight_decay, warmup_epochs and freeze_trunk_epochs must be >= 0, got "
+                             f"{self.weight_decay}, {self.warmup_epochs}, {self.freeze_trunk_epochs}")
+        if self.lr_step_epochs < 1 or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_step_epochs must be >= 1 and lr_gamma in (0, 1], got {self.lr_step_epochs}, "
+                             f"{self.lr_gamma}")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ValueError(f"cv_folds must be 0 (off) or >= 2, got {self.cv_folds}")
+        if self.cv_folds and self.save_model:
+            raise ValueError("save_model keeps one model; a cv_folds run trains several")
 
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -124,6 +191,25 @@ def make_loss(name: str, **kwargs: Any) -> torch.nn.Module:
             f"unknown loss {name!r}; pmlbal losses: {', '.join(list_losses())}; or any PML loss class name"
         ) from None
     return create(name, **kwargs)
+
+
+#: Constructor arguments the harness fills from the data and the model when a loss takes them and
+#: they are not given (PML's proxy and classifier losses: ProxyAnchorLoss, ArcFaceLoss, ...).
+DATA_LOSS_ARGS = ("num_classes", "embedding_size")
+
+
+def loss_data_args(name: str, kwargs: dict[str, Any], num_classes: int, embedding_size: int) -> dict[str, Any]:
+    """`kwargs` plus `num_classes` (training classes) and `embedding_size` where the loss's
+    constructor takes them and `kwargs` leaves them out. They never enter the config, so a run's
+    identity stays its user-given arguments."""
+    import inspect
+
+    try:
+        params = inspect.signature(get(name, kind="loss").__init__).parameters
+    except ValueError:
+        return dict(kwargs)  # unknown names fail in make_loss with the full list
+    known = {"num_classes": num_classes, "embedding_size": embedding_size}
+    return {**{k: v for k, v in known.items() if k in params and k not in kwargs}, **kwargs}
 
 
 def pick_device(device: str) -> torch.device:
@@ -152,26 +238,34 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
 
 @torch.no_grad()
 def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch.device,
-          batch_size: int = 256, amp: bool = False, augment: torch.Generator | None = None) -> torch.Tensor:
-    """L2-normalised fp32 embeddings of the whole bank: centre crops, or training augmentations with `augment`."""
+          batch_size: int = 256, amp: bool = False, augment: torch.Generator | None = None,
+          on: str = "head") -> torch.Tensor:
+    """L2-normalised fp32 embeddings of the whole bank: centre crops, or training augmentations with
+    `augment`; of the head's output, or with ``on="backbone"`` of the pooled backbone output."""
     model.eval()
     out = []
     for i in range(0, len(bank), batch_size):
-        images = bank.take(torch.arange(i, min(i + batch_size, len(bank))))
+        idx = torch.arange(i, min(i + batch_size, len(bank)))
+        images = bank.take(idx)
         if augment is None:
             x = center_crop_resize(images, input_size)
         else:
-            x = random_resized_crop_flip(images, input_size, augment)
+            x = random_resized_crop_flip(images, input_size, augment, valid=bank.take_boxes(idx))
         x = normalize(x, model.mean, model.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            z = model(x.contiguous(memory_format=torch.channels_last) if amp else x)
+            x = x.contiguous(memory_format=torch.channels_last) if amp else x
+            z = model(x) if on == "head" else model.features(x)
         out.append(torch.nn.functional.normalize(z.float(), dim=1))
     return torch.cat(out)
 
 
 def evaluate(model, bank, labels, cfg: TrainConfig, device) -> dict[str, float]:
-    """Retrieval metrics at the data set's standard Ks, and embedding geometry."""
-    z = embed(model, bank, cfg.input_size, device, amp=device.type == "cuda")
+    """Retrieval metrics at the data set's standard Ks, and embedding geometry. `model` may be a
+    list of models (cross-validation folds): their L2-normalised embeddings are concatenated and
+    scaled by 1/sqrt(k), so cosine similarity is the mean of the models' (MLRC's ConcatenateEmbeddings)."""
+    models = model if isinstance(model, (list, tuple)) else [model]
+    zs = [embed(m, bank, cfg.input_size, device, amp=device.type == "cuda", on=cfg.eval_on) for m in models]
+    z = zs[0] if len(zs) == 1 else torch.cat(zs, dim=1) / math.sqrt(len(zs))
     y = torch.as_tensor(labels, device=z.device)
     ks = tuple(k for k in dataset_spec(cfg.dataset).ks if k < len(y))
     metrics = retrieval_metrics(z, y, ks=ks, device=device)
@@ -179,21 +273,47 @@ def evaluate(model, bank, labels, cfg: TrainConfig, device) -> dict[str, float]:
     return metrics
 
 
+#: TrainConfig fields no command line carries: where things go and provenance, not what is trained.
+NOT_IN_COMMAND = ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from", "tuned_runs",
+                  "save_model", "protocol")
+
+
+def implied_train_split(eval_split: str) -> str:
+    """The CLI's training split for an evaluation split: validation runs train on train-sub."""
+    return "train-sub" if eval_split == "val" else "train"
+
+
+def command_baseline(dataset: str, protocol: str | None = None) -> dict[str, Any]:
+    """What `pmlbal train --dataset DATASET [--protocol NAME]` trains with before any other flag."""
+    from .protocols import protocol_values
+
+    values = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
+    values.update({k: v for k, v in dataset_spec(dataset).defaults.items() if values.get(k) is None})
+    if protocol is not None:
+        values.update(protocol_values(protocol, dataset))
+    return values
+
+
 def command_for(cfg: TrainConfig) -> str:
-    """The `pmlbal train` command line that reproduces `cfg`."""
+    """The `pmlbal train` command line that reproduces `cfg` (`--protocol` and the flags that differ from it)."""
     parts = ["pmlbal", "train", "--dataset", cfg.dataset, "--loss", cfg.loss]
+    if cfg.protocol is not None:
+        parts += ["--protocol", cfg.protocol]
     for k, v in sorted(cfg.loss_kwargs.items()):
         parts += ["--loss-arg", f"{k}={v}"]
-    defaults = TrainConfig()
+    base = command_baseline(cfg.dataset, cfg.protocol)
+    base["train_split"] = implied_train_split(cfg.eval_split)
     for f in fields(TrainConfig):
-        if f.name in ("dataset", "loss", "loss_kwargs", "progress", "results_dir", "cache_dir", "tuned_from",
-                      "tuned_runs", "save_model"):
+        if f.name in NOT_IN_COMMAND:
             continue
-        v = getattr(cfg, f.name)
-        d = dataset_spec(cfg.dataset).defaults.get(f.name, getattr(defaults, f.name))
-        if v != d and v is not None:
-            flag = "--" + f.name.replace("_", "-")
-            parts += [flag] if v is True else [flag, str(v)]
+        v, d = getattr(cfg, f.name), base[f.name]
+        if v == d or (v is None and d is None):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            parts += [flag if v else "--no-" + f.name.replace("_", "-")]
+        else:
+            parts += [flag, "none" if v is None else str(v)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -205,13 +325,17 @@ def _git_commit() -> str | None:
         return None
 
 
-def train_step(forward, loss_fn, opt, x: torch.Tensor, y: torch.Tensor, amp: bool) -> torch.Tensor:
-    """One optimisation step; bf16 autocast and channels-last when `amp` (CUDA), loss in fp32."""
+def train_step(forward, loss_fn, opt, x: torch.Tensor, y: torch.Tensor, amp: bool,
+               before_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """One optimisation step; bf16 autocast and channels-last when `amp` (CUDA), loss in fp32.
+    `before_step` runs between backward and the optimiser step (gradient clipping, frozen trunk)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         z = forward(x.contiguous(memory_format=torch.channels_last) if amp else x)
     loss = loss_fn(z.float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if before_step is not None:
+        before_step()
     opt.step()
     return loss
 
@@ -237,6 +361,11 @@ class Run:
     opt: torch.optim.Optimizer
     sched: Any
     batches: Any  # the batch source (`pmlbal.samplers.batches`)
+    #: Training labels as the loss sees them: 0..C-1 in class order (proxy losses index by label).
+    loss_labels: np.ndarray | None = None
+    #: The backbone's trainable parameters (those `freeze_trunk_epochs` holds still).
+    trunk_params: list = field(default_factory=list)
+    fold: int | None = None
 
     @property
     def amp(self) -> bool:
@@ -251,20 +380,29 @@ def _run_device(cfg: TrainConfig, rank: int, world: int) -> torch.device:
     if world > 1:
         if cfg.batch_size % world:
             raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world})")
-        if cfg.sampler != "m-per-class":
-            raise ValueError(f"--sampler {cfg.sampler} is not supported under torchrun; use m-per-class")
+        if cfg.sampler not in ("m-per-class", "random"):  # both draw the same global batches on every rank
+            raise ValueError(f"--sampler {cfg.sampler} is not supported under torchrun; use m-per-class or random")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
             torch.cuda.set_device(device)
     return device
 
 
-def build_run(config: TrainConfig) -> Run:
+def fold_mask(labels: np.ndarray, folds: int, fold: int) -> np.ndarray:
+    """The samples a cross-validation model trains on: every class outside `fold` of `folds`
+    contiguous, class-disjoint parts of the classes (powerful-benchmarker's training partitions)."""
+    held_out = np.array_split(np.unique(labels), folds)[fold]
+    return ~np.isin(labels, held_out)
+
+
+def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     """Resolve `config`, set up the process (torchrun), data, model, loss, optimiser and batch
-    source. Seeds the global torch generator (the model's initialisation): call it inside
-    `torch.random.fork_rng` to keep the caller's state, as `train` does."""
+    source; with `fold`, on the train classes outside that cross-validation fold. Seeds the global
+    torch generator (the model's initialisation): call it inside `torch.random.fork_rng` to keep
+    the caller's state, as `train` does."""
     cfg = config.resolved()
-    loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
+    if cfg.cv_folds and fold is None or fold is not None and not 0 <= fold < cfg.cv_folds:
+        raise ValueError(f"fold must be in 0..{cfg.cv_folds - 1} for cv_folds={cfg.cv_folds}, got {fold}")
     rank, world = distributed_context(pick_device(cfg.device))
     device = _run_device(cfg, rank, world)
     torch.manual_seed(cfg.seed)  # the same initial model on every rank
@@ -273,10 +411,23 @@ def build_run(config: TrainConfig) -> Run:
 
     train_set = data_mod.create(cfg.dataset, cfg.root, cfg.train_split)
     eval_set = data_mod.create(cfg.dataset, cfg.root, cfg.eval_split)
-    train_bank = ImageBank(load_or_build(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), device)
+    if cfg.cache_mode == "aspect":
+        images, boxes = load_or_build_aspect(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress)
+    else:
+        images, boxes = load_or_build(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), None
+    if fold is not None:
+        keep = fold_mask(train_set.labels, cfg.cv_folds, fold)
+        train_set.paths = [p for p, k in zip(train_set.paths, keep) if k]
+        train_set.labels = train_set.labels[keep]
+        images, boxes = images[keep], None if boxes is None else boxes[keep]
+    train_bank = ImageBank(images, device, boxes)
     eval_bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), device)
+    loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
+    loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
+                                                   cfg.embedding_dim))
 
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn).to(device)
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn, cfg.pooling,
+                           cfg.head_init).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     forward, train_loss = model, loss_fn
@@ -288,14 +439,52 @@ def build_run(config: TrainConfig) -> Run:
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         train_loss = DistributedLoss(loss_fn)  # the loss sees the global batch; its own parameters stay in sync
     forward = torch.compile(forward) if cfg.compile else forward
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, model, loss_fn)
     # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
     batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
                                                seed=cfg.seed, resample_every=cfg.resample_every)
-    sched = _warmup_cosine(opt, cfg, batches_per_epoch(len(train_set), cfg.batch_size))
+    sched = make_schedule(opt, cfg, batches_per_epoch(len(train_set), cfg.batch_size))
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
     return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
-               train_loss, opt, sched, batches)
+               train_loss, opt, sched, batches, loss_labels, trunk, fold)
+
+
+def param_groups(cfg: TrainConfig, model: EmbeddingModel, loss_fn: torch.nn.Module) -> list[dict[str, Any]]:
+    """Trunk at `lr`, head at `head_lr` (default `lr`), the loss's own parameters at `loss_lr`
+    (default LOSS_LR_FACTOR x `lr`); frozen parameters and empty groups left out."""
+    groups = [
+        {"name": "trunk", "params": list(model.backbone.parameters()), "lr": cfg.lr},
+        {"name": "head", "params": list(model.head.parameters()), "lr": cfg.head_lr or cfg.lr},
+        {"name": "loss", "params": list(loss_fn.parameters()), "lr": cfg.loss_lr or LOSS_LR_FACTOR * cfg.lr},
+    ]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(cfg: TrainConfig, model: EmbeddingModel, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
+    """`cfg.optimizer` over `param_groups`; RMSprop with momentum 0.9, as both powerful-benchmarker's
+    config_optimizers/default.yaml and Proxy-Anchor's code/train.py set it."""
+    groups = param_groups(cfg, model, loss_fn)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+
+
+def make_schedule(opt, cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over `warmup_epochs`, then `cfg.schedule`: cosine decay to 0 at the last step,
+    constant, or x `lr_gamma` every `lr_step_epochs` epochs (stepped per batch, counted in epochs)."""
+    if cfg.schedule == "cosine":
+        return _warmup_cosine(opt, cfg, steps_per_epoch)
+    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(s: int) -> float:
+        if s < warm and cfg.warmup_epochs > 0:
+            return (s + 1) / warm
+        return cfg.lr_gamma ** ((s // steps_per_epoch) // cfg.lr_step_epochs) if cfg.schedule == "step" else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _warmup_cosine(opt, cfg: TrainConfig, steps_per_epoch: int):
@@ -307,20 +496,44 @@ def _warmup_cosine(opt, cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
+def _before_step(run: Run, epoch: int) -> Callable[[], None] | None:
+    """What runs between backward and step this epoch: a frozen trunk drops its gradients (the
+    optimiser then skips it, weight decay and moments included, as Proxy-Anchor's requires_grad=False
+    does, and DDP's hooks stay valid), then gradients are clipped by value."""
+    frozen = epoch <= run.cfg.freeze_trunk_epochs
+    clip = run.cfg.clip_grad_value
+    if not frozen and clip is None:
+        return None
+    params = [p for g in run.opt.param_groups for p in g["params"]]
+
+    def before_step() -> None:
+        if frozen:
+            for p in run.trunk_params:
+                p.grad = None
+        if clip is not None:
+            torch.nn.utils.clip_grad_value_([p for p in params if p.grad is not None], clip)
+
+    return before_step
+
+
 def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], float, int]:
     """One epoch: (its log entry, per-step losses and terms as device tensors, seconds, images seen)."""
     cfg = run.cfg
     batches = run.batches.epoch(epoch, lambda: embed(run.model, run.train_bank, cfg.input_size, run.device,
                                                      amp=run.amp, augment=run.gen))
     run.model.train()
+    before_step = _before_step(run, epoch)
+    labels = run.train_set.labels if run.loss_labels is None else run.loss_labels
     steps, t0 = [], time.perf_counter()
     for idx in batches:
         if run.world > 1:  # every rank draws the same global batch and takes its own slice
             idx = np.array_split(idx, run.world)[run.rank]
-        x = normalize(random_resized_crop_flip(run.train_bank.take(torch.from_numpy(idx)), cfg.input_size, run.gen,
-                                               scale=(cfg.crop_scale, 1.0)), run.model.mean, run.model.std)
-        y = torch.as_tensor(run.train_set.labels[idx], device=run.device)
-        loss = train_step(run.forward, run.train_loss, run.opt, x, y, run.amp)
+        idx_t = torch.from_numpy(idx)
+        x = normalize(random_resized_crop_flip(run.train_bank.take(idx_t), cfg.input_size, run.gen,
+                                               scale=(cfg.crop_scale, 1.0), valid=run.train_bank.take_boxes(idx_t)),
+                      run.model.mean, run.model.std)
+        y = torch.as_tensor(labels[idx], device=run.device)
+        loss = train_step(run.forward, run.train_loss, run.opt, x, y, run.amp, before_step)
         run.sched.step()
         step = {"loss": loss.detach()}
         for term in ("pos_term", "entropy_term"):
@@ -399,6 +612,11 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
     host_rngs = np.random.get_state(), random.getstate()  # a resumed run sets them to the checkpoint's
     try:
+        if config.resolved().cv_folds:
+            if board is not None:
+                raise ValueError("TensorBoard logging is for single-model runs, not cv_folds")
+            with torch.random.fork_rng(devices=cuda):
+                return _train_folds(config, on_epoch, log if resume else None)
         with torch.random.fork_rng(devices=cuda):
             run = build_run(config)
             cfg, t_start = run.cfg, time.perf_counter()
@@ -441,6 +659,9 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
             done.epochs[-1]["metrics"] = final
             record = run_record(run, done.epochs, done.steps, done.initial, final,
                                 done.elapsed + time.perf_counter() - t_start, done.train_time, done.images_seen)
+            best = best_epoch(done.epochs, cfg.lead_metric)
+            if best is not None:
+                record["best"] = best
             if cfg.save_model:
                 record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
             record["path"] = str(write_record(record, cfg.results_dir))
@@ -454,6 +675,56 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
         random.setstate(host_rngs[1])
         if board is not None:
             board.close_quietly()
+
+
+def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
+                 log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """`train` for `cv_folds` = k: k models, model i on the train classes outside fold i, one after
+    the other (no checkpoints: a resumed cross-validation run starts again), then one evaluation of
+    their concatenated embeddings; each epoch entry names its fold."""
+    from tqdm.auto import tqdm
+
+    cfg, t_start = config.resolved(), time.perf_counter()
+    if log:
+        log("cross-validation runs keep no checkpoint: the run starts from fold 0, epoch 1")
+    epochs, steps, train_time, images_seen, models, initial = [], [], 0.0, 0, [], None
+    for fold in range(cfg.cv_folds):
+        run = build_run(config, fold)  # seeded alike: every fold starts from the same network
+        if initial is None and run.rank == 0:
+            initial = untrained_metrics(run)
+        total = cfg.epochs * batches_per_epoch(len(run.train_set), cfg.batch_size)
+        bar = tqdm(total=total, desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed} fold {fold}",
+                   disable=None if cfg.progress else True, leave=False)
+        for epoch in range(1, cfg.epochs + 1):
+            entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
+            entry["fold"] = fold
+            steps += epoch_steps
+            train_time += seconds
+            images_seen += images
+            if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0:
+                entry["metrics"] = run.evaluate()  # this fold's model alone, one of k
+            epochs.append(entry)
+            if on_epoch:
+                on_epoch(entry)
+        bar.close()
+        models.append(run.model)
+    if run.rank != 0:
+        return None
+    final = evaluate(models, run.eval_bank, run.eval_set.labels, cfg, run.device)
+    record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
+    record["path"] = str(write_record(record, cfg.results_dir))
+    return record
+
+
+def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[str, Any] | None:
+    """The epoch with the highest `metric` among those evaluated on the whole model (cross-validation
+    folds' own evaluations excluded), as {"epoch", "metric", "metrics"}; None unless two or more
+    epochs were evaluated (then the final epoch is all there is)."""
+    scored = [e for e in epochs if "metrics" in e and "fold" not in e and metric in e["metrics"]]
+    if len(scored) < 2:
+        return None
+    top = max(scored, key=lambda e: (e["metrics"][metric], -e["epoch"]))  # the first of equals, as references keep it
+    return {"epoch": top["epoch"], "metric": metric, "metrics": top["metrics"]}
 
 
 def _versions() -> dict[str, str]:

@@ -1,8 +1,14 @@
-"""Decode once: every image of a split, resized to a square, in one uint8 .npy file (memory-mappable)."""
+"""Decode once: every image of a split in one uint8 .npy file (memory-mappable).
+
+Two layouts: ``square`` (shorter side resized to `size`, centre-cropped to size x size: the test view,
+and today's training cache) and ``aspect`` (the whole image, aspect ratio kept, on a larger square
+canvas with its valid box recorded, so training crops can sample every part of the image).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +18,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .base import RetrievalDataset
+
+#: Training cache layouts (``TrainConfig.cache_mode``).
+CACHE_MODES = ("square", "aspect")
 
 def default_cache_dir() -> Path:
     """$PMLBAL_CACHE, else ~/.cache/pmlbal; read at each call, so setting the variable later counts."""
@@ -28,9 +37,34 @@ def square_resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def cache_path(dataset: RetrievalDataset, size: int, cache_dir: str | Path | None = None) -> Path:
+def aspect_canvas(size: int) -> int:
+    """Side of the aspect cache's canvas: a 4:3 image (CUB's usual shape) keeps a `size`-pixel short side."""
+    return math.ceil(size * 4 / 3)
+
+
+def aspect_resize(img: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The whole image, aspect ratio kept, at the top-left of a black `aspect_canvas(size)` square:
+    its shorter side becomes `size` unless the longer side would then leave the canvas (wide cars,
+    tall products), in which case the longer side fills it. Returns (uint8 HWC canvas, valid box
+    x0, y0, x1, y1 in canvas pixels)."""
+    side = aspect_canvas(size)
+    w, h = img.size
+    scale = min(size / min(w, h), side / max(w, h))
+    nw, nh = min(side, max(1, round(w * scale))), min(side, max(1, round(h * scale)))
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    canvas[:nh, :nw] = np.asarray(img.resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
+    return canvas, (0, 0, nw, nh)
+
+
+def cache_path(dataset: RetrievalDataset, size: int, cache_dir: str | Path | None = None, mode: str = "square") -> Path:
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return folder / f"{dataset.name}-{dataset.split}-{size}px-{dataset.fingerprint()}.npy"
+    # The square cache keeps its historical name, so existing caches stay valid.
+    layout = "" if mode == "square" else f"-{mode}"
+    return folder / f"{dataset.name}-{dataset.split}-{size}px{layout}-{dataset.fingerprint()}.npy"
+
+
+def boxes_path(images: Path) -> Path:
+    return images.with_name(images.stem + ".boxes.npy")
 
 
 def load_or_build(
@@ -47,26 +81,62 @@ def load_or_build(
     half-written cache that a later run would trust.
     """
     path = cache_path(dataset, size, cache_dir)
-    if path.exists():
-        return np.load(path, mmap_mode="r")
+    if not path.exists():
+        _build(dataset, path, size, lambda img: (square_resize(img, size), None), workers, progress)
+    return np.load(path, mmap_mode="r")
+
+
+def load_or_build_aspect(
+    dataset: RetrievalDataset,
+    size: int,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split's images as `aspect_resize` gives them: (read-only uint8 memmap [N, S, S, 3] with
+    S = `aspect_canvas(size)`, int32 valid boxes [N, 4] as x0, y0, x1, y1), decoded only once.
+
+    The boxes file is renamed into place before the images file, so an images file on disk
+    always has its boxes.
+    """
+    path = cache_path(dataset, size, cache_dir, mode="aspect")
+    if not path.exists():
+        _build(dataset, path, aspect_canvas(size), lambda img: aspect_resize(img, size), workers, progress,
+               with_boxes=True)
+    return np.load(path, mmap_mode="r"), np.load(boxes_path(path))
+
+
+def _build(dataset: RetrievalDataset, path: Path, side: int, convert, workers: int | None, progress: bool,
+           with_boxes: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    boxes_tmp = path.with_name(f".{path.name}.{os.getpid()}.boxes.tmp")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), size, size, 3))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), side, side, 3))
+        boxes = np.zeros((len(dataset), 4), dtype=np.int32)
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
-            images = pool.map(lambda i: square_resize(dataset.load_image(i), size), range(len(dataset)))
-            for i, arr in enumerate(tqdm(images, total=len(dataset), desc=f"caching {dataset.name}/{dataset.split} {size}px",
-                                         disable=None if progress else True, leave=False)):
+            images = pool.map(lambda i: convert(dataset.load_image(i)), range(len(dataset)))
+            for i, (arr, box) in enumerate(tqdm(images, total=len(dataset),
+                                                desc=f"caching {dataset.name}/{dataset.split} {side}px",
+                                                disable=None if progress else True, leave=False)):
                 out[i] = arr
+                if box is not None:
+                    boxes[i] = box
         out.flush()
         del out
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if with_boxes:
+            with open(boxes_tmp, "wb") as f:
+                np.save(f, boxes)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(boxes_tmp, boxes_path(path))
         os.replace(tmp, path)
-        meta = {"dataset": dataset.name, "split": dataset.split, "size": size, "count": len(dataset)}
+        meta = {"dataset": dataset.name, "split": dataset.split, "size": side, "count": len(dataset)}
         path.with_suffix(".json").write_text(json.dumps(meta))
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    return np.load(path, mmap_mode="r")
+        for t in (tmp, boxes_tmp):
+            if t.exists():
+                t.unlink()

@@ -11,10 +11,14 @@ from torchvision.ops import roi_align
 
 
 class ImageBank:
-    """All images of a split as one uint8 NCHW tensor on the device (pinned host memory as fallback)."""
+    """All images of a split as one uint8 NCHW tensor on the device (pinned host memory as fallback).
 
-    def __init__(self, images: np.ndarray, device: torch.device | str) -> None:
+    `boxes` ([N, 4] x0, y0, x1, y1, from the aspect cache) is each image's valid region; None
+    means the whole image."""
+
+    def __init__(self, images: np.ndarray, device: torch.device | str, boxes: np.ndarray | None = None) -> None:
         self.device = torch.device(device)
+        self.boxes = None if boxes is None else torch.as_tensor(np.asarray(boxes), dtype=torch.float32).to(self.device)
         # np.array copies the read-only memmap into memory, which torch needs anyway.
         data = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
         if self.device.type == "cuda":
@@ -32,6 +36,42 @@ class ImageBank:
         idx = idx.to(self.data.device)
         return self.data[idx].to(self.device, non_blocking=True)
 
+    def take_boxes(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """The valid boxes of `idx` (None when every image fills its frame)."""
+        return None if self.boxes is None else self.boxes[idx.to(self.boxes.device)]
+
+
+def sample_crop_boxes(
+    b: int,
+    h: int,
+    w: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    valid: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """RandomResizedCrop's boxes [b, 4] (x0, y0, x1, y1): area fraction in `scale` of each image's
+    valid region (`valid` [b, 4], default the whole h x w frame), log-uniform aspect in `ratio`,
+    clamped to and placed uniformly inside that region."""
+    dev = torch.device(device)
+    u = torch.rand(b, 4, generator=generator, device="cpu").to(dev)
+    if valid is None:
+        ox = oy = torch.zeros(b, device=dev)
+        vw, vh = torch.full((b,), float(w), device=dev), torch.full((b,), float(h), device=dev)
+    else:
+        ox, oy = valid[:, 0], valid[:, 1]
+        vw, vh = valid[:, 2] - ox, valid[:, 3] - oy
+    # Same operation order as the whole-frame case always had, so its draws stay bit-identical.
+    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * vh * vw
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    aspect = torch.exp(log_r)
+    cw = torch.minimum(torch.sqrt(area * aspect), vw)
+    ch = torch.minimum(torch.sqrt(area / aspect), vh)
+    x0 = ox + (vw - cw) * u[:, 2]
+    y0 = oy + (vh - ch) * u[:, 3]
+    return torch.stack([x0, y0, x0 + cw, y0 + ch], dim=1)
+
 
 def random_resized_crop_flip(
     images: torch.Tensor,
@@ -39,24 +79,19 @@ def random_resized_crop_flip(
     generator: torch.Generator,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """torchvision's RandomResizedCrop + RandomHorizontalFlip for a whole uint8 batch at once.
 
-    One crop box per image (area fraction in `scale`, log-uniform aspect in `ratio`),
-    bilinear resampling with `roi_align` (adaptive sampling: ceil(box/out) points per output
-    pixel, so downscaling is anti-aliased and a full-size crop is exact); float32 NCHW in [0, 255].
+    One crop box per image (`sample_crop_boxes`: inside each image's `valid` box when given, as
+    the aspect cache records them), bilinear resampling with `roi_align` (adaptive sampling:
+    ceil(box/out) points per output pixel, so downscaling is anti-aliased and a full-size crop is
+    exact); float32 NCHW in [0, 255].
     """
     b, _, h, w = images.shape
     dev = images.device
-    u = torch.rand(b, 4, generator=generator, device="cpu").to(dev)
-    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * h * w
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
-    aspect = torch.exp(log_r)
-    cw = torch.sqrt(area * aspect).clamp(max=w)
-    ch = torch.sqrt(area / aspect).clamp(max=h)
-    x0 = (w - cw) * u[:, 2]
-    y0 = (h - ch) * u[:, 3]
-    boxes = torch.stack([torch.arange(b, device=dev, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], dim=1)
+    crop = sample_crop_boxes(b, h, w, generator, scale, ratio, valid, dev)
+    boxes = torch.cat([torch.arange(b, device=dev, dtype=torch.float32)[:, None], crop], dim=1)
     out = roi_align(images.float(), boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)

@@ -70,6 +70,23 @@ class MPerClassBatches:
         pass
 
 
+@register("batches", "random")
+class RandomBatches:
+    """Shuffled batches with no class structure, the last partial batch dropped (a DataLoader with
+    shuffle=True, drop_last=True: Proxy-Anchor's sampling without --IPC); `samples_per_class` is
+    not used."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0,
+                 resample_every: int = 1) -> None:
+        if batch_size > len(labels):
+            raise ValueError(f"batch_size ({batch_size}) exceeds the training split's {len(labels)} samples")
+        self.n, self.batch_size, self.seed = len(labels), batch_size, seed
+
+    def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        order = np.random.default_rng([self.seed, n]).permutation(self.n)
+        return [order[i : i + self.batch_size] for i in range(0, len(order) - self.batch_size + 1, self.batch_size)]
+
+
 @register("batches", "spectral")
 class SpectralBatches:
     """Batches of mutually confusable classes (`SpectralBatchSampler`, SPEC section 4), rebuilt
