@@ -68,3 +68,57 @@ def test_head_width_follows_pre_logits_and_frozen_bn_stays_frozen():
     before = bns[0].running_mean.clone()
     m(torch.randn(4, 3, 32, 32) * 5 + 3)
     torch.testing.assert_close(bns[0].running_mean, before)
+
+
+def test_tagged_weights_load_from_a_local_file_with_their_own_mean_and_std(tmp_path):
+    tagged = "resnet18d.ra4_e3600_r224_in1k"  # its pretrained_cfg normalises with 0.5, the untagged one with ImageNet's
+    torch.manual_seed(1)
+    state = timm.create_model(tagged, pretrained=False).state_dict()
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    model = EmbeddingModel(tagged, 16, pretrained=str(path))
+    assert model.mean == model.std == (0.5, 0.5, 0.5)
+    assert EmbeddingModel("resnet18d", 16).mean == (0.485, 0.456, 0.406)
+    for k, v in model.backbone.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown pretrained tag 'nope' .*tv_in1k"):
+        EmbeddingModel("resnet50.nope", 16)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "avg+max"])
+def test_pooling_of_the_last_feature_map(pooling):
+    model = EmbeddingModel("resnet10t", 8, pooling=pooling).eval()
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        fmap = model.backbone.forward_features(x)
+        avg = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        mx = torch.nn.functional.adaptive_max_pool2d(fmap, 1).flatten(1)
+        expected = {"avg": avg, "max": mx, "avg+max": avg + mx}[pooling]
+        torch.testing.assert_close(model.features(x), expected)
+        torch.testing.assert_close(model(x), model.head(expected))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        EmbeddingModel("resnet10t", 8, pooling="gem")
+
+
+def test_kaiming_head_init_is_proxy_anchors():
+    torch.manual_seed(0)
+    head = EmbeddingModel("resnet10t", 2048, head_init="kaiming").head
+    assert torch.all(head.bias == 0)
+    # kaiming_normal_(fan_out): std = sqrt(2 / out_features)
+    assert head.weight.std().item() == pytest.approx((2 / 2048) ** 0.5, rel=0.05)
+
+
+def test_frozen_bn_keeps_its_statistics_and_affine_through_a_training_step():
+    from pmlbal.train import train_step
+
+    m = EmbeddingModel("resnet10t", 8, freeze_bn=True)
+    bns = [x for x in m.backbone.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [{k: v.clone() for k, v in b.state_dict().items()} for b in bns]
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    conv_before = m.backbone.conv1[0].weight.clone()
+    m.train()
+    train_step(m, lambda z, y: (z ** 2).mean(), opt, torch.randn(4, 3, 32, 32) * 3 + 1, torch.zeros(4), amp=False)
+    assert bns and all(not b.training for b in bns)
+    assert all(torch.equal(v, b.state_dict()[k]) for b, state in zip(bns, before) for k, v in state.items())
+    assert {"running_mean", "weight", "num_batches_tracked"} <= set(before[0])
+    assert not torch.equal(conv_before, m.backbone.conv1[0].weight)  # the rest trained

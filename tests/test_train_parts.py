@@ -46,3 +46,119 @@ def test_class_balanced_batches_are_seeded_and_leave_numpy_alone():
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == 5
     for batch in a:  # 3 classes x 4 samples
         assert sorted(np.bincount(labels[batch])[np.bincount(labels[batch]) > 0].tolist()) == [4, 4, 4]
+
+
+def _digits(tmp_path, **kw) -> TrainConfig:
+    return TrainConfig(dataset="digits", epochs=2, batch_size=20, samples_per_class=10, results_dir=str(tmp_path),
+                       cache_dir=str(tmp_path / "cache"), progress=False, **kw)
+
+
+def test_per_group_learning_rates_reach_the_optimizer(tmp_path):
+    from pytorch_metric_learning.losses import ProxyAnchorLoss
+
+    with torch.random.fork_rng():
+        run = build_run(_digits(tmp_path, loss="ProxyAnchorLoss", lr=2e-4, head_lr=1e-3))
+        default = build_run(_digits(tmp_path, loss="ProxyAnchorLoss", lr=2e-4, loss_lr=5e-3, optimizer="rmsprop"))
+    # num_classes (the 5 training digits) and embedding_size come from the data and the model
+    assert isinstance(run.loss_fn, ProxyAnchorLoss) and tuple(run.loss_fn.proxies.shape) == (5, run.cfg.embedding_dim)
+    groups = {g["name"]: g for g in run.opt.param_groups}  # initial_lr: the rate the schedule scales
+    assert groups["trunk"]["initial_lr"] == 2e-4 and groups["head"]["initial_lr"] == 1e-3
+    assert groups["loss"]["initial_lr"] == pytest.approx(100 * 2e-4)  # Proxy-Anchor's proxies at 100x
+    assert groups["loss"]["params"][0] is run.loss_fn.proxies
+    assert {id(p) for p in groups["head"]["params"]} == {id(p) for p in run.model.head.parameters()}
+    assert sum(len(g["params"]) for g in run.opt.param_groups) == len(
+        [p for p in list(run.model.parameters()) + list(run.loss_fn.parameters()) if p.requires_grad])
+    assert isinstance(run.opt, torch.optim.AdamW) and isinstance(default.opt, torch.optim.RMSprop)
+    assert {g["name"]: g["initial_lr"] for g in default.opt.param_groups} == {"trunk": 2e-4, "head": 2e-4, "loss": 5e-3}
+
+
+def test_a_frozen_trunk_epoch_trains_only_head_and_proxies_then_clips(tmp_path):
+    with torch.random.fork_rng():
+        run = build_run(_digits(tmp_path, loss="ProxyAnchorLoss", freeze_trunk_epochs=1, clip_grad_value=1e-3,
+                                schedule="constant", warmup_epochs=0.0))
+        full = run.batches.epoch
+        run.batches.epoch = lambda n, embed: full(n, embed)[:2]  # two steps an epoch show it
+        trunk = [p.detach().clone() for p in run.trunk_params]
+        head, proxies = run.model.head.weight.detach().clone(), run.loss_fn.proxies.detach().clone()
+        train_epoch(run, 1)
+        assert all(torch.equal(a, b) for a, b in zip(trunk, run.trunk_params))
+        assert not torch.equal(head, run.model.head.weight) and not torch.equal(proxies, run.loss_fn.proxies)
+        seen = []
+        run.opt.step = (lambda step: lambda *a, **k: (seen.append(max(p.grad.abs().max().item() for g in
+                        run.opt.param_groups for p in g["params"] if p.grad is not None)), step(*a, **k))[1])(run.opt.step)
+        train_epoch(run, 2)
+    assert any(not torch.equal(a, b) for a, b in zip(trunk, run.trunk_params))  # epoch 2: the trunk trains
+    assert seen and max(seen) == pytest.approx(1e-3)  # every gradient element clipped to [-1e-3, 1e-3]
+
+
+@pytest.mark.parametrize("schedule, warmup, expected", [
+    ("step", 0.0, [1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25]),  # x0.5 every 2 epochs of 3 steps
+    ("constant", 1.0, [1 / 3, 2 / 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+])
+def test_step_and_constant_schedules(schedule, warmup, expected):
+    from pmlbal.train import make_schedule
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    cfg = TrainConfig(epochs=5, schedule=schedule, warmup_epochs=warmup, lr_step_epochs=2, lr_gamma=0.5)
+    sched = make_schedule(opt, cfg, steps_per_epoch=3)
+    lrs = []
+    for _ in expected:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx(expected)
+
+
+def test_cv_folds_are_class_disjoint_and_cover_the_classes():
+    from pmlbal.train import fold_mask
+
+    labels = np.repeat(np.array([3, 5, 7, 8, 11, 12, 20]), 3)
+    held = [set(labels[~fold_mask(labels, 3, f)]) for f in range(3)]
+    assert set().union(*held) == set(labels.tolist()) and sum(len(h) for h in held) == 7
+    for f, h in enumerate(held):
+        assert not h & set(labels[fold_mask(labels, 3, f)])
+
+
+def test_loss_data_args_fill_only_what_the_loss_takes():
+    from pmlbal.train import loss_data_args
+
+    assert loss_data_args("ProxyAnchorLoss", {"margin": 0.2}, 7, 64) == {"num_classes": 7, "embedding_size": 64,
+                                                                          "margin": 0.2}
+    assert loss_data_args("ProxyAnchorLoss", {"num_classes": 9}, 7, 64) == {"num_classes": 9, "embedding_size": 64}
+    assert loss_data_args("NTXentLoss", {"temperature": 0.1}, 7, 64) == {"temperature": 0.1}
+
+
+def test_recipe_values_are_checked():
+    for kw, word in [({"optimizer": "sgd"}, "optimizer"), ({"schedule": "poly"}, "schedule"), ({"loss_lr": 0.0}, "loss_lr"),
+                     ({"cv_folds": 1}, "cv_folds"), ({"crop_scale": 1.5}, "crop_scale"), ({"lr_gamma": 0.0}, "lr_gamma"),
+                     ({"cache_mode": "letterbox"}, "cache_mode"), ({"eval_on": "neck"}, "eval_on")]:
+        with pytest.raises(ValueError, match=word):
+            TrainConfig(**kw).resolved()
+
+
+def test_new_defaults_keep_the_identity_of_earlier_records():
+    cfg = TrainConfig().resolved()
+    assert set(identity(cfg)) == {"dataset", "loss", "loss_kwargs", "seed"} | {
+        k for k in ("backbone", "embedding_dim", "epochs", "batch_size", "samples_per_class", "lr", "cache_size",
+                    "input_size", "crop_scale")}
+
+
+def test_random_batches_are_seeded_shuffles_without_repeats():
+    from pmlbal.samplers.batches import RandomBatches
+
+    labels = np.repeat(np.arange(5), 9)
+    a, b = RandomBatches(labels, 10, 2, seed=1), RandomBatches(labels, 10, 2, seed=1)
+    e1 = a.epoch(1, None)
+    assert [x.tolist() for x in e1] == [x.tolist() for x in b.epoch(1, None)] and len(e1) == 4
+    flat = np.concatenate(e1)
+    assert len(set(flat.tolist())) == 40 and not np.array_equal(flat, np.concatenate(a.epoch(2, None)))
+
+
+def test_fields_added_since_a_committed_record_stay_out_of_its_identity():
+    import json
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("results/runs/*.json")):
+        config = json.loads(path.read_text())["config"]
+        assert set(identity(TrainConfig(**config))) <= set(config), path.name
