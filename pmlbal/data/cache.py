@@ -43,17 +43,17 @@ def aspect_canvas(size: int) -> int:
 
 
 def aspect_resize(img: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The whole image, aspect ratio kept, at the top-left of a black `aspect_canvas(size)` square:
-    its shorter side becomes `size` unless the longer side would then leave the canvas (wide cars,
-    tall products), in which case the longer side fills it. Returns (uint8 HWC canvas, valid box
-    x0, y0, x1, y1 in canvas pixels)."""
+    """The whole image, aspect ratio kept, at the top-left of an `aspect_canvas(size)` square: its
+    shorter side becomes `size` unless the longer side would then leave the canvas (wide cars, tall
+    products), in which case the longer side fills it. The rest of the canvas repeats the edge
+    pixels, so bilinear samples at the valid box's border see the image, never a black margin.
+    Returns (uint8 HWC canvas, valid box x0, y0, x1, y1 in canvas pixels)."""
     side = aspect_canvas(size)
     w, h = img.size
     scale = min(size / min(w, h), side / max(w, h))
     nw, nh = min(side, max(1, round(w * scale))), min(side, max(1, round(h * scale)))
-    canvas = np.zeros((side, side, 3), dtype=np.uint8)
-    canvas[:nh, :nw] = np.asarray(img.resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
-    return canvas, (0, 0, nw, nh)
+    resized = np.asarray(img.resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
+    return np.pad(resized, ((0, side - nh), (0, side - nw), (0, 0)), mode="edge"), (0, 0, nw, nh)
 
 
 def cache_path(dataset: RetrievalDataset, size: int, cache_dir: str | Path | None = None, mode: str = "square") -> Path:
