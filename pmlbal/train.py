@@ -20,7 +20,7 @@ from .checkpoints import evaluate_checkpoint, load_checkpoint, save_checkpoint  
 from .data.cache import CACHE_MODES, load_or_build, load_or_build_aspect
 from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_resized_crop_flip
 from .metrics import embedding_geometry, retrieval_metrics
-from .models import HEAD_INITS, POOLINGS, EmbeddingModel
+from .models import HEAD_INITS, POOLINGS, EmbeddingModel, check_backbone_name
 from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
@@ -143,6 +143,7 @@ class TrainConfig:
         return cfg
 
     def _check_recipe(self) -> None:
+        check_backbone_name(self.backbone)
         choices = {"pooling": POOLINGS, "head_init": HEAD_INITS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
                    "cache_mode": CACHE_MODES, "eval_on": EVAL_ON, "lead_metric": LEAD_METRICS}
         for name, allowed in choices.items():

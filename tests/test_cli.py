@@ -25,6 +25,14 @@ from tests.data.layouts import make_sop
         (["bench", "--seeds", "0"], "seeds"),
         (["sweep", "--balance", "a,b"], "comma lists"),
         (["datasets", "check", "sop", "/nonexistent/place"], "Ebay_train.txt"),
+        (["train", "--protocol", "proxy-anchor"], "has values for cars, cub, sop, not for data set 'digits'"),
+        (["train", "--protocol", "nope"], "'nope' is not one of"),
+        (["train", "--backbone", "resnet50.nope"], "unknown pretrained tag 'nope'"),
+        (["train", "--head-lr", "fast"], "neither a number nor 'none'"),
+        (["train", "--loss-lr", "-1"], "must be > 0"),
+        (["train", "--cv-folds", "1"], "cv_folds must be 0 (off) or >= 2"),
+        (["train", "--pooling", "gem"], "'gem' is not one of"),
+        (["bench", "--protocol", "roth", "--losses", "ProxyAnchorLoss(margin=0.1),KCLLoss(t=-1)"], "KCLLoss(t=-1)"),
     ],
 )
 def test_bad_options_one_line_error(args, word, tmp_path):

@@ -107,3 +107,31 @@ def test_plots_are_pngs_with_expected_series(tmp_path):
     assert len(plots.plot_loss_terms(tmp_path / "terms.png", "digits", rows, records)) == len(rows)
     for name in ("bars.png", "bal.png", "terms.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_epoch_is_shown_marked_beside_the_final_and_the_protocol_named(tmp_path):
+    plain = fake_record(loss="NTXentLoss", r1=0.9)
+    write_record(plain, tmp_path)
+    for seed, (mid, last) in enumerate([(0.86, 0.8), (0.84, 0.82)]):
+        r = fake_record(seed=seed, r1=last)
+        r["config"]["protocol"] = "roth"
+        r["config_key"] = config_key(r["config"])
+        # evaluated every epoch (--eval-every 1); no stored "best": the board finds it in the epochs
+        r["epochs"] = [{"epoch": 1, "metrics": {"recall@1": 0.5}}, {"epoch": 2, "metrics": {"recall@1": mid}},
+                       {"epoch": 3, "metrics": r["final"]}]
+        write_record(r, tmp_path)
+    rows = write_leaderboards(tmp_path, "digits", plots=False)["digits"]
+    md = (tmp_path / "digits.md").read_text()
+    assert "BalancedNTXentLoss [protocol roth]" in md and "best epoch" in md and "optimistic" in md
+    row = next(r for r in rows if "roth" in r["loss"])
+    assert row["recall@1"][0] == pytest.approx(0.81)  # the final epoch stays the headline
+    assert row["best"][0] == pytest.approx(0.85) and row["best"][2] == [2, 2]
+    assert "| 85.00 ± 1.00 (epoch 2, 2) |" in md and "| – |" in md  # the plain row has no per-epoch metrics
+    csv_text = (tmp_path / "digits.csv").read_text()
+    assert "best_recall@1_mean" in csv_text and "0.850000" in csv_text
+
+
+def test_boards_without_per_epoch_metrics_are_unchanged(tmp_path):
+    write_record(fake_record(), tmp_path)
+    write_leaderboards(tmp_path, "digits", plots=False)
+    assert "best" not in (tmp_path / "digits.md").read_text() and "best" not in (tmp_path / "digits.csv").read_text()
