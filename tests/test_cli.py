@@ -32,7 +32,7 @@ from tests.data.layouts import make_sop
         (["train", "--loss-lr", "-1"], "must be > 0"),
         (["train", "--cv-folds", "1"], "cv_folds must be 0 (off) or >= 2"),
         (["train", "--pooling", "gem"], "'gem' is not one of"),
-        (["bench", "--protocol", "roth", "--losses", "ProxyAnchorLoss(margin=0.1),KCLLoss(t=-1)"], "KCLLoss(t=-1)"),
+        (["bench", "--protocol", "roth", "--losses", "ProxyAnchorLoss(margin=0.1),KCLLoss(t=-1)"], "t must be a positive"),
     ],
 )
 def test_bad_options_one_line_error(args, word, tmp_path):
