@@ -7,10 +7,14 @@ Usage:
 All three run the same training step (forward, NT-Xent loss, backward, AdamW; bf16
 autocast + channels-last on CUDA) on the same images:
   (a) pmlbal: uint8 cache held on the device, random-resized-crop/flip/normalise as tensor ops;
+      (a') the same from the aspect-preserving cache (`--cache-mode aspect`: whole images on a
+      4/3-larger canvas, crops inside each image's valid box);
   (b) torchvision ImageFolder + PIL transforms in a DataLoader with one worker per core;
   (c) the model alone on a synthetic batch already on the device (the ceiling).
 The images are synthetic JPEGs of CUB's typical size (500 x 375) written to a temp
-folder in ImageFolder layout. Prints images/s and the ratios (a)/(c) and (a)/(b).
+folder in ImageFolder layout. Prints images/s and the ratios (a)/(c), (a)/(b) and (a')/(c);
+then the batch preparation alone (take + crop + flip + normalise, no model) from each cache,
+and each cache's bytes per image.
 """
 
 from __future__ import annotations
@@ -91,6 +95,37 @@ def bench_backbone(name, folder, args, device) -> dict[str, float]:
 
     out["pmlbal"] = timed(pmlbal_step, args.steps, b, device)
 
+    # (a') the aspect-preserving cache: whole images, crops inside each valid box
+    from pmlbal.data.cache import aspect_resize
+
+    canvases, boxes = zip(*(aspect_resize(ds.loader(p).convert("RGB"), round(s * 256 / 224)) for p, _ in ds.samples))
+    aspect = ImageBank(np.stack(canvases), device, np.array(boxes))
+
+    def aspect_step():
+        idx = torch.randint(0, len(aspect), (b,), generator=gen)
+        x = normalize(random_resized_crop_flip(aspect.take(idx), s, gen, valid=aspect.take_boxes(idx)),
+                      model.mean, model.std)
+        step(x, labels)
+
+    out["pmlbal_aspect"] = timed(aspect_step, args.steps, b, device)
+
+    def prepare(source):
+        def run():
+            idx = torch.randint(0, len(source), (b,), generator=gen)
+            x = normalize(random_resized_crop_flip(source.take(idx), s, gen, valid=source.take_boxes(idx)),
+                          model.mean, model.std)
+            if device.type == "cuda":
+                x.sum().item()  # wait for it
+        return run
+
+    out["prep_square"] = timed(prepare(bank), args.steps, b, device)
+    out["prep_aspect"] = timed(prepare(aspect), args.steps, b, device)
+    out["bytes_square"] = cache[0].nbytes
+    out["bytes_aspect"] = canvases[0].nbytes
+    if args.skip_torchvision:
+        out["torchvision"] = float("nan")
+        return out
+
     # (b) torchvision ImageFolder + PIL, one worker per core
     tf = T.Compose([T.RandomResizedCrop(s), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(model.mean, model.std)])
     loader = torch.utils.data.DataLoader(
@@ -120,17 +155,22 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--skip-torchvision", action="store_true", help="Leave out (b) (slow on a shared CPU).")
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU x{os.cpu_count()} cores"
     print(f"# training throughput (images/s), batch {args.batch_size}, {args.input_size}px, {name}")
-    print(f"{'backbone':<24}{'(a) pmlbal':>12}{'(b) tv+PIL':>12}{'(c) model':>12}{'a/c':>8}{'a/b':>8}")
+    print(f"{'backbone':<24}{'(a) pmlbal':>12}{'(a) aspect':>12}{'(b) tv+PIL':>12}{'(c) model':>12}{'a/c':>8}"
+          f"{'a_asp/c':>8}{'a/b':>8}{'prep sq':>10}{'prep asp':>10}{'B/img sq':>10}{'B/img asp':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         make_jpegs(Path(tmp), args.images)
         for bb in args.backbones.split(","):
             r = bench_backbone(bb, Path(tmp), args, device)
-            print(f"{bb:<24}{r['pmlbal']:>12.0f}{r['torchvision']:>12.0f}{r['model_only']:>12.0f}"
-                  f"{r['pmlbal'] / r['model_only']:>7.0%} {r['pmlbal'] / r['torchvision']:>6.1f}x", flush=True)
+            print(f"{bb:<24}{r['pmlbal']:>12.0f}{r['pmlbal_aspect']:>12.0f}{r['torchvision']:>12.0f}"
+                  f"{r['model_only']:>12.0f}{r['pmlbal'] / r['model_only']:>7.0%} "
+                  f"{r['pmlbal_aspect'] / r['model_only']:>7.0%} {r['pmlbal'] / r['torchvision']:>6.1f}x"
+                  f"{r['prep_square']:>10.0f}{r['prep_aspect']:>10.0f}{r['bytes_square']:>10}{r['bytes_aspect']:>10}",
+                  flush=True)
 
 
 if __name__ == "__main__":
