@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
     cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, None, cfg.freeze_bn)
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, None, cfg.freeze_bn, cfg.pooling, cfg.head_init)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(pick_device(device)), cfg
 

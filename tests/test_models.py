@@ -122,3 +122,16 @@ def test_frozen_bn_keeps_its_statistics_and_affine_through_a_training_step():
     assert all(torch.equal(v, b.state_dict()[k]) for b, state in zip(bns, before) for k, v in state.items())
     assert {"running_mean", "weight", "num_batches_tracked"} <= set(before[0])
     assert not torch.equal(conv_before, m.backbone.conv1[0].weight)  # the rest trained
+
+
+def test_a_saved_model_reloads_with_its_pooling(tmp_path):
+    from pmlbal.checkpoints import load_checkpoint, save_checkpoint
+    from pmlbal.train import TrainConfig
+
+    cfg = TrainConfig(backbone="resnet10t", embedding_dim=8, pooling="avg+max", results_dir=str(tmp_path))
+    model = EmbeddingModel("resnet10t", 8, pooling="avg+max").eval()
+    back, back_cfg = load_checkpoint(save_checkpoint(model, cfg, "r1"), device="cpu")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back.eval()(x), model(x))
+    assert back_cfg.pooling == "avg+max"

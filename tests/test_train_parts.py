@@ -162,3 +162,20 @@ def test_fields_added_since_a_committed_record_stay_out_of_its_identity():
     for path in sorted(Path(__file__).parents[1].glob("results/runs/*.json")):
         config = json.loads(path.read_text())["config"]
         assert set(identity(TrainConfig(**config))) <= set(config), path.name
+
+
+def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
+    from pmlbal.data.gpu_batches import ImageBank, center_crop_resize, normalize
+    from pmlbal.models import EmbeddingModel
+    from pmlbal.train import embed
+
+    model = EmbeddingModel("resnet10t", 8, pooling="avg+max")
+    bank = ImageBank(np.random.default_rng(0).integers(0, 255, (5, 36, 36, 3), dtype=np.uint8), "cpu")
+    x = normalize(center_crop_resize(bank.data, 32), model.mean, model.std)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.features(x), dim=1)
+        head = torch.nn.functional.normalize(model(x), dim=1)
+    got = embed(model, bank, 32, torch.device("cpu"), on="backbone")
+    assert got.shape == (5, model.backbone.num_features)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(embed(model, bank, 32, torch.device("cpu")), head)
