@@ -169,7 +169,7 @@ def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
     from pmlbal.models import EmbeddingModel
     from pmlbal.train import embed
 
-    model = EmbeddingModel("resnet10t", 8, pooling="avg+max")
+    model = EmbeddingModel("resnet10t", 8, pooling="avg+max").eval()
     bank = ImageBank(np.random.default_rng(0).integers(0, 255, (5, 36, 36, 3), dtype=np.uint8), "cpu")
     x = normalize(center_crop_resize(bank.data, 32), model.mean, model.std)
     with torch.no_grad():
