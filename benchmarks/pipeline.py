@@ -78,7 +78,8 @@ def bench_backbone(name, folder, args, device) -> dict[str, float]:
 
     # (c) model alone
     x_syn = torch.randn(b, 3, s, s, device=device)
-    out["model_only"] = timed(lambda: step(x_syn, labels), args.steps, b, device)
+    nan = float("nan")
+    out["model_only"] = nan if args.prep_only else timed(lambda: step(x_syn, labels), args.steps, b, device)
 
     # (a) pmlbal device batches: decode once (not timed: it is reused by every later run)
     ds = ImageFolder(str(folder))
@@ -93,7 +94,7 @@ def bench_backbone(name, folder, args, device) -> dict[str, float]:
         x = normalize(random_resized_crop_flip(bank.take(idx), s, gen), model.mean, model.std)
         step(x, labels)
 
-    out["pmlbal"] = timed(pmlbal_step, args.steps, b, device)
+    out["pmlbal"] = nan if args.prep_only else timed(pmlbal_step, args.steps, b, device)
 
     # (a') the aspect-preserving cache: whole images, crops inside each valid box
     from pmlbal.data.cache import aspect_resize
@@ -107,7 +108,7 @@ def bench_backbone(name, folder, args, device) -> dict[str, float]:
                       model.mean, model.std)
         step(x, labels)
 
-    out["pmlbal_aspect"] = timed(aspect_step, args.steps, b, device)
+    out["pmlbal_aspect"] = nan if args.prep_only else timed(aspect_step, args.steps, b, device)
 
     def prepare(source):
         def run():
@@ -122,8 +123,8 @@ def bench_backbone(name, folder, args, device) -> dict[str, float]:
     out["prep_aspect"] = timed(prepare(aspect), args.steps, b, device)
     out["bytes_square"] = cache[0].nbytes
     out["bytes_aspect"] = canvases[0].nbytes
-    if args.skip_torchvision:
-        out["torchvision"] = float("nan")
+    if args.skip_torchvision or args.prep_only:
+        out["torchvision"] = nan
         return out
 
     # (b) torchvision ImageFolder + PIL, one worker per core
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--skip-torchvision", action="store_true", help="Leave out (b) (slow on a shared CPU).")
+    ap.add_argument("--prep-only", action="store_true", help="Only the batch preparation from each cache (no model).")
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU x{os.cpu_count()} cores"
