@@ -21,6 +21,7 @@ from .data.cache import CACHE_MODES, load_or_build, load_or_build_aspect
 from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_resized_crop_flip
 from .metrics import embedding_geometry, retrieval_metrics
 from .models import HEAD_INITS, POOLINGS, EmbeddingModel, check_backbone_name
+from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, param_groups
 from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
@@ -29,15 +30,8 @@ from .untrained import untrained_metrics
 #: Per-data-set training defaults: a view of what each data set registers (`pmlbal.registry`).
 DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(name).defaults))
 
-OPTIMIZERS = ("adamw", "adam", "rmsprop")
-#: Learning-rate schedules after the linear warm-up: cosine decay to 0 (the harness's own), a
-#: constant rate, or a step decay by `lr_gamma` every `lr_step_epochs` epochs (Proxy-Anchor).
-SCHEDULES = ("cosine", "constant", "step")
 EVAL_ON = ("head", "backbone")
 LEAD_METRICS = ("recall@1", "map_at_r", "r_precision", "precision_at_1")
-#: Multiplier of `lr` for a loss's own parameters when `loss_lr` is not given: Proxy-Anchor's
-#: proxies train at 100 x (tjddus9597/Proxy-Anchor-CVPR2020 code/train.py).
-LOSS_LR_FACTOR = 100.0
 
 
 @dataclass
@@ -88,7 +82,7 @@ class TrainConfig:
     head_init: str = "default"
     #: The embedding head's learning rate (None: `lr`).
     head_lr: float | None = None
-    #: The loss's own parameters' learning rate, e.g. proxies (None: LOSS_LR_FACTOR x `lr`).
+    #: The loss's own parameters' learning rate, e.g. proxies (None: `pmlbal.optim.LOSS_LR_FACTOR` x `lr`).
     loss_lr: float | None = None
     optimizer: str = "adamw"
     schedule: str = "cosine"
@@ -440,61 +434,16 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         train_loss = DistributedLoss(loss_fn)  # the loss sees the global batch; its own parameters stay in sync
     forward = torch.compile(forward) if cfg.compile else forward
-    opt = make_optimizer(cfg, model, loss_fn)
+    opt = make_optimizer(cfg.optimizer, param_groups(model, loss_fn, cfg.lr, cfg.head_lr, cfg.loss_lr), cfg.lr,
+                         cfg.weight_decay)
     # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
     batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
                                                seed=cfg.seed, resample_every=cfg.resample_every)
-    sched = make_schedule(opt, cfg, batches_per_epoch(len(train_set), cfg.batch_size))
+    sched = make_schedule(opt, cfg.schedule, cfg.epochs, batches_per_epoch(len(train_set), cfg.batch_size),
+                          cfg.warmup_epochs, cfg.lr_step_epochs, cfg.lr_gamma)
     trunk = [p for p in model.backbone.parameters() if p.requires_grad]
     return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
                train_loss, opt, sched, batches, loss_labels, trunk, fold)
-
-
-def param_groups(cfg: TrainConfig, model: EmbeddingModel, loss_fn: torch.nn.Module) -> list[dict[str, Any]]:
-    """Trunk at `lr`, head at `head_lr` (default `lr`), the loss's own parameters at `loss_lr`
-    (default LOSS_LR_FACTOR x `lr`); frozen parameters and empty groups left out."""
-    groups = [
-        {"name": "trunk", "params": list(model.backbone.parameters()), "lr": cfg.lr},
-        {"name": "head", "params": list(model.head.parameters()), "lr": cfg.head_lr or cfg.lr},
-        {"name": "loss", "params": list(loss_fn.parameters()), "lr": cfg.loss_lr or LOSS_LR_FACTOR * cfg.lr},
-    ]
-    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
-    return [g for g in groups if g["params"]]
-
-
-def make_optimizer(cfg: TrainConfig, model: EmbeddingModel, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
-    """`cfg.optimizer` over `param_groups`; RMSprop with momentum 0.9, as both powerful-benchmarker's
-    config_optimizers/default.yaml and Proxy-Anchor's code/train.py set it."""
-    groups = param_groups(cfg, model, loss_fn)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
-
-
-def make_schedule(opt, cfg: TrainConfig, steps_per_epoch: int):
-    """Linear warm-up over `warmup_epochs`, then `cfg.schedule`: cosine decay to 0 at the last step,
-    constant, or x `lr_gamma` every `lr_step_epochs` epochs (stepped per batch, counted in epochs)."""
-    if cfg.schedule == "cosine":
-        return _warmup_cosine(opt, cfg, steps_per_epoch)
-    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-
-    def factor(s: int) -> float:
-        if s < warm and cfg.warmup_epochs > 0:
-            return (s + 1) / warm
-        return cfg.lr_gamma ** ((s // steps_per_epoch) // cfg.lr_step_epochs) if cfg.schedule == "step" else 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _warmup_cosine(opt, cfg: TrainConfig, steps_per_epoch: int):
-    """Linear warm-up over `warmup_epochs`, then cosine decay to 0 at the last step."""
-    total = cfg.epochs * steps_per_epoch
-    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
-    )
 
 
 def _before_step(run: Run, epoch: int) -> Callable[[], None] | None:

@@ -94,14 +94,15 @@ def test_a_frozen_trunk_epoch_trains_only_head_and_proxies_then_clips(tmp_path):
 @pytest.mark.parametrize("schedule, warmup, expected", [
     ("step", 0.0, [1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25]),  # x0.5 every 2 epochs of 3 steps
     ("constant", 1.0, [1 / 3, 2 / 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+    ("cosine", 1.0, [1 / 3, 2 / 3, 1] + [0.5 * (1 + math.cos(math.pi * k / 12)) for k in range(10)]),
 ])
-def test_step_and_constant_schedules(schedule, warmup, expected):
-    from pmlbal.train import make_schedule
+def test_step_constant_and_cosine_schedules(schedule, warmup, expected):
+    from pmlbal.optim import make_schedule
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
-    cfg = TrainConfig(epochs=5, schedule=schedule, warmup_epochs=warmup, lr_step_epochs=2, lr_gamma=0.5)
-    sched = make_schedule(opt, cfg, steps_per_epoch=3)
+    sched = make_schedule(opt, schedule, epochs=5, steps_per_epoch=3, warmup_epochs=warmup, lr_step_epochs=2,
+                          lr_gamma=0.5)
     lrs = []
     for _ in expected:
         lrs.append(opt.param_groups[0]["lr"])
