@@ -157,11 +157,13 @@ def _with_file(ctx: click.Context, flags, values: dict | None):
 
     if values is None:
         return flags
+    from .protocols import protocol_values
+
     given = _given_fields(ctx) & set(asdict(flags))
     if "protocol" in given and flags.protocol:  # --protocol on the command line brings its values over the file's
-        from .protocols import protocol_values
-
         given |= set(protocol_values(flags.protocol, flags.dataset))
+    elif values.get("protocol"):  # a file naming a preset: its values, then the file's own
+        values = {**protocol_values(values["protocol"], values.get("dataset", flags.dataset)), **values}
     return TrainConfig(**{**values, **{f: getattr(flags, f) for f in given}})
 
 

@@ -70,10 +70,11 @@ def test_explicit_values_override_and_bad_names_are_refused():
 
 def _parsed(command: str, monkeypatch) -> TrainConfig:
     """The config `pmlbal train` builds from `command`, without training."""
+    import pmlbal.bench  # noqa: F401  (imported before the stand-in, or it would bind it for the session)
     import pmlbal.train
 
     seen = []
-    monkeypatch.setattr(pmlbal.train, "train", lambda cfg, on_epoch=None: seen.append(cfg))
+    monkeypatch.setattr(pmlbal.train, "train", lambda cfg, on_epoch=None, **kw: seen.append(cfg))
     args = shlex.split(command)
     assert args[:2] == ["pmlbal", "train"]
     result = CliRunner().invoke(main, args[1:])
@@ -145,3 +146,14 @@ def test_miniature_cub_trains_under_each_preset(name, tmp_path):
 
     write_leaderboards(tmp_path / "res", "cub", plots=False)
     assert f"[protocol {name}]" in (tmp_path / "res" / "cub.md").read_text()
+
+
+def test_a_config_file_can_name_a_preset_and_a_protocol_flag_overrides_a_file(monkeypatch, tmp_path):
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({"dataset": "cub", "protocol": "roth", "epochs": 3}))
+    cfg = _parsed(f"pmlbal train --config {named} --root {tmp_path} --lr 2e-5", monkeypatch)
+    assert _same(cfg, protocol_config("roth", "cub", root=str(tmp_path), epochs=3, lr=2e-5))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"dataset": "cub", "embedding_dim": 64, "lr": 0.5}))
+    cfg = _parsed(f"pmlbal train --config {plain} --root {tmp_path} --protocol roth", monkeypatch)
+    assert cfg.protocol == "roth" and cfg.lr == 1e-5 and cfg.embedding_dim == 128  # the flag's preset over the file
