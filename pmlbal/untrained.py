@@ -30,6 +30,9 @@ TRAINING_ONLY = frozenset({
     "loss", "loss_kwargs", "seed", "epochs", "batch_size", "samples_per_class", "lr", "weight_decay",
     "warmup_epochs", "crop_scale", "train_split", "eval_every", "sampler", "resample_every", "compile",
     "results_dir", "cache_dir", "progress", "tuned_from", "tuned_runs", "save_model",
+    # recipe options (issue 19) that act on training only; pooling, head_init, eval_on stay in the key
+    "protocol", "head_lr", "loss_lr", "optimizer", "schedule", "lr_step_epochs", "lr_gamma", "freeze_trunk_epochs",
+    "clip_grad_value", "cache_mode", "cv_folds", "lead_metric",
 })
 _CODE = ("metrics/retrieval.py", "metrics/geometry.py", "train.py", "models.py", "data/gpu_batches.py")
 

@@ -36,6 +36,11 @@ def test_anything_that_changes_the_numbers_changes_the_key(tmp_path):
     assert untrained.untrained_key(_run(tmp_path, seed=1)) != base  # other weights
     assert untrained.untrained_key(_run(tmp_path, eval_split="val", train_split="train-sub")) != base  # other images
     assert untrained.untrained_key(_run(tmp_path, embedding_dim=16)) != base
+    assert untrained.untrained_key(_run(tmp_path, pooling="avg+max")) != base  # same weights, other features
+    assert untrained.untrained_key(_run(tmp_path, eval_on="backbone")) != base
+    # recipe options that act on training only share the memo
+    assert untrained.untrained_key(_run(tmp_path, optimizer="rmsprop", loss_lr=1.0, schedule="step",
+                                        freeze_trunk_epochs=1, clip_grad_value=1.0, cache_mode="aspect")) == base
     run = _run(tmp_path)
     with torch.no_grad():
         next(run.model.parameters()).add_(1e-6)
