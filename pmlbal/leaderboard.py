@@ -1,4 +1,9 @@
-"""Leaderboards from run records: <dataset>.md / .csv per data set and an index README.md."""
+"""Leaderboards from run records: <dataset>.md / .csv per data set and an index README.md.
+
+Rows are sorted by the data set's lead metric (declared in `pmlbal.registry`), which is also the
+first metric column; an untrained-model row (the records' `initial` metrics) shows what training
+added.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Any, Callable
 
-from .metrics import STANDARD_KS
-from .records import atomic_write_text, iter_records
+from .records import atomic_write_text, config_key, iter_records
+from .registry import dataset_spec
 
-EXTRA_METRICS = ("map_at_r", "r_precision")
+#: Column headings of the metrics that are not Recall@K.
+METRIC_LABELS = {"map_at_r": "MAP@R", "r_precision": "RP"}
+#: Config fields that fix the untrained network and how it is evaluated: runs that share them (and a
+#: seed) start from the same weights, whatever their loss, batch or schedule.
+UNTRAINED_KEYS = ("backbone", "embedding_dim", "pretrained", "input_size", "cache_size")
+UNTRAINED = "untrained model"
 
 
 def loss_label(config: dict[str, Any]) -> str:
@@ -27,34 +37,87 @@ def loss_label(config: dict[str, Any]) -> str:
     return label + (f" [tuned, {runs} val run{'s' if runs != 1 else ''}]" if runs else " [tuned]")
 
 
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("recall@", "R@"))
+
+
+def board_metrics(dataset: str) -> list[str]:
+    """The board's metric columns, the data set's lead metric first (`pmlbal.registry` declares it)."""
+    spec = dataset_spec(dataset)
+    return [spec.lead_metric] + [m for m in spec.metrics if m != spec.lead_metric]
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return mean(values), pstdev(values) if len(values) > 1 else 0.0
+
+
+def _test_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    # Validation-split runs are tuning trials (class-disjoint val, part of train): not results.
+    return [r for r in records
+            if r["config"]["dataset"] == dataset and r["config"].get("eval_split", "test") == "test"]
+
+
+def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One row per untrained network among the test-split records of `dataset`: the `initial`
+    metrics (evaluated before the first step) of the runs sharing backbone, embedding size, input
+    and weights, as mean and std over their seeds. Each seed counts once, however many losses were
+    trained from it, so the spread is over initialisations, not over repeats of one."""
+    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in _test_records(records, dataset):
+        if r.get("initial"):
+            key = tuple(str(r["config"].get(k)) for k in UNTRAINED_KEYS)
+            groups[key][r["seed"]].append(r)
+    rows = []
+    for key, by_seed in groups.items():
+        cfg = next(iter(by_seed.values()))[0]["config"]
+        row = {
+            "loss": UNTRAINED + ("" if cfg.get("pretrained") is None else f" (pretrained={cfg['pretrained']})"),
+            "untrained": True, "seeds": len(by_seed),
+            "config_key": "untrained-" + config_key(dict(zip(UNTRAINED_KEYS, key))),
+            "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": None, "epochs": 0,
+            "train_time_s": 0.0, "command": "", "device": next(iter(by_seed.values()))[0].get("device", "?"),
+            "eval_split": "test",
+        }
+        for name in dataset_spec(dataset).metrics:
+            # Runs of one seed start from the same weights: their initial values agree (on the CPU
+            # exactly), so each seed contributes the mean of its runs' values once.
+            per_seed = [mean(v) for runs in by_seed.values()
+                        if (v := [r["initial"][name] for r in runs if name in r["initial"]])]
+            row[name] = _stats(per_seed)
+        rows.append(row)
+    return rows
+
+
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
-    """One row per configuration evaluated on test: metrics as mean and std over its seeds, sorted by Recall@1."""
+    """One row per configuration evaluated on test (metrics as mean and std over its seeds) and one
+    per untrained network (`untrained_rows`), sorted by the data set's lead metric."""
     groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        # Validation-split runs are tuning trials (class-disjoint val, part of train): not results.
-        if r["config"]["dataset"] == dataset and r["config"].get("eval_split", "test") == "test":
-            groups[r["config_key"]].append(r)
-    ks = STANDARD_KS[dataset]
+    for r in _test_records(records, dataset):
+        groups[r["config_key"]].append(r)
     rows = []
     for key, runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         cfg = runs[0]["config"]
         row = {
-            "loss": loss_label(cfg), "config_key": key, "seeds": len(runs),
+            "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": cfg["batch_size"],
             "epochs": cfg["epochs"], "train_time_s": mean(r.get("train_time_s") or 0.0 for r in runs),
             "command": runs[0]["command"], "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
         }
-        for name in [f"recall@{k}" for k in ks] + list(EXTRA_METRICS):
-            vals = [r["final"][name] for r in runs if name in r["final"]]
-            row[name] = (mean(vals), pstdev(vals) if len(vals) > 1 else 0.0) if vals else (math.nan, math.nan)
+        for name in dataset_spec(dataset).metrics:
+            row[name] = _stats([r["final"][name] for r in runs if name in r["final"]])
         best = [b for b in (_best(r) for r in runs) if b is not None]
         if best:  # runs evaluated every few epochs: the best epoch too, as papers that report it do
-            vals = [b["metrics"][f"recall@{ks[0]}"] for b in best]
+            k = dataset_spec(dataset).ks[0]
+            vals = [b["metrics"][f"recall@{k}"] for b in best]
             row["best"] = (mean(vals), pstdev(vals) if len(vals) > 1 else 0.0, [b["epoch"] for b in best],
                            best[0]["metric"])
         rows.append(row)
-    rows.sort(key=lambda row: (-row[f"recall@{ks[0]}"][0], row["loss"]))
+    rows += untrained_rows(records, dataset) if rows else []
+    lead = dataset_spec(dataset).lead_metric
+    rows.sort(key=lambda row: (-_sort_value(row[lead][0]), row["loss"]))
     return rows
 
 
@@ -66,33 +129,49 @@ def _best(record: dict[str, Any]) -> dict[str, Any] | None:
     return record.get("best") or best_epoch(record.get("epochs", []), record["config"].get("lead_metric", "recall@1"))
 
 
-def _metric_names(dataset: str) -> list[str]:
-    return [f"recall@{k}" for k in STANDARD_KS[dataset]] + list(EXTRA_METRICS)
+def _sort_value(v: float) -> float:
+    return -math.inf if math.isnan(v) else v
 
 
-def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
-    metrics = _metric_names(dataset)
-    devices = sorted({r["device"] for r in rows})
-    best_col = any("best" in r for r in rows)
+def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> list[str]:
+    spec = dataset_spec(dataset)
+    devices = sorted({r["device"] for r in rows if not r["untrained"]})
     splits = sorted({r["eval_split"] for r in rows})
-    lines = [
-        f"# {dataset} leaderboard",
-        "",
+    text = [
         f"Protocol: zero-shot retrieval, trained on the train classes, evaluated on the `{'/'.join(splits)}` split "
         f"(classes never seen in training); exact search; values in %, mean ± std over seeds. "
         f"Hardware: {'; '.join(devices)}. "
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
            if any(r["seeds"] < expected_seeds for r in rows) else "")
         + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`."
-        + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{STANDARD_KS[dataset][0]} among the "
+        + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{spec.ks[0]} among the "
            "epochs evaluated (`--eval-every`), picked by the run's lead metric, with its epoch per seed: the number "
-           "papers that report their best epoch give, chosen on test and so optimistic." if best_col else ""),
-        "",
-        "| # | loss | " + " | ".join(m.replace("recall@", "R@").replace("map_at_r", "MAP@R").replace("r_precision", "RP")
-                                      for m in metrics) + (" | best epoch" if best_col else "")
-        + " | seeds | backbone | dim | batch | epochs | train s | command |",
-        "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + "---|---|---|---|---|---|---|",
+           "papers that report their best epoch give, chosen on test and so optimistic."
+           if any("best" in r for r in rows) else ""),
     ]
+    untrained = [r for r in rows if r["untrained"]]
+    if untrained:
+        text.append(f"The **{UNTRAINED}** row is the same network before its first training step (the `initial` "
+                    f"metrics of the records, one value per seed): a row below it on {metric_label(spec.lead_metric)} "
+                    f"made the embedding worse.")
+    if spec.lead_metric != f"recall@{spec.ks[0]}":
+        why = f"Sorted by {metric_label(spec.lead_metric)}, the first column. {spec.lead_reason}"
+        if len(untrained) == 1:
+            u = untrained[0]
+            why += (f" Here the untrained model has {100 * u[f'recall@{spec.ks[0]}'][0]:.2f} % "
+                    f"{metric_label(f'recall@{spec.ks[0]}')} and {100 * u[spec.lead_metric][0]:.2f} % "
+                    f"{metric_label(spec.lead_metric)}.")
+        text.append(why)
+    return [p for t in text for p in (t, "")]
+
+
+def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
+    metrics = board_metrics(dataset)
+    best_col = any("best" in r for r in rows)
+    lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
+             "| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
+             + " | seeds | backbone | dim | batch | epochs | train s | command |",
+             "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + "---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
         cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
@@ -101,6 +180,11 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
             cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
                          + f" (epoch {', '.join(map(str, b[2]))})")
         mark = "" if row["seeds"] >= expected_seeds else " †"
+        if row["untrained"]:
+            lines.append(f"| {i} | **{row['loss']}** | " + " | ".join(f"**{c}**" for c in cells)
+                         + f" | {row['seeds']}{mark} | {row['backbone']} | {row['embedding_dim']} | – | 0 | 0 "
+                         "| (before training: `initial` in the records) |")
+            continue
         lines.append(
             f"| {i} | {row['loss']} | " + " | ".join(cells)
             + f" | {row['seeds']}{mark} | {row['backbone']} | {row['embedding_dim']} | {row['batch_size']}"
@@ -110,9 +194,9 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
 
 
 def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
-    metrics = _metric_names(dataset)
+    metrics = board_metrics(dataset)
     best_col = any("best" in r for r in rows)
-    k = STANDARD_KS[dataset][0]
+    k = dataset_spec(dataset).ks[0]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["loss", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "seeds", "backbone",
@@ -121,8 +205,8 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
     for row in rows:
         b = row.get("best")
         w.writerow([row["loss"], *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
-                    row["embedding_dim"], row["batch_size"], row["epochs"], f"{row['train_time_s']:.1f}",
-                    row["config_key"], row["command"]]
+                    row["embedding_dim"], "" if row["batch_size"] is None else row["batch_size"], row["epochs"],
+                    f"{row['train_time_s']:.1f}", row["config_key"], row["command"]]
                    + ([] if not best_col else ["", "", ""] if b is None
                       else [f"{b[0]:.6f}", f"{b[1]:.6f}", " ".join(map(str, b[2]))]))
     return buf.getvalue()

@@ -127,7 +127,9 @@ class DatasetSpec:
     `cls` loads a split (`cls(root, split)`); `ks` are the literature's Recall@K; `defaults` fill the
     `TrainConfig` fields left at None (backbone, sizes, epochs, batch, m, lr, ...); `tune` is the
     search space of the training coordinates (``{"batch_size": ("log2-int", 32, 512), ...}``);
-    `samples_per_class(batch_size)` is m for a tuned batch size.
+    `samples_per_class(batch_size)` is m for a tuned batch size. `lead_metric` is the metric its
+    leaderboard is sorted by and leads with (``"recall@<first k>"`` unless the data set says
+    otherwise); `lead_reason` is the sentence the board prints to say why, when that is not Recall@1.
     """
 
     name: str
@@ -137,19 +139,41 @@ class DatasetSpec:
     tune: Mapping[str, tuple]
     samples_per_class: Callable[[int], int] = field(default=lambda batch_size: 4)
     needs_root: bool = True
+    lead_metric: str = ""
+    lead_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ks:
+            raise ValueError(f"data set {self.name!r}: ks must name at least one K")
+        lead = self.lead_metric or f"recall@{self.ks[0]}"
+        if lead not in self.metrics:
+            raise ValueError(f"data set {self.name!r}: lead_metric {lead!r} is not one of {', '.join(self.metrics)}")
+        if lead != f"recall@{self.ks[0]}" and not self.lead_reason:
+            raise ValueError(f"data set {self.name!r}: lead_metric {lead!r} needs a lead_reason (the board says why)")
+        object.__setattr__(self, "lead_metric", lead)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The board's metric columns: Recall@K at the standard Ks, then MAP@R and R-precision."""
+        return tuple(f"recall@{k}" for k in self.ks) + ("map_at_r", "r_precision")
 
     def load(self, root: Any = None, split: str = "train") -> Any:
         return self.cls(root, split)
 
 
 def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, Any], tune: Mapping[str, tuple],
-                     samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True) -> Callable[[T], T]:
-    """Class decorator for a `RetrievalDataset`: register it as `name` with its spec."""
+                     samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True,
+                     lead_metric: str | None = None, lead_reason: str = "") -> Callable[[T], T]:
+    """Class decorator for a `RetrievalDataset`: register it as `name` with its spec.
+
+    `lead_metric` (default Recall@ks[0]) must be one of the board's metrics; any other lead needs
+    a `lead_reason`, which the board prints (why Recall@1 is not the metric to read here).
+    """
 
     def decorator(cls: T) -> T:
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
-                                      MappingProxyType(dict(tune)),
-                                      samples_per_class or (lambda batch_size: 4), needs_root)
+                                      MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
+                                      needs_root, lead_metric or "", lead_reason)
         return cls
 
     return decorator

@@ -1,5 +1,8 @@
 """Records and leaderboards: rebuilt identically, bad records skipped by path, atomic unique writes, PNGs."""
 
+import csv
+import dataclasses
+import io
 import json
 import multiprocessing as mp
 
@@ -10,15 +13,22 @@ from pmlbal.plots import balance_sweep_series
 from pmlbal.records import SCHEMA_VERSION, RecordError, config_key, new_run_id, read_record, write_record
 
 
-def fake_record(loss="BalancedNTXentLoss", seed=0, r1=0.8, balance=None, batch=50):
+def metrics(r1, map_at_r=None):
+    return {"recall@1": r1, "recall@2": r1 + 0.05, "recall@4": r1 + 0.1, "recall@8": r1 + 0.12,
+            "map_at_r": r1 / 2 if map_at_r is None else map_at_r, "r_precision": r1 / 1.5}
+
+
+def fake_record(loss="BalancedNTXentLoss", seed=0, r1=0.8, balance=None, batch=50, map_at_r=None, initial=None,
+                backbone="resnet10t", eval_split="test"):
     kwargs = {} if balance is None else {"balance": balance}
-    cfg = {"dataset": "digits", "loss": loss, "loss_kwargs": kwargs, "seed": seed, "backbone": "resnet10t",
-           "embedding_dim": 64, "batch_size": batch, "epochs": 2, "eval_split": "test"}
-    final = {"recall@1": r1, "recall@2": r1 + 0.05, "recall@4": r1 + 0.1, "recall@8": r1 + 0.12,
-             "map_at_r": r1 / 2, "r_precision": r1 / 1.5}
-    return {"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg), "config": cfg, "config_key": config_key(cfg),
-            "seed": seed, "command": f"pmlbal train --loss {loss}", "final": final, "train_time_s": 3.0,
-            "device": "CPU", "steps": [{"loss": 1.0, "pos_term": -1.0, "entropy_term": 2.0}] * 3}
+    cfg = {"dataset": "digits", "loss": loss, "loss_kwargs": kwargs, "seed": seed, "backbone": backbone,
+           "embedding_dim": 64, "batch_size": batch, "epochs": 2, "eval_split": eval_split}
+    record = {"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg), "config": cfg, "config_key": config_key(cfg),
+              "seed": seed, "command": f"pmlbal train --loss {loss}", "final": metrics(r1, map_at_r),
+              "train_time_s": 3.0, "device": "CPU", "steps": [{"loss": 1.0, "pos_term": -1.0, "entropy_term": 2.0}] * 3}
+    if initial is not None:
+        record["initial"] = metrics(*initial)
+    return record
 
 
 def test_rows_mean_std_and_order(tmp_path):
@@ -34,9 +44,55 @@ def test_rows_mean_std_and_order(tmp_path):
     assert rows[1]["recall@1"][0] == pytest.approx(0.85) and rows[1]["recall@1"][1] == pytest.approx(0.05)
     md = (tmp_path / "digits.md").read_text()
     assert "| 85.00 ± 5.00 |" in md and "| 2 |" in md  # two seeds: mean ± std
-    assert "| NTXentLoss | 95.00 | 100.00 |" in md and "| 1 † |" in md  # one run: no spread claimed
+    assert "| NTXentLoss | 47.50 | 95.00 | 100.00 |" in md and "| 1 † |" in md  # one run: no spread claimed
     assert "marked †" in md
     assert "digits" in (tmp_path / "README.md").read_text()
+
+
+def test_untrained_row_from_initial_metrics_one_value_per_seed(tmp_path):
+    # Seeds 0 and 1 start from different weights; every loss trained from seed 0 shares its start.
+    start = {0: (0.90, 0.20), 1: (0.88, 0.30)}
+    for loss, r1, gain in (("NTXentLoss", 0.86, 0.1), ("BalancedNTXentLoss", 0.95, 0.3), ("KCLLoss", 0.80, -0.05)):
+        for seed in (0, 1):
+            write_record(fake_record(loss=loss, seed=seed, r1=r1, map_at_r=start[seed][1] + gain,
+                                     initial=start[seed]), tmp_path)
+    # Another backbone is another untrained network; a val-split trial is no result of either.
+    write_record(fake_record(loss="NTXentLoss", backbone="resnet18", r1=0.5, map_at_r=0.6, initial=(0.4, 0.05)), tmp_path)
+    write_record(fake_record(loss="NTXentLoss", r1=0.5, map_at_r=0.9, initial=(1.0, 0.99), eval_split="val"), tmp_path)
+    rows = write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)["digits"]
+    untrained = {r["backbone"]: r for r in rows if r["untrained"]}
+    assert set(untrained) == {"resnet10t", "resnet18"}
+    u = untrained["resnet10t"]
+    assert u["seeds"] == 2  # two initialisations, not six runs
+    assert u["map_at_r"] == pytest.approx((0.25, 0.05)) and u["recall@1"] == pytest.approx((0.89, 0.01))
+    assert u["recall@8"][0] == pytest.approx(0.89 + 0.12)
+    assert untrained["resnet18"]["map_at_r"] == pytest.approx((0.05, 0.0))
+    # digits leads with MAP@R: the board is sorted by it, so KCL (Recall@1 0.80) falls below the untrained row.
+    order = [(r["loss"], r["backbone"]) for r in rows]
+    assert order == [("NTXentLoss", "resnet18"), ("BalancedNTXentLoss", "resnet10t"), ("NTXentLoss", "resnet10t"),
+                     ("untrained model", "resnet10t"), ("KCLLoss", "resnet10t"), ("untrained model", "resnet18")]
+    md = (tmp_path / "digits.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| # | loss | MAP@R | R@1 |")  # the lead metric leads
+    assert "| 4 | **untrained model** | **25.00 ± 5.00** | **89.00 ± 1.00** |" in md
+    assert "Sorted by MAP@R" in md and "Recall@1 saturates on digits" in md
+    assert "untrained model** row is the same network before its first training step" in md
+    csv_rows = list(csv.DictReader(io.StringIO((tmp_path / "digits.csv").read_text())))
+    assert [r["loss"] for r in csv_rows][3] == "untrained model" and csv_rows[3]["map_at_r_mean"] == "0.250000"
+    assert list(csv_rows[0])[1] == "map_at_r_mean"
+
+
+def test_recall_led_board_has_no_lead_note_and_no_untrained_row_without_initial(tmp_path, monkeypatch):
+    from pmlbal import registry
+
+    monkeypatch.setitem(registry._DATASETS, "digits",
+                        dataclasses.replace(registry.dataset_spec("digits"), lead_metric="", lead_reason=""))
+    write_record(fake_record(loss="NTXentLoss", r1=0.7, map_at_r=0.9), tmp_path)
+    write_record(fake_record(loss="KCLLoss", r1=0.8, map_at_r=0.1), tmp_path)
+    rows = write_leaderboards(tmp_path, "digits", expected_seeds=1, plots=False)["digits"]
+    assert [r["loss"] for r in rows] == ["KCLLoss", "NTXentLoss"]  # by Recall@1
+    md = (tmp_path / "digits.md").read_text()
+    assert "Sorted by" not in md and "untrained" not in md and "| # | loss | R@1 |" in md
 
 
 def test_no_dagger_note_when_every_row_has_its_seeds(tmp_path):

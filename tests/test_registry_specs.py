@@ -89,3 +89,14 @@ def test_a_training_run_leaves_the_callers_generators_alone(tmp_path):
     train(TrainConfig(dataset="digits", epochs=1, batch_size=20, samples_per_class=10, results_dir=str(tmp_path),
                       cache_dir=str(tmp_path / "cache"), progress=False))
     assert np.random.rand() == expected_np and torch.equal(torch.rand(1), expected_torch)
+
+
+def test_lead_metric_is_declared_with_the_data_set_and_checked():
+    spec = registry.dataset_spec("digits")
+    assert spec.lead_metric == "map_at_r" and "saturates" in spec.lead_reason
+    assert registry.dataset_spec("sop").lead_metric == "recall@1"  # undeclared: Recall at the first K
+    with pytest.raises(ValueError, match="lead_metric 'recall@3' is not one of"):
+        registry.register_dataset("bad-lead", ks=(1, 2), defaults={}, tune={}, lead_metric="recall@3")(Blobs)
+    with pytest.raises(ValueError, match="needs a lead_reason"):
+        registry.register_dataset("bad-lead", ks=(1, 2), defaults={}, tune={}, lead_metric="map_at_r")(Blobs)
+    assert "bad-lead" not in registry.list_datasets()
