@@ -234,8 +234,8 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
             if not checkpoint_path(cfg.resolved()).exists():  # e.g. a flag differs from the interrupted run's
                 click.echo(f"nothing to resume ({checkpoint_path(cfg.resolved())} does not exist): "
                            f"starting from epoch 1")
-        record = run_train(cfg, on_epoch=lambda e: click.echo(f"epoch {e['epoch']}: loss {e['train_loss']:.4f}"),
-                           resume=resume, tensorboard=tensorboard, log=click.echo)
+        # One line per epoch on stdout comes from train itself (pmlbal.train.epoch_line).
+        record = run_train(cfg, resume=resume, tensorboard=tensorboard, log=click.echo)
     except (ValueError, ImportError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
         _fail(err)
     if record is None:  # a non-zero torchrun rank: rank 0 reports

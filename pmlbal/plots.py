@@ -1,4 +1,8 @@
-"""Leaderboard plots (PNG): Recall@K bars, Recall@1 vs balance per batch size, loss-term curves."""
+"""Leaderboard plots (PNG): Recall@K bars, the lead metric vs balance per (loss, batch size), loss-term curves.
+
+Each plot has a `*_figure` builder returning the matplotlib Figure (what the tests read: series,
+labels, legends) and a `plot_*` function that saves it atomically.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from .metrics import STANDARD_KS  # noqa: E402
+from .registry import dataset_spec  # noqa: E402
+
+#: Config fields that say nothing about what a run computed (where it ran, what it was called).
+_BOOKKEEPING = {"seed", "results_dir", "cache_dir", "progress", "device", "root", "tuned_from", "tuned_runs",
+                "save_model", "compile"}
 
 
 def save_figure(fig, path: Path) -> None:
@@ -24,78 +33,153 @@ def save_figure(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_recall_bars(path: Path, dataset: str, rows: list[dict[str, Any]]) -> list[str]:
-    ks = STANDARD_KS[dataset]
+def _metric_label(name: str) -> str:
+    from .leaderboard import metric_label
+
+    return metric_label(name)
+
+
+def _legend_right(ax) -> None:
+    """The legend right of the axes, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7)
+
+
+# -- Recall@K bars --------------------------------------------------------------------------------------
+def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
+    """Recall@K per board row (mean ± std), the untrained model hatched; the y-axis spans the data
+    (Recall@K of retrieval models sits in a narrow band near the top, invisible from 0), the
+    legend sits right of the bars."""
+    ks = dataset_spec(dataset).ks
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
     width = 0.8 / len(ks)
+    lows, highs = [], []
     for j, k in enumerate(ks):
         means = [100 * r[f"recall@{k}"][0] for r in rows]
         stds = [100 * r[f"recall@{k}"][1] for r in rows]
-        ax.bar([i + j * width for i in range(len(rows))], means, width, yerr=stds, capsize=2, label=f"R@{k}")
+        bars = ax.bar([i + j * width for i in range(len(rows))], means, width, yerr=stds, capsize=2, label=f"R@{k}")
+        for bar, row in zip(bars, rows):
+            if row.get("untrained"):
+                bar.set_hatch("//")
+        lows += [m - s for m, s in zip(means, stds) if m == m]  # NaN: a metric a row lacks
+        highs += [m + s for m, s in zip(means, stds) if m == m]
+    lows, highs = lows or [0.0], highs or [100.0]
+    span = max(max(highs) - min(lows), 1.0)
+    ax.set_ylim(max(0.0, min(lows) - 0.1 * span), min(100.0, max(highs) + 0.05 * span))
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
     ax.set_xticklabels([r["loss"] for r in rows], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("%")
-    ax.set_title(f"{dataset}: Recall@K (mean ± std over seeds)")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
-    return [f"R@{k}" for k in ks]
+    ax.set_ylabel("Recall@K (%)")
+    ax.set_title(f"{dataset}: Recall@K (mean ± std over seeds; hatched: untrained)")
+    _legend_right(ax)
+    return fig
 
 
-def balance_sweep_series(records: list[dict[str, Any]]) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(series label, batch size) -> sorted [(balance, mean Recall@1)] for configurations that
-    differ only in balance (and seed), where at least two balances were run."""
+def plot_recall_bars(path: Path, dataset: str, rows: list[dict[str, Any]]) -> list[str]:
+    save_figure(recall_bars_figure(dataset, rows), path)
+    return [f"R@{k}" for k in dataset_spec(dataset).ks]
+
+
+# -- lead metric vs balance -----------------------------------------------------------------------------
+def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1") -> dict[tuple[str, int], list[tuple[float, float]]]:
+    """(series label, batch size) -> sorted [(balance, mean `metric`)] from the test-split records
+    whose configurations differ only in balance (and seed), where at least two balances were run.
+
+    Validation runs (tuning trials) are left out: the plot reports results. Two series of one loss
+    and batch size that differ in anything else (epochs, lr, ...) get that difference in their label.
+    """
     acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    rests: dict[tuple, dict[str, Any]] = {}
     for r in records:
         cfg = r["config"]
+        if cfg.get("eval_split", "test") != "test" or metric not in r["final"]:
+            continue
         kwargs = dict(cfg["loss_kwargs"])
         bal = kwargs.pop("balance", None)
         if bal is None:
             continue
-        rest = {k: v for k, v in cfg.items() if k not in ("loss_kwargs", "seed", "batch_size")}
+        rest = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING | {"loss_kwargs", "batch_size", "loss"}}
         label = cfg["loss"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else "")
         key = (label, cfg["batch_size"], json.dumps(rest, sort_keys=True, default=str))
-        acc[key][float(bal)].append(r["final"]["recall@1"])
-    return {(label, bsz): sorted((b, sum(v) / len(v)) for b, v in by_bal.items())
-            for (label, bsz, _), by_bal in acc.items() if len(by_bal) >= 2}
+        acc[key][float(bal)].append(r["final"][metric])
+        rests[key] = rest
+    keys = [k for k, by_bal in acc.items() if len(by_bal) >= 2]
+    out = {}
+    for key in keys:
+        label, bsz, _ = key
+        twins = [k for k in keys if k[:2] == key[:2]]
+        differing = sorted({f for t in twins for f in rests[t] if any(rests[t].get(f) != rests[o].get(f) for o in twins)})
+        if differing:
+            label += " [" + ", ".join(f"{f}={rests[key].get(f)}" for f in differing) + "]"
+        out[(label, bsz)] = sorted((b, sum(v) / len(v)) for b, v in acc[key].items())
+    return out
+
+
+def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure | None:
+    """The data set's lead metric against balance, one line per (loss, batch size), batch size in
+    the legend; the untrained model as a dashed line. None when no sweep was run on test."""
+    from .leaderboard import untrained_rows
+
+    lead = dataset_spec(dataset).lead_metric
+    series = balance_sweep_series(records, lead)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (loss, bsz), pts in sorted(series.items(), key=lambda item: (item[0][0], item[0][1])):
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"{loss}, batch {bsz}")
+    for row in untrained_rows(records, dataset):
+        ax.axhline(100 * row[lead][0], ls="--", color="grey", lw=1, label=f"untrained {row['backbone']}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("balance")
+    ax.set_ylabel(f"{_metric_label(lead)} (%), test")
+    ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance (mean over seeds)")
+    _legend_right(ax)
+    return fig
 
 
 def plot_balance_sweep(path: Path, dataset: str, records: list[dict[str, Any]]) -> list[str]:
-    series = balance_sweep_series(records)
-    if not series:
+    """Write the balance plot (or remove a stale one when there is no sweep); return its line labels."""
+    fig = balance_sweep_figure(dataset, records)
+    if fig is None:
+        Path(path).unlink(missing_ok=True)
         return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels = []
-    for (loss, bsz), pts in sorted(series.items()):
-        label = f"{loss}, batch {bsz}"
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=label)
-        labels.append(label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("balance")
-    ax.set_ylabel("Recall@1 (%)")
-    ax.set_title(f"{dataset}: Recall@1 vs balance")
-    ax.legend(fontsize=7)
+    labels = [line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("untrained")]
     save_figure(fig, path)
     return labels
 
 
-def plot_loss_terms(path: Path, dataset: str, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
+# -- loss terms -------------------------------------------------------------------------------------------
+def loss_terms_figure(dataset: str, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> Figure:
+    """Positive and entropy term per training step (first seed of each board row), one shared
+    legend; rows whose records hold no terms (PML's losses do not expose them) are named below."""
     first = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         first.setdefault(r["config_key"], r)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    labels = []
+    without = []
     for row in rows:
+        if row.get("untrained"):
+            continue
         rec = first.get(row["config_key"])
         if not rec or not rec.get("steps") or "pos_term" not in rec["steps"][0]:
+            without.append(row["loss"])
             continue
-        labels.append(row["loss"])
         for ax, term in zip(axes, ("pos_term", "entropy_term")):
             ax.plot([s[term] for s in rec["steps"]], label=row["loss"], lw=1)
-    for ax, term in zip(axes, ("positive term", "entropy term")):
-        ax.set_title(f"{dataset}: {term} per step")
-        ax.set_xlabel("step")
-    if labels:
-        axes[0].legend(fontsize=6)
+    for ax, term in zip(axes, ("positive (alignment) term", "entropy (uniformity) term")):
+        ax.set_title(f"{dataset}: {term}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{term.split(' ')[0]} term value")
+    fig.tight_layout()
+    if axes[0].get_lines():  # both panels show the same runs: one legend for the two
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7)
+    if without:
+        fig.text(0.01, -0.02, "No recorded terms (PML's own losses do not expose them): " + ", ".join(without),
+                 fontsize=7, ha="left", va="top")
+    return fig
+
+
+def plot_loss_terms(path: Path, dataset: str, rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
+    fig = loss_terms_figure(dataset, rows, records)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
     save_figure(fig, path)
     return labels
 

@@ -7,6 +7,7 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -500,6 +501,13 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
     return entry, steps, seconds, len(batches) * cfg.batch_size
 
 
+def epoch_line(cfg: TrainConfig, entry: dict[str, Any], seconds: float, rank: int = 0, world: int = 1) -> str:
+    """One epoch as a log line: run, epoch of epochs, mean training loss, seconds."""
+    where = f" [rank {rank}/{world}]" if world > 1 else ""
+    return (f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}{where}: epoch {entry['epoch']}/{cfg.epochs}: "
+            f"loss {entry['train_loss']:.4f}, {seconds:.1f} s")
+
+
 def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, final: dict,
                wall_time: float, train_time: float, images_seen: int) -> dict[str, Any]:
     """The run's record (`pmlbal.records` schema), not yet written."""
@@ -533,7 +541,9 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
 
     build_run -> evaluate the untrained model -> train_epoch x epochs -> evaluate -> run_record ->
-    write. The caller's global torch, numpy and Python generators are left as they were. Under `torchrun`
+    write. With `config.progress`, a tqdm bar on a terminal and, on every process, one
+    `epoch_line` per epoch on stdout (a log or a pipe gets these lines instead of silence). The
+    caller's global torch, numpy and Python generators are left as they were. Under `torchrun`
     each process trains on its slice of every global batch (`batch_size` is the global size),
     gradients are averaged by DistributedDataParallel and the loss, wrapped in PML's
     DistributedLossWrapper (`distributed.DistributedLoss`, which also averages the gradients of the
@@ -596,6 +606,9 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
                     entry["metrics"] = run.evaluate()
                 done.epochs.append(entry)
                 done.epoch = epoch
+                if cfg.progress:  # above the bar on a terminal; the only sign of life in a log
+                    tqdm.write(epoch_line(cfg, entry, seconds, run.rank, run.world), file=sys.stdout)
+                    sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
                 if board is not None and run.rank == 0:
                     board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
                 if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once

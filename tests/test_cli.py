@@ -1,6 +1,7 @@
 """CLI: bad options refused with a one-line error; dataset check; end-to-end digits runs (slow)."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -96,10 +97,36 @@ def test_bench_resumes_and_prints_leaderboard(tmp_path):
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "| 1 |" in first.output and "KCLLoss" in first.output
+    # Not a terminal: a line per epoch of each run instead of bars.
+    assert re.findall(r"digits/(\w+) seed 0: epoch 1/1: loss", first.output) == ["NTXentLoss", "KCLLoss"]
     second = CliRunner().invoke(main, args)
-    assert second.output.count("recorded already") == 2
+    assert second.output.count("recorded already") == 2 and "epoch 1/1" not in second.output
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2
     assert (tmp_path / "digits_recall.png").exists() and (tmp_path / "digits.csv").exists()
+
+
+@pytest.mark.slow
+def test_train_prints_a_line_per_epoch_when_stdout_is_not_a_terminal(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pmlbal.cli", "train", "--dataset", "digits", "--epochs", "2", "--batch-size", "20",
+           "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    # Pipes, as in CI or `| tee`: each line must arrive when its epoch ends, not when the run does.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    while first and "epoch 1/2" not in first:
+        first = proc.stdout.readline()
+    assert not list((tmp_path / "runs").glob("*.json")), "the epoch line came only after the run ended"
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    lines = re.findall(r"^digits/BalancedNTXentLoss seed 0: epoch (\d)/2: loss ([0-9.]+), ([0-9.]+) s$",
+                       first + rest, re.M)
+    assert [int(e) for e, _, _ in lines] == [1, 2]
+    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert [float(loss) for _, loss, _ in lines] == [round(e["train_loss"], 4) for e in record["epochs"]]
+    assert sum(float(s) for _, _, s in lines) == pytest.approx(record["train_time_s"], abs=0.1)
+    assert "it/s" not in rest + err and "%|" not in rest + err  # no bars off a terminal
 
 
 @pytest.mark.slow
@@ -151,7 +178,7 @@ def test_torchrun_two_processes_train_on_the_global_batch(tmp_path):
            "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    losses = re.findall(r"epoch 1: loss ([0-9.]+)", out.stdout)
+    losses = re.findall(r"\[rank [01]/2\]: epoch 1/1: loss ([0-9.]+)", out.stdout)
     assert len(losses) == 2 and losses[0] == losses[1]
     records = list((tmp_path / "runs").glob("*.json"))
     assert len(records) == 1

@@ -9,7 +9,6 @@ import multiprocessing as mp
 import pytest
 
 from pmlbal.leaderboard import build_rows, write_leaderboards
-from pmlbal.plots import balance_sweep_series
 from pmlbal.records import SCHEMA_VERSION, RecordError, config_key, new_run_id, read_record, write_record
 
 
@@ -146,23 +145,84 @@ def test_concurrent_writers_never_overwrite(tmp_path):
     assert not list((tmp_path / "runs").glob(".*"))
 
 
-def test_plots_are_pngs_with_expected_series(tmp_path):
-    from pmlbal import plots
-
+def _sweep_records(tmp_path):
     for bal in (0.5, 1.0, 2.0):
         for batch in (20, 50):
-            write_record(fake_record(balance=bal, batch=batch, r1=0.5 + 0.1 * bal), tmp_path)
+            write_record(fake_record(balance=bal, batch=batch, r1=0.5 + 0.1 * bal, initial=(0.9, 0.2)), tmp_path)
+    # Tuning trials on val never enter a result plot, however good.
+    for bal in (0.5, 4.0):
+        write_record(fake_record(balance=bal, batch=20, r1=0.99, eval_split="val"), tmp_path)
+    write_record(fake_record(loss="NTXentLoss", r1=0.7, initial=(0.9, 0.2)), tmp_path)  # PML: no terms recorded
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    series = balance_sweep_series(records)
+    for r in records:
+        if r["config"]["loss"] == "NTXentLoss":
+            r["steps"] = [{"loss": 1.0}] * 3
+    return records
+
+
+def test_balance_plot_one_line_per_loss_and_batch_from_test_runs_only(tmp_path):
+    from pmlbal import plots
+
+    records = _sweep_records(tmp_path)
+    series = plots.balance_sweep_series(records, "map_at_r")
     assert set(series) == {("BalancedNTXentLoss", 20), ("BalancedNTXentLoss", 50)}
-    assert [b for b, _ in series[("BalancedNTXentLoss", 20)]] == [0.5, 1.0, 2.0]
+    assert series[("BalancedNTXentLoss", 20)] == [(0.5, pytest.approx(0.275)), (1.0, pytest.approx(0.3)),
+                                                  (2.0, pytest.approx(0.35))]  # no val point at balance 4
+    fig = plots.balance_sweep_figure("digits", records)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["BalancedNTXentLoss, batch 20", "BalancedNTXentLoss, batch 50", "untrained resnet10t"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([27.5, 30.0, 35.0])
+    assert "MAP@R" in ax.get_ylabel() and ax.get_xlabel() == "balance"  # digits' lead metric
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+    # One loss and batch size trained two ways: two lines, told apart in the legend.
+    for bal in (0.5, 1.0):
+        rec = fake_record(balance=bal, batch=20, r1=0.6)
+        rec["config"]["epochs"] = 4
+        records.append(rec)
+    assert sorted(plots.balance_sweep_series(records)) == [
+        ("BalancedNTXentLoss", 50), ("BalancedNTXentLoss [epochs=2]", 20), ("BalancedNTXentLoss [epochs=4]", 20)]
+    plots.plot_balance_sweep(tmp_path / "bal.png", "digits", records)
+    assert (tmp_path / "bal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.plot_balance_sweep(tmp_path / "bal.png", "digits", records[:1]) == []
+    assert not (tmp_path / "bal.png").exists()  # nothing to show: no stale plot left behind
+
+
+def test_recall_bars_span_the_data_and_keep_the_legend_off_the_bars(tmp_path):
+    from pmlbal import plots
+
+    records = _sweep_records(tmp_path)
     rows = build_rows(records, "digits")
+    fig = plots.recall_bars_figure("digits", rows)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    bottoms = [100 * (r["recall@1"][0] - r["recall@1"][1]) for r in rows]
+    assert 0 < low <= min(bottoms) and high <= 100
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["R@1", "R@2", "R@4", "R@8"]
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 >= ax.get_window_extent().x1  # right of the axes, over no bar
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 4  # the untrained row, one bar per K
+    assert [t.get_text() for t in ax.get_xticklabels()].count("untrained model") == 1
     assert plots.plot_recall_bars(tmp_path / "bars.png", "digits", rows) == ["R@1", "R@2", "R@4", "R@8"]
-    assert plots.plot_balance_sweep(tmp_path / "bal.png", "digits", records) == [
-        "BalancedNTXentLoss, batch 20", "BalancedNTXentLoss, batch 50"]
-    assert len(plots.plot_loss_terms(tmp_path / "terms.png", "digits", rows, records)) == len(rows)
-    for name in ("bars.png", "bal.png", "terms.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_terms_plot_labels_one_legend_and_names_losses_without_terms(tmp_path):
+    from pmlbal import plots
+
+    records = _sweep_records(tmp_path)
+    rows = build_rows(records, "digits")
+    fig = plots.loss_terms_figure("digits", rows, records)
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "training step" and ax.get_ylabel() and ax.get_legend() is None
+        assert len(ax.get_lines()) == 6  # the six balanced rows; NTXentLoss has no terms to draw
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 6
+    notes = [t.get_text() for t in fig.texts]
+    assert len(notes) == 1 and "No recorded terms" in notes[0] and "NTXentLoss" in notes[0]
+    assert "untrained" not in notes[0]
+    assert len(plots.plot_loss_terms(tmp_path / "terms.png", "digits", rows, records)) == 6
 
 
 def test_best_epoch_is_shown_marked_beside_the_final_and_the_protocol_named(tmp_path):

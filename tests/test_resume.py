@@ -154,7 +154,7 @@ def test_run_killed_by_sigkill_resumes_with_train_resume(tmp_path, cache):
             "--cache-dir", cache]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "at epoch 3/4" in result.output and "epoch 1:" not in result.output and "epoch 4:" in result.output
+    assert "at epoch 3/4" in result.output and "epoch 1/4:" not in result.output and "epoch 4/4:" in result.output
     resumed = json.loads(next((tmp_path / "part" / "runs").glob("*.json")).read_text())
     assert_same_record({k: v for k, v in whole.items() if k != "path"}, resumed)
     assert not list((tmp_path / "part" / "runs").glob("*.ckpt"))

@@ -12,6 +12,10 @@ from optuna.trial import TrialState
 from .coordinate_descent import key_value
 from .optuna import pick, trial_point, trial_run
 
+#: The study attribute `pmlbal tune` keeps its spec in (`run.SPEC`; run.py is not imported here: it
+#: loads the trainer, and showing a study needs none).
+SPEC = "pmlbal:spec"
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -42,10 +46,18 @@ def trajectory(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
+def metric_name(study: optuna.Study) -> str:
+    """What a trial's value is: the validation metric `pmlbal tune --metric` maximised ("value" for
+    a study made elsewhere)."""
+    metric = study.user_attrs.get(SPEC, {}).get("metric")
+    return f"val {metric}" if metric else "value"
+
+
 def format_trajectory(study: optuna.Study) -> str:
     rows = trajectory(study)
+    metric = metric_name(study)
     names = sorted({k for r in rows for k in r["params"]})
-    head = ["#", "state"] + names + ["run", "value", "pick so far (mean, runs)", ""]
+    head = ["#", "state"] + names + ["run", metric, "pick so far (mean, runs)", ""]
     table = [head]
     for r in rows:
         table.append([str(r["number"]), r["state"]] + [_fmt(r["params"].get(n, "")) for n in names]
@@ -58,49 +70,107 @@ def format_trajectory(study: optuna.Study) -> str:
     if best is not None:
         runs = "run" if best.runs == 1 else "runs"
         lines.append(f"pick: {', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())}: "
-                     f"mean {_fmt(best.value)} over {best.runs} {runs} (trials {', '.join(map(str, best.trials))})")
+                     f"{metric} {_fmt(best.value)}, mean over {best.runs} {runs} (trials {', '.join(map(str, best.trials))})")
     return "\n".join(lines)
 
 
-def plot_trajectory(study: optuna.Study, path: str | Path, x: str = "balance", y: str = "batch_size") -> Path:
-    """Two panels: value per trial with the best so far; the trials in the x-y plane (log2 axes),
-    coloured by value, with the path the best point took."""
+def _scales(study: optuna.Study, names: list[str], rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each coordinate's scale: from the study's spec (`pmlbal tune`), else guessed from its values."""
+    dims = {d["name"]: d["scale"] for d in study.user_attrs.get(SPEC, {}).get("dims", [])}
+    out = {}
+    for n in names:
+        values = [r["params"][n] for r in rows if isinstance(r["params"].get(n), (int, float))]
+        if n in dims:
+            out[n] = dims[n]
+        elif values and min(values) > 0 and max(values) >= 8 * min(values):
+            out[n] = "log2-int" if all(float(v).is_integer() for v in values) else "log"
+        else:
+            out[n] = "linear" if values else "categorical"
+    return out
+
+
+def _set_axis(ax, which: str, scale: str, values: list[Any]) -> None:
+    """Log axes in base 2 for log scales; a power-of-two integer coordinate (the batch size) gets
+    ticks at its integer values only, never 2^4.5."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if scale in ("log", "log2-int", "log-int"):
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2)
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if scale in ("log2-int", "log-int", "int"):
+        nums = [v for v in values if isinstance(v, (int, float))]
+        if nums:
+            lo, hi = math.floor(math.log2(min(nums))), math.ceil(math.log2(max(nums)))
+            ticks = [2**e for e in range(lo, hi + 1)] if scale != "int" else sorted({int(v) for v in nums})
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
+            axis.set_minor_locator(NullLocator())
+
+
+def trajectory_figure(study: optuna.Study, x: str = "balance", y: str = "batch_size"):
+    """The study as a Figure: value per trial with the pick so far; the trials in the x-y plane,
+    coloured by value (labelled colour bar), with the best point's path; and one panel per tuned
+    coordinate (value against it, the pick starred), so every coordinate is shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plots import save_figure
-
     rows = trajectory(study)
     done = [r for r in rows if r["value"] is not None]
     if not done:
         raise ValueError(f"study {study.study_name!r} has no finished trial to plot")
+    metric = metric_name(study)
     names = sorted({k for r in rows for k in r["params"]})
+    scales = _scales(study, names, done)
     x = x if x in names else names[0]
     y = y if y in names else (names[1] if len(names) > 1 else names[0])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = plt.figure(figsize=(max(11, 3.6 * len(names)), 8), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
+    a, b = top.subplots(1, 2)
     a.plot([r["number"] for r in done], [r["value"] for r in done], "o", ms=4, alpha=0.6, label="trial")
     a.step([r["number"] for r in done], [r["best"] for r in done], where="post", label="pick so far (mean of its runs)")
     a.set_xlabel("trial")
-    a.set_ylabel(study.user_attrs.get("pmlbal:spec", {}).get("metric", "value"))
+    a.set_ylabel(metric)
     a.legend(fontsize=8)
     a.set_title(f"{study.study_name}: {len(rows)} trials")
 
-    def axis(v):
-        return math.log2(v) if isinstance(v, (int, float)) and v > 0 else v
-
-    pts = [(axis(r["params"][x]), axis(r["params"][y]), r["value"]) for r in done if x in r["params"] and y in r["params"]]
-    sc = b.scatter([p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], cmap="viridis", s=30)
-    path_pts = [(axis(r["params"][x]), axis(r["params"][y])) for r in done if r["improved"] and x in r["params"] and y in r["params"]]
-    if path_pts:
-        b.plot([p[0] for p in path_pts], [p[1] for p in path_pts], "-", color="red", lw=1.5, label="best point's path")
-        b.plot(*path_pts[-1], "*", color="red", ms=14)
+    both = [r for r in done if x in r["params"] and y in r["params"]]
+    sc = b.scatter([r["params"][x] for r in both], [r["params"][y] for r in both], c=[r["value"] for r in both],
+                   cmap="viridis", s=30)
+    path = [r for r in both if r["improved"]]
+    if path:
+        b.plot([r["params"][x] for r in path], [r["params"][y] for r in path], "-", color="red", lw=1.5,
+               label="best point's path")
+        b.plot(path[-1]["params"][x], path[-1]["params"][y], "*", color="red", ms=14)
         b.legend(fontsize=8)
-    fig.colorbar(sc, ax=b)
-    b.set_xlabel(f"log2 {x}")
-    b.set_ylabel(f"log2 {y}")
+    top.colorbar(sc, ax=b, label=metric)
+    _set_axis(b, "x", scales[x], [r["params"][x] for r in both])
+    _set_axis(b, "y", scales[y], [r["params"][y] for r in both])
+    b.set_xlabel(x)
+    b.set_ylabel(y)
     b.set_title(f"trials in the {x} x {y} plane")
+
+    best = pick(study)
+    for ax, name in zip(bottom.subplots(1, len(names), squeeze=False)[0], names):
+        have = [r for r in done if name in r["params"]]
+        ax.plot([r["params"][name] for r in have], [r["value"] for r in have], "o", ms=4, alpha=0.6)
+        if best is not None and name in best.params:
+            ax.plot(best.params[name], best.value, "*", color="red", ms=12, label="pick (mean)")
+            ax.legend(fontsize=7)
+        _set_axis(ax, "x", scales[name], [r["params"][name] for r in have])
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+    bottom.suptitle("every tuned coordinate: value against it", fontsize=9)
+    return fig
+
+
+def plot_trajectory(study: optuna.Study, path: str | Path, x: str = "balance", y: str = "batch_size") -> Path:
+    """Write `trajectory_figure` to `path` (PNG, atomically)."""
+    from ..plots import save_figure
+
+    fig = trajectory_figure(study, x, y)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
