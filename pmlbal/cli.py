@@ -114,6 +114,15 @@ def _train_options(f):
     return f
 
 
+def _without(*names: str):
+    """Drop options of a shared group that this command ignores, so its --help does not offer them."""
+    def decorator(f):
+        f.__click_params__ = [p for p in getattr(f, "__click_params__", []) if p.name not in names]
+        return f
+
+    return decorator
+
+
 def _base_config(**kw):
     """The TrainConfig the shared options describe: the data set's (or --protocol's) values, then
     every option given (None: not given; 'none': unset)."""
@@ -354,6 +363,7 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
 
 
 @main.command()
+@_without("eval_split")  # tuning always scores on the class-disjoint validation split
 @_train_options
 @click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
 @click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")

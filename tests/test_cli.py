@@ -212,3 +212,22 @@ def test_eval_refuses_missing_and_foreign_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     other = CliRunner().invoke(main, ["eval", str(tmp_path / "other.pt")])
     assert other.exit_code != 0 and "not a pmlbal checkpoint" in other.output
+
+
+def test_tune_help_offers_no_option_tune_ignores():
+    tune_help = CliRunner().invoke(main, ["tune", "--help"])
+    assert tune_help.exit_code == 0 and "--eval-split" not in tune_help.output
+    assert "--metric" in tune_help.output and "--dataset" in tune_help.output  # the shared options stay
+    for command in ("train", "bench", "sweep"):
+        assert "--eval-split" in CliRunner().invoke(main, [command, "--help"]).output
+    refused = CliRunner().invoke(main, ["tune", "--eval-split", "test"])
+    assert refused.exit_code == 2 and "No such option '--eval-split'" in refused.output
+
+
+def test_license_matches_pyproject_and_changelog_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert 'license = "MIT"' in (root / "pyproject.toml").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    assert "## [Unreleased]" in (root / "CHANGELOG.md").read_text()
