@@ -44,6 +44,24 @@ def _legend_right(ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7)
 
 
+def row_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's loss label, with its batch size and epochs where two rows share a label (the
+    board shows them in columns; a legend or tick label has only the name)."""
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r["loss"]] += 1
+    labels = []
+    for r in rows:
+        label = r["loss"]
+        if counts[label] > 1 and not r.get("untrained"):
+            twins = [o for o in rows if o["loss"] == label]
+            parts = [f"{name} {r[key]}" for key, name in (("batch_size", "batch"), ("epochs", "epochs"))
+                     if len({o[key] for o in twins}) > 1]
+            label += f" [{', '.join(parts) or r['config_key'][:6]}]"
+        labels.append(label)
+    return labels
+
+
 # -- Recall@K bars --------------------------------------------------------------------------------------
 def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
     """Recall@K per board row (mean ± std), the untrained model hatched; the y-axis spans the data
@@ -66,7 +84,7 @@ def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
     span = max(max(highs) - min(lows), 1.0)
     ax.set_ylim(max(0.0, min(lows) - 0.1 * span), min(100.0, max(highs) + 0.05 * span))
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
-    ax.set_xticklabels([r["loss"] for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(row_labels(rows), rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("Recall@K (%)")
     ax.set_title(f"{dataset}: Recall@K (mean ± std over seeds; hatched: untrained)")
     _legend_right(ax)
@@ -154,16 +172,18 @@ def loss_terms_figure(dataset: str, rows: list[dict[str, Any]], records: list[di
     for r in sorted(records, key=lambda r: r["seed"]):
         first.setdefault(r["config_key"], r)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    without = []
-    for row in rows:
+    colours = plt.get_cmap("tab20").colors
+    without, drawn = [], 0
+    for row, label in zip(rows, row_labels(rows)):
         if row.get("untrained"):
             continue
         rec = first.get(row["config_key"])
         if not rec or not rec.get("steps") or "pos_term" not in rec["steps"][0]:
-            without.append(row["loss"])
+            without.append(label)
             continue
-        for ax, term in zip(axes, ("pos_term", "entropy_term")):
-            ax.plot([s[term] for s in rec["steps"]], label=row["loss"], lw=1)
+        for ax, term in zip(axes, ("pos_term", "entropy_term")):  # tab20: no two runs share a colour
+            ax.plot([s[term] for s in rec["steps"]], label=label, lw=1, color=colours[drawn % len(colours)])
+        drawn += 1
     for ax, term in zip(axes, ("positive (alignment) term", "entropy (uniformity) term")):
         ax.set_title(f"{dataset}: {term}")
         ax.set_xlabel("training step")

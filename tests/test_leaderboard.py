@@ -205,6 +205,8 @@ def test_recall_bars_span_the_data_and_keep_the_legend_off_the_bars(tmp_path):
     hatched = [p for p in ax.patches if p.get_hatch()]
     assert len(hatched) == 4  # the untrained row, one bar per K
     assert [t.get_text() for t in ax.get_xticklabels()].count("untrained model") == 1
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(ticks)) == len(ticks) and "BalancedNTXentLoss(balance=0.5) [batch 20]" in ticks  # rows told apart
     assert plots.plot_recall_bars(tmp_path / "bars.png", "digits", rows) == ["R@1", "R@2", "R@4", "R@8"]
     assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -219,6 +221,9 @@ def test_terms_plot_labels_one_legend_and_names_losses_without_terms(tmp_path):
         assert ax.get_xlabel() == "training step" and ax.get_ylabel() and ax.get_legend() is None
         assert len(ax.get_lines()) == 6  # the six balanced rows; NTXentLoss has no terms to draw
     assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 6
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(set(legend)) == 6  # balance x batch: six runs, six names
+    assert len({line.get_color() for line in fig.axes[0].get_lines()}) == 6
     notes = [t.get_text() for t in fig.texts]
     assert len(notes) == 1 and "No recorded terms" in notes[0] and "NTXentLoss" in notes[0]
     assert "untrained" not in notes[0]
