@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .registry import dataset_spec  # noqa: E402
 
@@ -146,6 +147,7 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     for row in untrained_rows(records, dataset):
         ax.axhline(100 * row[lead][0], ls="--", color="grey", lw=1, label=f"untrained {row['backbone']}")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.25, not 2^-2
     ax.set_xlabel("balance")
     ax.set_ylabel(f"{_metric_label(lead)} (%), test")
     ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance (mean over seeds)")
