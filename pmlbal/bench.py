@@ -35,7 +35,7 @@ DEFAULT_LOSSES = (
     "BalancedContrastiveLoss(aggregation=mean, balance=4.0)",
     "DHELLoss(balance=4.0)",
     "KCLLoss",
-    # Appended (rows are keyed by configuration, so the six above keep theirs); its proxies get
+    # Appended (rows are keyed by configuration: adding it changes no other row's key); its proxies get
     # num_classes and embedding_size from the data and model (`train.loss_data_args`).
     "ProxyAnchorLoss",
 )

@@ -65,4 +65,4 @@ def test_other_balanced_defaults_are_the_best_balance_of_their_recorded_val_swee
 def test_default_line_up_keeps_the_pml_baselines_and_every_balanced_loss():
     names = [parse_loss_spec(s)[0] for s in DEFAULT_LOSSES]
     assert names == ["NTXentLoss", "BalancedNTXentLoss", "ContrastiveLoss", "BalancedContrastiveLoss",
-                     "DHELLoss", "KCLLoss"]
+                     "DHELLoss", "KCLLoss", "ProxyAnchorLoss"]
