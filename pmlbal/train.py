@@ -419,8 +419,11 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     train_bank = ImageBank(images, device, boxes)
     eval_bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), device)
     loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
-    loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
-                                                   cfg.embedding_dim))
+    # A loss with parameters (Proxy-Anchor's proxies) draws them from a fork of the seeded generator,
+    # so every loss of one seed starts from the same network: paired comparisons, one untrained row.
+    with torch.random.fork_rng(devices=[]):
+        loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
+                                                       cfg.embedding_dim))
 
     model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn, cfg.pooling,
                            cfg.head_init).to(device)

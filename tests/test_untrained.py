@@ -53,3 +53,11 @@ def test_a_corrupt_memo_is_evaluated_again(tmp_path):
     (memo,) = (tmp_path / "cache" / "untrained").glob("*.json")
     memo.write_text("{not json")
     assert untrained.untrained_metrics(run) == first
+
+
+def test_a_loss_with_parameters_starts_from_the_same_network(tmp_path):
+    """Proxy-Anchor's proxies are drawn without moving the generator the model is drawn from."""
+    plain = _run(tmp_path, loss="NTXentLoss")
+    proxies = _run(tmp_path, loss="ProxyAnchorLoss")
+    assert len(list(proxies.loss_fn.parameters())) == 1
+    assert untrained.untrained_key(plain) == untrained.untrained_key(proxies)
