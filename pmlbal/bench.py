@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import re
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
-from .records import config_key, find_existing
-from .train import TrainConfig, identity, loss_data_args, make_loss, train
+from .records import RunLockedError, check_writable, config_key, find_existing, find_failed
+from .train import DivergedError, TrainConfig, identity, loss_data_args, make_loss, train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
 #:
@@ -100,13 +102,16 @@ def tuned_config(base: TrainConfig, name: str, kwargs: dict[str, Any], storage: 
 
 def run_bench(base: TrainConfig, losses: list[str], seeds: int,
               log: Callable[[str], None] = print, tuned_storage: str | None = None,
-              tuned_study: str | None = None) -> list[dict[str, Any]]:
+              tuned_study: str | None = None, poll: float = 5.0) -> list[dict[str, Any]]:
     """Train every (loss, seed) not yet recorded under `base.results_dir`; return all their records.
     A run interrupted earlier continues from its last epoch checkpoint instead of starting again.
 
     With `tuned_storage`, each loss takes its tuned configuration from that Optuna storage.
+    Several `bench` processes on one results folder share the work: a run another process is
+    training (its lock, `pmlbal.records.run_lock`) is skipped and waited for at the end. A run
+    whose loss diverges is recorded under DIR/failed/ and the bench goes on with the next one
+    (and skips it on later calls while that failure record exists).
     """
-    records = []
     configs = {}
     for spec in losses:
         name, kwargs = parse_loss_spec(spec)
@@ -116,16 +121,56 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
         resolved = cfg.resolved()
         # Two classes stand in for the training classes, known only once the data is loaded.
         make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, 2, resolved.embedding_dim))
+    check_writable(Path(base.results_dir) / "runs")  # before any training, not after the first run
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
+    done: dict[int, dict[str, Any]] = {}
+    waiting: list[int] = []
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()
         existing = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
         if existing is not None:
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")
-            records.append(existing)
+            done[n] = existing
             continue
-        record = train(cfg, resume=True, log=lambda note: log(f"[{n}/{len(plan)}] {spec} seed {seed}: {note}"))
-        log(f"[{n}/{len(plan)}] {spec} seed {seed}: Recall@1 {record['final']['recall@1']:.4f} "
+        failed = find_failed(cfg.results_dir, config_key(identity(cfg)), seed)
+        if failed is not None:
+            log(f"[{n}/{len(plan)}] {spec} seed {seed}: failed before, skipped ({failed['path']}; delete it to retry)")
+            continue
+        outcome = _attempt(cfg, n, len(plan), spec, log)
+        if outcome == "locked":
+            waiting.append(n)
+        elif outcome is not None:
+            done[n] = outcome
+    # Runs another process was training: wait for its record (or take the run over if it died).
+    while waiting:
+        time.sleep(poll)
+        still = []
+        for n in waiting:
+            spec, seed = plan[n - 1]
+            outcome = _attempt(replace(configs[spec], seed=seed).resolved(), n, len(plan), spec, log, quiet=True)
+            if outcome == "locked":
+                still.append(n)
+            elif outcome is not None:
+                done[n] = outcome
+        waiting = still
+    return [done[n] for n in sorted(done)]
+
+
+def _attempt(cfg: TrainConfig, n: int, total: int, spec: str, log: Callable[[str], None], quiet: bool = False):
+    """Train one (loss, seed) unless recorded: its record, None if it diverged, "locked" if another
+    process is training it now."""
+    try:
+        record = train(cfg, reuse=True, resume=True, log=lambda note: log(f"[{n}/{total}] {spec} seed {cfg.seed}: {note}"))
+    except RunLockedError:
+        if not quiet:
+            log(f"[{n}/{total}] {spec} seed {cfg.seed}: another process is training it; coming back to it")
+        return "locked"
+    except DivergedError as err:
+        log(f"[{n}/{total}] {spec} seed {cfg.seed}: {err}")
+        return None
+    if record.get("reused"):
+        log(f"[{n}/{total}] {spec} seed {cfg.seed}: recorded by another process ({record['run_id']})")
+    else:
+        log(f"[{n}/{total}] {spec} seed {cfg.seed}: Recall@1 {record['final']['recall@1']:.4f} "
             f"MAP@R {record['final']['map_at_r']:.4f} in {record['wall_time_s']:.0f}s")
-        records.append(record)
-    return records
+    return record

@@ -41,14 +41,27 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", root: str | None = None, device: str = "auto",
-                        cache_dir: str | None = None) -> dict[str, float]:
-    """Recall@K, MAP@R, R-precision and geometry of a saved model on `split` of its data set."""
+                        cache_dir: str | None = None, warn=None) -> dict[str, float]:
+    """Recall@K, MAP@R, R-precision and geometry of a saved model on `split` of its data set.
+
+    `warn(message)` (default: `warnings.warn`) hears when `split` holds classes the model was
+    trained on: `val` is carved from the train classes, so a model trained on the full train
+    split has seen every val class and its val scores are not zero-shot."""
     from . import data
     from .data.cache import load_or_build
     from .data.gpu_batches import ImageBank
     from .train import evaluate, pick_device
 
     model, cfg = load_checkpoint(path, device)
+    if split == "val" and cfg.train_split == "train":
+        message = (f"{path} was trained on the full train split, which holds every val class: "
+                   f"its val metrics are not zero-shot (use --split test)")
+        if warn is None:
+            import warnings
+
+            warnings.warn(message, stacklevel=2)
+        else:
+            warn(message)
     cfg = replace(cfg, eval_split=split, root=root or cfg.root, cache_dir=cache_dir)
     dev = pick_device(device)
     eval_set = data.create(cfg.dataset, cfg.root, split)

@@ -41,7 +41,26 @@ POSITIVE_FLOAT_OR_NONE = PositiveFloatOrNone()
 
 
 def _fail(err: Exception) -> None:
-    raise click.ClickException(str(err))
+    # One line: a message that spans lines (a wrapped library error) would read as a traceback.
+    raise click.ClickException(" ".join(str(err).split()) or type(err).__name__)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a command turns into a one-line error: bad input (ValueError), files and folders
+    (OSError, including DatasetLayoutError and CorruptImageError), a diverged run, a locked run."""
+    from .records import RunLockedError
+    from .train import DivergedError
+
+    return (ValueError, OSError, DivergedError, RunLockedError)
+
+
+def _device(ctx, param, value):
+    from .train import check_device
+
+    try:
+        return check_device(value) if value is not None else None
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def _train_options(f):
@@ -101,7 +120,7 @@ def _train_options(f):
                           "classes, or random samples."),
         click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
                      help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
         click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm statistics and affine parameters."),
         click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
@@ -219,7 +238,6 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
     """
     from .bench import parse_loss_spec, parse_value
     from .config_file import config_from_record, read_config_file
-    from .data import CorruptImageError, DatasetLayoutError
     from .train import train as run_train
 
     if config_file and from_record:
@@ -245,13 +263,15 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
                            f"starting from epoch 1")
         # One line per epoch on stdout comes from train itself (pmlbal.train.epoch_line).
         record = run_train(cfg, resume=resume, tensorboard=tensorboard, log=click.echo)
-    except (ValueError, ImportError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+    except (*_errors(), ImportError) as err:
         _fail(err)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return
     f = record["final"]
     click.echo(" ".join(f"{k}={v:.4f}" for k, v in f.items() if isinstance(v, float)))
     click.echo(f"record: {record['path']}")
+    for old in record.get("replaced", []):
+        click.echo(f"replaced the earlier record of this configuration and seed: {old}")
     if record.get("model_path"):
         click.echo(f"model: {record['model_path']}")
 
@@ -262,16 +282,16 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
               help="Split of the checkpoint's data set to evaluate on.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data set folder (default: the one the model was trained with).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decoded-image cache.")
 def eval_(checkpoint, split, root, device, cache_dir):
     """Evaluate a model saved by `pmlbal train --save-model`: Recall@K, MAP@R, R-precision, geometry."""
-    from .data import CorruptImageError, DatasetLayoutError
     from .train import evaluate_checkpoint
 
     try:
-        metrics = evaluate_checkpoint(checkpoint, split, root, device, cache_dir)
-    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+        metrics = evaluate_checkpoint(checkpoint, split, root, device, cache_dir,
+                                      warn=lambda m: click.echo(f"Warning: {m}", err=True))
+    except _errors() as err:
         _fail(err)
     click.echo(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
@@ -294,7 +314,6 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
     """Train every loss for every seed (skipping recorded runs, resuming interrupted ones), then print the
     leaderboard."""
     from .bench import DEFAULT_LOSSES, run_bench, split_specs
-    from .data import CorruptImageError, DatasetLayoutError
     from .leaderboard import write_leaderboards
     from .registry import list_losses
 
@@ -315,7 +334,7 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
             raise ValueError("--study is for --config tuned")
         run_bench(base, specs, seeds, log=click.echo, tuned_storage=storage if tuned else None, tuned_study=study_name)
         boards = write_leaderboards(base.results_dir, base.dataset, expected_seeds=seeds, warn=click.echo)
-    except (ValueError, DatasetLayoutError, CorruptImageError, FileNotFoundError) as err:
+    except _errors() as err:
         _fail(err)
     click.echo(Path(base.results_dir, f"{base.dataset}.md").read_text() if boards else "no records")
 
@@ -345,7 +364,7 @@ def sweep(ctx, loss, balances, batch_sizes, seeds, config_file, **kw):
             base = replace(shared, batch_size=size)
             run_bench(base, [f"{loss}(balance={b})" for b in bals], seeds, log=click.echo)
         write_leaderboards(shared.results_dir, shared.dataset, expected_seeds=seeds, warn=click.echo)
-    except ValueError as err:
+    except _errors() as err:
         _fail(err)
     click.echo(f"plot: {Path(shared.results_dir, shared.dataset + '_balance.png')}")
 
@@ -401,7 +420,10 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
 
             if not storage_exists(storage):  # looking must not create a database
                 raise ValueError(f"no study {name!r}: {storage} does not exist")
-            return _show_study(open_storage(storage), name, kw["results_dir"])
+            return _show_study(open_storage(storage, read_only=True), name, kw["results_dir"])
+        from .records import check_writable
+
+        check_writable(Path(kw["results_dir"]) / "runs")  # before the first trial, not after it
         store = open_storage(storage)
         dims = search_space(loss, kw["dataset"], _parse_space(space))
         base = _base_config(**{**kw, "eval_split": "val"})
@@ -419,7 +441,7 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
         finally:
             bar.close()
             _stop_workers(procs)
-    except ValueError as err:
+    except _errors() as err:
         _fail(err)
     from .tune import pick
 
@@ -429,8 +451,11 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
     click.echo(f"study {name}: {len(study.trials)} trials; pick: val {metric} {best.value:.4f} "
                f"(mean of {_runs(best.runs)}) at {_fmt_params(best.params)}")
     if final:
-        record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
-                              device=kw["device"], progress=True)
+        try:
+            record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
+                                  device=kw["device"], progress=True)
+        except _errors() as err:
+            _fail(err)
         f = record["final"]
         click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
                    f"(record {record['path']})")
@@ -529,7 +554,7 @@ def _show_study(storage, name: str, results_dir: str) -> None:
 @main.command("tune-worker")
 @click.option("--storage", required=True, help="The study's storage URL (as given to `pmlbal tune`).")
 @click.option("--study", "study_name", required=True, help="The study to work for.")
-@click.option("--device", default=None, help="Override the study's device (e.g. cuda:1).")
+@click.option("--device", default=None, callback=_device, help="Override the study's device (e.g. cuda:1).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--heartbeat", type=POSITIVE_FLOAT, default=30.0, show_default=True, help="Seconds between heartbeats.")
@@ -558,7 +583,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
         if device:
             overrides["device"] = device
         objective = objective_from_spec(spec, **overrides)
-    except ValueError as err:
+    except _errors() as err:
         _fail(err)
     from .tune.run import sampling_budget
 
@@ -577,8 +602,14 @@ def leaderboard(dataset, results_dir, seeds, no_plots):
     """Rebuild DIR/<dataset>.md/.csv, plots and DIR/README.md from DIR/runs/*.json."""
     from .leaderboard import write_leaderboards
 
-    boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
-                                warn=lambda m: click.echo(m, err=True))
+    from .records import check_writable
+
+    try:
+        check_writable(results_dir, create=False)  # before reading hundreds of records
+        boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
+                                    warn=lambda m: click.echo(m, err=True))
+    except OSError as err:
+        _fail(err)
     if not boards:
         raise click.ClickException(f"no usable run records under {Path(results_dir) / 'runs'}")
     for ds in boards:
@@ -597,6 +628,7 @@ def datasets():
 def datasets_check(name, root, decode):
     """Verify NAME's layout under ROOT: image and class counts per split; exit 1 naming what is wrong."""
     from .data import CorruptImageError, DatasetLayoutError, create
+    from .train import check_retrievable
 
     try:
         for split in SPLITS:
@@ -608,6 +640,9 @@ def datasets_check(name, root, decode):
                 for i in range(len(ds)):
                     ds.load_image(i)
             click.echo(f"{name} {split:<9} {len(ds):>7} images {ds.num_classes:>6} classes")
+            if split in ("test", "val") and not check_retrievable(ds.labels):
+                raise DatasetLayoutError(f"{name}: every class of the {split} split has a single image, so no query "
+                                         f"has a same-class reference and every retrieval metric would be NaN")
     except (DatasetLayoutError, CorruptImageError, ValueError) as err:
         _fail(err)
 

@@ -98,7 +98,9 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         groups[r["config_key"]].append(r)
     rows = []
     for key, runs in groups.items():
-        runs = sorted(runs, key=lambda r: r["seed"])
+        # One run per seed (records written before runs were locked may repeat one): the latest.
+        by_seed = {r["seed"]: r for r in sorted(runs, key=lambda r: str(r.get("created", "")))}
+        runs = sorted(by_seed.values(), key=lambda r: r["seed"])
         cfg = runs[0]["config"]
         row = {
             "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),

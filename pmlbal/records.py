@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from .procs import pid_alive
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema", "run_id", "config", "final", "config_key", "seed", "command")
@@ -47,10 +53,163 @@ def new_run_id(config: dict[str, Any]) -> str:
     return f"{config['dataset']}-{config['loss']}-{config_key(config)}-s{config['seed']}-{uuid.uuid4().hex[:8]}"
 
 
-def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
-    path = Path(results_dir) / "runs" / f"{record['run_id']}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+def write_record(record: dict[str, Any], results_dir: str | Path, folder: str = "runs") -> Path:
+    """Write `record` to DIR/<folder>/<run_id>.json; if that fails, keep it in the system's temp
+    folder and raise an OSError naming both places (hours of training are not lost to a full disk)."""
+    path = Path(results_dir) / folder / f"{record['run_id']}.json"
+    text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable)
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        fd, kept = tempfile.mkstemp(prefix=f"pmlbal-{record['run_id']}-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        raise OSError(f"cannot write the run record {path} ({err.strerror or err}); it is kept in {kept}: "
+                      f"move it to {path.parent}/ and run `pmlbal leaderboard`") from None
     return path
+
+
+def replace_record(record: dict[str, Any], results_dir: str | Path) -> tuple[Path, list[Path]]:
+    """Write `record` and remove the other records (and failure records) of its configuration and
+    seed: one run per (configuration, seed). Returns (its path, the paths it replaced)."""
+    path = write_record(record, results_dir)
+    replaced = []
+    for folder in ("runs", "failed"):
+        for old in _same_run(Path(results_dir) / folder, record["config_key"], record["seed"]):
+            if old != path:
+                old.unlink(missing_ok=True)
+                replaced.append(old)
+    return path, replaced
+
+
+def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(r, dict) and r.get("config_key") == key and r.get("seed") == seed:
+            out.append(path)
+    return out
+
+
+def find_failed(results_dir: str | Path, key: str, seed: int) -> dict[str, Any] | None:
+    """The failure record (DIR/failed/, e.g. a diverged run) of a configuration and seed, if any."""
+    for path in _same_run(Path(results_dir) / "failed", key, seed):
+        record = json.loads(path.read_text())
+        record["path"] = str(path)
+        return record
+    return None
+
+
+def check_writable(folder: str | Path, what: str = "results folder", create: bool = True) -> Path:
+    """Make `folder` (unless not `create`: then a missing folder passes) and write a probe file in
+    it, before any work: OSError naming the folder if it cannot be written (a run must not train
+    for hours and fail at its last line)."""
+    folder = Path(folder)
+    if not create and not folder.exists():
+        above = next(p for p in folder.absolute().parents if p.exists())
+        if above.is_dir() and os.access(above, os.W_OK):
+            return folder
+        raise OSError(f"{what} {folder} is not writable ({above} is not a writable folder); pick another --results-dir")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".pmlbal-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OSError(f"{what} {folder} is not writable ({err.strerror or err}); pick another --results-dir") from None
+    return folder
+
+
+# -- one process per run ------------------------------------------------------------------------------
+class RunLockedError(RuntimeError):
+    """Another live process holds the lock of this configuration and seed."""
+
+
+def lock_path(results_dir: str | Path, key: str, seed: int) -> Path:
+    return Path(results_dir) / "runs" / f".{key}-s{seed}.lock"
+
+
+def _holder_alive(text: str) -> bool:
+    """Whether the process written in a lock file ("host pid") still runs; locks from other hosts
+    are trusted (their process cannot be checked from here)."""
+    host, _, pid = text.strip().rpartition(" ")
+    if not pid.isdigit():
+        return False  # a half-written lock of a killed process
+    return host != socket.gethostname() or pid_alive(int(pid))
+
+
+@contextlib.contextmanager
+def run_lock(results_dir: str | Path, key: str, seed: int) -> Iterator[Path]:
+    """Hold DIR/runs/.<key>-s<seed>.lock (created with O_EXCL, holding "host pid") while a run
+    trains, so that two processes never train the same configuration and seed. A lock left by a
+    dead process on this host is taken over; a live holder raises `RunLockedError`."""
+    path = lock_path(results_dir, key, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(50):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = path.read_text()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if not holder and time.time() - _mtime(path) < 5:
+                time.sleep(0.2)  # written by a process that is still writing its pid
+                continue
+            if _holder_alive(holder):
+                raise RunLockedError(f"another process ({holder.strip() or '?'}) is training this configuration and "
+                                     f"seed {seed} (lock {path}); wait for it, or delete the lock if it is gone")
+            _remove_stale(path, holder)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise RunLockedError(f"cannot take the lock {path} of configuration {key} seed {seed}")
+    try:
+        yield path
+    finally:
+        try:
+            if path.read_text() == me:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale(path: Path, holder: str) -> None:
+    """Remove a dead process's lock. Two processes may find it stale at once: a second O_EXCL file
+    lets one of them check again and remove it, so that neither deletes a lock the other just took."""
+    guard = path.with_name(path.name + ".takeover")
+    try:
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if time.time() - _mtime(guard) > 30:  # left by a process killed mid-takeover
+            guard.unlink(missing_ok=True)
+        time.sleep(0.1)
+        return
+    os.close(fd)
+    try:
+        try:
+            still = path.read_text()
+        except FileNotFoundError:
+            return
+        if still == holder:
+            print(f"pmlbal: removing the stale lock {path} of a process that is gone ({holder.strip() or '?'})",
+                  file=sys.stderr)
+            path.unlink(missing_ok=True)
+    finally:
+        guard.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -81,9 +240,14 @@ def iter_records(results_dir: str | Path, on_error=None):
 
 
 def find_existing(results_dir: str | Path, key: str, seed: int) -> dict[str, Any] | None:
-    for record in iter_records(results_dir):
-        if record["config_key"] == key and record["seed"] == seed:
-            return record
+    """The record of a configuration and seed (with its "path"), or None."""
+    for path in _same_run(Path(results_dir) / "runs", key, seed):
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        record["path"] = str(path)
+        return record
     return None
 
 

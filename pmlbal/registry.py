@@ -90,7 +90,36 @@ def create(name: str, **kwargs: Any) -> Any:
         return cls(**kwargs)
     except TypeError as err:  # e.g. --loss-arg tmperature=0.1
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise ValueError(f"{name}({args}): {err}") from None
+        accepted = accepted_arguments(cls)
+        unknown = [k for k in kwargs if k not in accepted]
+        if not unknown:
+            raise ValueError(f"{name}({args}): {str(err).splitlines()[0]}") from None
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
+        raise ValueError(f"{name}({args}): unexpected keyword argument {unknown[0]!r}"
+                         + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" ({name} takes {', '.join(sorted(accepted))})") from None
+
+
+def accepted_arguments(cls: type) -> set[str]:
+    """Keyword arguments `cls(...)` takes: its own and, where its `__init__` passes `**kwargs` on,
+    those of its bases (PML's losses hand distance, reducer, ... to BaseMetricLossFunction)."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def list_losses(pml: bool = False) -> list[str]:

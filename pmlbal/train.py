@@ -23,7 +23,8 @@ from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_r
 from .metrics import embedding_geometry, retrieval_metrics
 from .models import HEAD_INITS, POOLINGS, EmbeddingModel, check_backbone_name
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule, param_groups
-from .records import SCHEMA_VERSION, config_key, new_run_id, write_record
+from .records import (SCHEMA_VERSION, check_writable, config_key, find_existing, find_failed, new_run_id,
+                      replace_record, run_lock, write_record)
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
 from .untrained import untrained_metrics
@@ -124,8 +125,8 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size ({cfg.batch_size}) must be a multiple of samples_per_class ({cfg.samples_per_class})"
             )
-        if not cfg.lr > 0:
-            raise ValueError(f"lr must be > 0, got {cfg.lr}")
+        if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {cfg.lr}")
         if cfg.input_size > cfg.cache_size:
             raise ValueError(f"input_size ({cfg.input_size}) cannot exceed cache_size ({cfg.cache_size})")
         if cfg.sampler not in list_batch_sources():
@@ -164,6 +165,18 @@ class TrainConfig:
             raise ValueError(f"cv_folds must be 0 (off) or >= 2, got {self.cv_folds}")
         if self.cv_folds and self.save_model:
             raise ValueError("save_model keeps one model; a cv_folds run trains several")
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stopped there (`epoch`, `step` within it)."""
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class MetricsError(ValueError):
+    """Evaluation gave NaN metrics (the message names the cause): nothing to record."""
 
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -208,7 +221,24 @@ def loss_data_args(name: str, kwargs: dict[str, Any], num_classes: int, embeddin
     return {**{k: v for k, v in known.items() if k in params and k not in kwargs}, **kwargs}
 
 
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(device: str) -> str:
+    """`device` if it names a device kind pmlbal runs on (auto|cpu|cuda|cuda:N|mps), else ValueError."""
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ValueError(f"device must be {DEVICE_HELP}, got {device!r}")
+    return device
+
+
 def pick_device(device: str) -> torch.device:
+    check_device(device)
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but MPS is not available")
+    if device.startswith("cuda:") and torch.cuda.is_available() and int(device[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -266,6 +296,15 @@ def evaluate(model, bank, labels, cfg: TrainConfig, device) -> dict[str, float]:
     ks = tuple(k for k in dataset_spec(cfg.dataset).ks if k < len(y))
     metrics = retrieval_metrics(z, y, ks=ks, device=device)
     metrics.update(embedding_geometry(z, labels=y))
+    bad = sorted(k for k, v in metrics.items() if isinstance(v, float) and math.isnan(v))
+    if bad:
+        if not torch.isfinite(z).all():
+            cause = "the model's embeddings are not finite"
+        elif not check_retrievable(labels):
+            cause = "no image has another image of its class to retrieve"
+        else:
+            cause = "unknown cause"
+        raise MetricsError(f"evaluation on {cfg.dataset}/{cfg.eval_split} gave NaN {', '.join(bad)}: {cause}")
     return metrics
 
 
@@ -288,6 +327,33 @@ def command_baseline(dataset: str, protocol: str | None = None) -> dict[str, Any
     if protocol is not None:
         values.update(protocol_values(protocol, dataset))
     return values
+
+
+def check_retrievable(labels: np.ndarray) -> bool:
+    """Whether some class has two images, so that a query can retrieve one of its own class."""
+    return bool(len(labels)) and int(np.bincount(np.unique(np.asarray(labels), return_inverse=True)[1]).max()) >= 2
+
+
+def check_splits(train_labels: np.ndarray, eval_labels: np.ndarray, cfg: TrainConfig) -> None:
+    """Refuse, before any training, splits on which the run would be degenerate: m above the
+    largest training class (every class slot repeats images), or an evaluation split where no
+    image has another of its class (every metric NaN)."""
+    sizes = np.bincount(np.unique(np.asarray(train_labels), return_inverse=True)[1])
+    if cfg.samples_per_class > sizes.max():
+        raise ValueError(
+            f"samples_per_class ({cfg.samples_per_class}) is above the largest class of {cfg.dataset}/{cfg.train_split} "
+            f"({sizes.max()} images; smallest {sizes.min()}): every class would repeat images in a batch")
+    if cfg.samples_per_class > sizes.min():
+        # Not refused: on SOP (classes of 2 to 12 images) m = 4 is the standard recipe, and PML's
+        # MPerClassSampler then repeats images of the small classes (under different augmentations).
+        import warnings
+
+        warnings.warn(f"{int((sizes < cfg.samples_per_class).sum())} of {len(sizes)} classes of "
+                      f"{cfg.dataset}/{cfg.train_split} have fewer than samples_per_class ({cfg.samples_per_class}) "
+                      f"images (smallest {sizes.min()}): their images repeat within a batch", stacklevel=2)
+    if not check_retrievable(eval_labels):
+        raise ValueError(f"{cfg.dataset}/{cfg.eval_split}: every class has a single image, so no query has a "
+                         f"same-class reference and every retrieval metric would be NaN")
 
 
 def command_for(cfg: TrainConfig) -> str:
@@ -407,6 +473,7 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
 
     train_set = data_mod.create(cfg.dataset, cfg.root, cfg.train_split)
     eval_set = data_mod.create(cfg.dataset, cfg.root, cfg.eval_split)
+    check_splits(train_set.labels, eval_set.labels, cfg)  # before any decoding or training
     if cfg.cache_mode == "aspect":
         images, boxes = load_or_build_aspect(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress)
     else:
@@ -424,6 +491,10 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     with torch.random.fork_rng(devices=[]):
         loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
                                                        cfg.embedding_dim))
+    if hasattr(loss_fn, "check_finite"):
+        # The trainer checks every loss itself (`DivergedError`, naming epoch and step), without a
+        # host sync per step on a GPU; non-finite embeddings show there as a non-finite loss.
+        loss_fn.check_finite = False
 
     model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn, cfg.pooling,
                            cfg.head_init).to(device)
@@ -478,7 +549,7 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
     run.model.train()
     before_step = _before_step(run, epoch)
     labels = run.train_set.labels if run.loss_labels is None else run.loss_labels
-    steps, t0 = [], time.perf_counter()
+    steps, t0, checked = [], time.perf_counter(), 0
     for idx in batches:
         if run.world > 1:  # every rank draws the same global batch and takes its own slice
             idx = np.array_split(idx, run.world)[run.rank]
@@ -496,8 +567,13 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
         steps.append(step)
         if bar is not None:
             bar.update(1)
+        # A host sync per step would stall the GPU's queue: there the check runs every 20 steps,
+        # naming the first bad step all the same.
+        if not run.amp or len(steps) % 20 == 0:
+            checked = _check_finite(steps, checked, epoch, run)
     if run.device.type == "cuda":
         torch.cuda.synchronize()
+    _check_finite(steps, checked, epoch, run)
     seconds = time.perf_counter() - t0
     entry = {"epoch": epoch, "train_loss": float(torch.stack([s["loss"] for s in steps]).mean()),
              "lr": run.sched.get_last_lr()[0]}
@@ -509,6 +585,22 @@ def epoch_line(cfg: TrainConfig, entry: dict[str, Any], seconds: float, rank: in
     where = f" [rank {rank}/{world}]" if world > 1 else ""
     return (f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}{where}: epoch {entry['epoch']}/{cfg.epochs}: "
             f"loss {entry['train_loss']:.4f}, {seconds:.1f} s")
+
+
+def _check_finite(steps: list[dict[str, torch.Tensor]], start: int, epoch: int, run: Run) -> int:
+    """Raise `DivergedError` at the first non-finite loss of steps[start:]; else the steps checked."""
+    if start >= len(steps):
+        return start
+    losses = torch.stack([s["loss"] for s in steps[start:]])
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        i = start + int(bad.nonzero()[0, 0])
+        losses = torch.stack([s["loss"] for s in steps])
+        lr = run.opt.param_groups[0]["lr"]
+        raise DivergedError(f"training diverged: loss {float(losses[i])} at epoch {epoch}, step {i + 1} "
+                            f"(learning rate {lr:.3g} at that step, lr {run.cfg.lr:g}); lower the learning rate",
+                            epoch, i + 1)
+    return len(steps)
 
 
 def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, final: dict,
@@ -540,7 +632,8 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
 
 
 def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *, resume: bool = False,
-          tensorboard: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+          tensorboard: str | Path | None = None, log: Callable[[str], None] | None = None,
+          reuse: bool = False) -> dict[str, Any] | None:
     """Train `config.backbone` with `config.loss`, evaluate, write and return the run record.
 
     build_run -> evaluate the untrained model -> train_epoch x epochs -> evaluate -> run_record ->
@@ -559,7 +652,36 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     uninterrupted run would have written (timing fields aside). `tensorboard`: also log the loss and
     its terms per step, the metrics per evaluation and the configuration as hparams to
     TENSORBOARD/<run name> (needs the `tensorboard` extra). `log` receives notes such as "resuming".
+
+    One run per configuration and seed: the run holds a lock file (`pmlbal.records.run_lock`;
+    `RunLockedError` if another live process trains it) and its record replaces any earlier one
+    (``record["replaced"]``); with `reuse`, an existing record is returned (``record["reused"]``)
+    instead of training, and a recorded divergence is raised again. A non-finite loss stops the run
+    with `DivergedError` (epoch and step), recorded under DIR/failed/. The results folder is checked
+    writable before any work; a record that cannot be written is kept in the temp folder.
     """
+    cfg = config.resolved()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(config, on_epoch, resume, tensorboard, log)
+    # Fail before any work: a folder that cannot be written, or a run another process is training.
+    check_writable(Path(cfg.results_dir) / "runs")
+    if cfg.save_model:
+        check_writable(Path(cfg.results_dir) / "models")
+    key = config_key(identity(cfg))
+    with run_lock(cfg.results_dir, key, cfg.seed):
+        if reuse:
+            done = find_existing(cfg.results_dir, key, cfg.seed)
+            if done is not None:
+                return {**done, "reused": True}
+            failed = find_failed(cfg.results_dir, key, cfg.seed)
+            if failed is not None:
+                raise DivergedError(f"{failed['error']} (recorded in {failed['path']})", failed.get("epoch"),
+                                    failed.get("step"))
+        return _train(config, on_epoch, resume, tensorboard, log)
+
+
+def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool,
+           tensorboard: str | Path | None, log: Callable[[str], None] | None) -> dict[str, Any] | None:
     import random
 
     from tqdm.auto import tqdm
@@ -600,24 +722,33 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
             bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=done.epoch * steps_per_epoch,
                        desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
                        leave=False)
-            for epoch in range(done.epoch + 1, cfg.epochs + 1):
-                entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
-                done.steps += epoch_steps
-                done.train_time += seconds
-                done.images_seen += images
-                if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
-                    entry["metrics"] = run.evaluate()
-                done.epochs.append(entry)
-                done.epoch = epoch
-                if cfg.progress:  # above the bar on a terminal; the only sign of life in a log
-                    tqdm.write(epoch_line(cfg, entry, seconds, run.rank, run.world), file=sys.stdout)
-                    sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
-                if board is not None and run.rank == 0:
-                    board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
-                if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
-                    save_run_state(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
-                if on_epoch:
-                    on_epoch(entry)
+            try:
+                for epoch in range(done.epoch + 1, cfg.epochs + 1):
+                    entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
+                    done.steps += epoch_steps
+                    done.train_time += seconds
+                    done.images_seen += images
+                    if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
+                        entry["metrics"] = run.evaluate()
+                    done.epochs.append(entry)
+                    done.epoch = epoch
+                    if cfg.progress:  # above the bar on a terminal; the only sign of life in a log
+                        tqdm.write(epoch_line(cfg, entry, seconds, run.rank, run.world), file=sys.stdout)
+                        sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
+                    if board is not None and run.rank == 0:
+                        board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
+                    if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
+                        save_run_state(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
+                    if on_epoch:
+                        on_epoch(entry)
+            except DivergedError as err:
+                bar.close()
+                if ckpt is not None:  # resuming would only diverge again
+                    ckpt.unlink(missing_ok=True)
+                if run.rank == 0:
+                    path = _record_failure(run, err, done.epochs, done.elapsed + time.perf_counter() - t_start)
+                    raise DivergedError(f"{err} (recorded in {path})", err.epoch, err.step) from None
+                raise
             bar.close()
             if run.rank != 0:
                 return None  # rank 0 evaluates and writes the one record of the run
@@ -630,7 +761,8 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
                 record["best"] = best
             if cfg.save_model:
                 record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
-            record["path"] = str(write_record(record, cfg.results_dir))
+            path, replaced = replace_record(record, cfg.results_dir)
+            record["path"], record["replaced"] = str(path), [str(p) for p in replaced]
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)
             if board is not None:
@@ -678,7 +810,10 @@ def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
         return None
     final = evaluate(models, run.eval_bank, run.eval_set.labels, cfg, run.device)
     record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
-    record["path"] = str(write_record(record, cfg.results_dir))
+    path, replaced = replace_record(record, cfg.results_dir)
+    record["path"] = str(path)
+    if replaced:
+        record["replaced"] = [str(p) for p in replaced]
     return record
 
 
@@ -691,6 +826,18 @@ def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[s
         return None
     top = max(scored, key=lambda e: (e["metrics"][metric], -e["epoch"]))  # the first of equals, as references keep it
     return {"epoch": top["epoch"], "metric": metric, "metrics": top["metrics"]}
+
+
+def _record_failure(run: Run, err: DivergedError, epochs: list[dict], wall_time: float) -> Path:
+    """DIR/failed/<run_id>.json: what a diverged run was and where it stopped (never a board row:
+    the leaderboard reads DIR/runs/ only)."""
+    cfg = run.cfg
+    cfg_dict = asdict(cfg)
+    record = dict(schema=SCHEMA_VERSION, status="diverged", error=str(err), epoch=err.epoch, step=err.step,
+                  run_id=new_run_id(cfg_dict), config=cfg_dict, config_key=config_key(identity(cfg)), seed=cfg.seed,
+                  command=command_for(cfg), epochs=epochs, wall_time_s=wall_time, versions=_versions(),
+                  git_commit=_git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return write_record(record, cfg.results_dir, folder="failed")
 
 
 def _versions() -> dict[str, str]:

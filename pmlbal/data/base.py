@@ -75,12 +75,20 @@ class RetrievalDataset:
             raise CorruptImageError(f"{self.name}: cannot decode image {path}: {err}") from None
 
     def fingerprint(self) -> str:
-        """Identifies the exact file list and labels, so a changed data set gets a fresh cache."""
+        """Identifies the exact file list, labels and, for image files, each file's size and
+        modification time, so a changed data set (even images replaced in place) gets a fresh cache."""
         import hashlib
+        import os
 
         h = hashlib.sha1()
         for p, y in zip(self.paths, self.labels.tolist()):
             h.update(f"{p}\t{y}\n".encode())
+            if self.paths_are_files:
+                try:
+                    st = os.stat(p)
+                    h.update(f"{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                except OSError:
+                    h.update(b"missing\n")  # reported by name when the image is loaded
         return h.hexdigest()[:16]
 
     def _require(self, relative: str) -> Path:

@@ -67,6 +67,23 @@ def boxes_path(images: Path) -> Path:
     return images.with_name(images.stem + ".boxes.npy")
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the `.<name>.npy.<pid>.tmp` files of processes of this host that are gone (killed
+    while writing a cache: each can be gigabytes); returns what was removed."""
+    from ..procs import pid_alive
+
+    removed = []
+    for tmp in folder.glob(".*.npy.*.tmp"):
+        pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def load_or_build(
     dataset: RetrievalDataset,
     size: int,
@@ -76,9 +93,10 @@ def load_or_build(
 ) -> np.ndarray:
     """The split's images as a read-only uint8 memmap [N, size, size, 3], decoding them only once.
 
-    The file is keyed by data set, split, size and a fingerprint of the file list, and is
-    written to a temporary name, fsync'ed and renamed, so a crash never leaves a
-    half-written cache that a later run would trust.
+    The file is keyed by data set, split, size and a fingerprint of the file list, labels, file
+    sizes and modification times, and is written to a temporary name, fsync'ed and renamed, so a
+    crash never leaves a half-written cache that a later run would trust; the temporary files of
+    killed processes are removed when the next cache is built.
     """
     path = cache_path(dataset, size, cache_dir)
     if not path.exists():
@@ -109,6 +127,7 @@ def load_or_build_aspect(
 def _build(dataset: RetrievalDataset, path: Path, side: int, convert, workers: int | None, progress: bool,
            with_boxes: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     boxes_tmp = path.with_name(f".{path.name}.{os.getpid()}.boxes.tmp")
     try:

@@ -29,6 +29,14 @@ class CUB200(RetrievalDataset):
             raise DatasetLayoutError(
                 f"cub: image_class_labels.txt has no class for image id {sorted(missing)[0]} (expected {self.layout})"
             )
+        for file, table in (("images.txt", images), ("image_class_labels.txt", labels)):
+            bad = next((k for k in table if not k.isdigit()), None)
+            if bad is not None:
+                raise DatasetLayoutError(f"cub: {file} has image id {bad!r}, not a whole number ({self.layout})")
+        bad = next((i for i in images if not labels[i].isdigit()), None)
+        if bad is not None:
+            raise DatasetLayoutError(f"cub: image_class_labels.txt gives image {bad} the class {labels[bad]!r}, "
+                                     f"not a whole number ({self.layout})")
         ids = sorted(images, key=int)
         y = np.array([int(labels[i]) for i in ids])
         keep = class_range_mask(y, 1, 100) if half == "train" else class_range_mask(y, 101, 200)

@@ -75,15 +75,22 @@ class BalancedLoss(BaseMetricLossFunction):
     only its math, in `_compute_loss(batch) -> Output`, usually as a function of one
     `Block` of anchor rows run through `map_blocks`. After every forward, `pos_term` and
     `entropy_term` hold the batch means of the two terms (detached tensors; PML
-    recordable attributes), whatever reducer is used.
+    recordable attributes), whatever reducer is used. Non-finite `embeddings` or `ref_emb`
+    raise a ValueError unless the loss was built with ``check_finite=False``.
     """
 
     zero_when_trivial = False  # PML's GenericPairLoss: zero loss when every pair list has <= 1 entry
     needs_pos_and_neg = False  # zero loss unless the batch has a positive and a negative pair
 
-    def __init__(self, balance: float = 1.0, chunk_size: int | None = None, **kwargs) -> None:
+    def __init__(self, balance: float = 1.0, chunk_size: int | None = None, check_finite: bool = True,
+                 **kwargs) -> None:
         self.balance = check_nonnegative("balance", balance)
         self.chunk_size = check_chunk_size(chunk_size)
+        if not isinstance(check_finite, bool):
+            raise ValueError(f"check_finite must be True or False, got {check_finite!r}")
+        # A NaN or inf embedding would give a NaN loss and NaN gradients, silently. The check costs
+        # one host sync per call; `check_finite=False` skips it (a trainer that checks its losses).
+        self.check_finite = check_finite
         super().__init__(**kwargs)
         self.add_to_recordable_attributes(list_of_names=["balance"], is_stat=False)
         self.add_to_recordable_attributes(list_of_names=["pos_term", "entropy_term"], is_stat=False)
@@ -92,6 +99,8 @@ class BalancedLoss(BaseMetricLossFunction):
         # PML's forward, except that an omitted ref_emb reaches compute_loss as None: PML
         # substitutes the embeddings first, after which only object identity could tell.
         _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if self.check_finite:
+            _check_finite(embeddings, ref_emb)
         self.reset_stats()
         if labels is not None:
             labels = c_f.to_device(labels, embeddings)
@@ -167,6 +176,15 @@ class PMLCompatibleLoss(BalancedLoss):
 
     def excludes_self(self, refs: Refs, labels, ref_labels) -> bool:
         return refs is Refs.BATCH or (labels is not None and ref_labels is labels)
+
+
+def _check_finite(embeddings: torch.Tensor, ref_emb: torch.Tensor | None) -> None:
+    for name, x in (("embeddings", embeddings), ("ref_emb", ref_emb)):
+        if x is not None and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).any(dim=1).sum())
+            raise ValueError(f"{name} has {bad} row(s) with NaN or infinite values (first row "
+                             f"{int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])}); the loss and its gradients "
+                             f"would be NaN (pass check_finite=False to skip this check)")
 
 
 def _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels) -> None:

@@ -15,7 +15,20 @@ from . import store
 from .coordinate_descent import CoordinateDescent, Decision, Dim, Result, key_value
 
 RUN = "run"  # trial user attribute: the run index k of a repeated point (objective seed = base + k)
-PLANNED = "pmlbal:planned"  # trial system attribute: the point the sampler chose, before any suggest
+#: trial user attribute (the error): the run failed in a way the same configuration and seed would
+#: repeat (a diverged loss, NaN metrics). The trial is FAILED and, like a pruned one, final: it is
+#: never run again, so every training a search starts counts against its budget.
+FAILED_FOR_GOOD = "pmlbal:failed_for_good"
+PLANNED = "pmlbal:planned"
+#: How a trial whose worker died (killed, or silent past the grace time) is marked: its "error"
+#: user attribute starts with this. Such a run says nothing about its point, so it is run again,
+#: as if it had never started, up to LOST_RETRIES times (a run that kills its worker every time,
+#: e.g. out of memory, then counts as failed).
+LOST = "lost: "
+LOST_RETRIES = 3
+#: trial user attribute: lost with the search's own process (found when the search was started
+#: again): a killed job, not a failing configuration, so it is always run again.
+ORPHAN = "pmlbal:orphan"  # trial system attribute: the point the sampler chose, before any suggest
 _logger = optuna.logging.get_logger(__name__)
 
 
@@ -62,17 +75,42 @@ def trial_run(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(RUN, 0))
 
 
+def _lost(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("error", "")).startswith(LOST)
+
+
+def _run_key(trial: FrozenTrial) -> tuple:
+    return tuple(sorted((k, key_value(v)) for k, v in trial_point(trial).items())), trial_run(trial)
+
+
+def forgiven_losses(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the lost trials to read as never run: orphans of a killed search, and those of a
+    (point, run) whose worker died at most LOST_RETRIES times (a SIGKILL says nothing about the
+    configuration; a run that kills every worker does)."""
+    lost: dict[tuple, list[int]] = {}
+    orphans = set()
+    for t in trials:
+        if _lost(t):
+            if t.user_attrs.get(ORPHAN):
+                orphans.add(t.number)
+            else:
+                lost.setdefault(_run_key(t), []).append(t.number)
+    return orphans | {n for numbers in lost.values() if len(numbers) <= LOST_RETRIES for n in numbers}
+
+
 def trials_as_results(trials: Sequence[FrozenTrial], dims: Sequence[Dim], direction,
                       extra: tuple[FrozenTrial, TrialState, float | None] | None = None, in_box: bool = True,
                       ) -> tuple[list[Result], list[tuple[dict[str, Any], int]]]:
     """A study's trials as the engine reads them: (finished `Result`s with values signed so that
     the engine maximises, running and queued (point, run) pairs). Complete trials give values,
-    failed ones a retryable failure, pruned ones a failure; trials that lack a coordinate, or with
+    failed ones a retryable failure (a final one when FAILED_FOR_GOOD), pruned ones a failure,
+    lost ones nothing (`forgiven_losses`: the run is asked for again); trials that lack a coordinate, or with
     `in_box` lie outside the box (a study resumed with another range), are left out; without it
     any value counts (another sampler's, e.g. TPE's non-power-of-two batch sizes). `extra`: a trial
     that has just finished but whose state is not yet in storage (Optuna's `after_trial`)."""
     sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     results, running = [], []
+    forgiven = forgiven_losses(trials)
 
     def add(t: FrozenTrial, state: TrialState, value: float | None) -> None:
         point = trial_point(t)
@@ -81,6 +119,8 @@ def trials_as_results(trials: Sequence[FrozenTrial], dims: Sequence[Dim], direct
         run = trial_run(t)
         if state == TrialState.COMPLETE:
             results.append(Result(point, run, sign * value if value is not None else None))
+        elif state == TrialState.FAIL and FAILED_FOR_GOOD in t.user_attrs:
+            results.append(Result(point, run, pruned=True))
         elif state == TrialState.FAIL:
             results.append(Result(point, run, None))
         elif state == TrialState.PRUNED:  # a deliberate verdict, not an accident: no retry
@@ -89,7 +129,7 @@ def trials_as_results(trials: Sequence[FrozenTrial], dims: Sequence[Dim], direct
             running.append((point, run))
 
     for t in trials:
-        if extra is not None and t.number == extra[0].number:
+        if (extra is not None and t.number == extra[0].number) or t.number in forgiven:
             continue
         add(t, t.state, t.value if t.state == TrialState.COMPLETE else None)
     if extra is not None:
@@ -122,19 +162,25 @@ def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     """The point (trial parameters) with the highest mean of its complete runs (lowest for a
     minimising study); ties go to the point with more runs, then the earlier one. None when no
     trial is complete. As the search engine counts them, a point with a run that failed for good
-    (pruned, or raised more than `retries` times without completing) is never the pick. For any
+    (pruned, diverged, or raised more than `retries` times without completing; a lost worker
+    counts only past LOST_RETRIES) is never the pick. For any
     sampler: a point that ran once is picked by its one value."""
     if len(study.directions) > 1:
         raise ValueError("pick needs a single-objective study")
     groups: dict[tuple, list[FrozenTrial]] = {}
     failed: dict[tuple, dict[int, int]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+    forgiven = forgiven_losses(trials)
+    for t in trials:
+        if t.number in forgiven:
+            continue
         key = tuple(sorted((k, key_value(v)) for k, v in trial_point(t).items()))
         if t.state == TrialState.COMPLETE:
             groups.setdefault(key, []).append(t)
         else:
             runs = failed.setdefault(key, {})
-            runs[trial_run(t)] = runs.get(trial_run(t), 0) + (retries + 1 if t.state == TrialState.PRUNED else 1)
+            final = t.state == TrialState.PRUNED or FAILED_FOR_GOOD in t.user_attrs
+            runs[trial_run(t)] = runs.get(trial_run(t), 0) + (retries + 1 if final else 1)
     for key, runs in failed.items():
         done = {trial_run(t) for t in groups.get(key, [])}
         if any(n > retries and run not in done for run, n in runs.items()):

@@ -16,10 +16,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..records import config_key, find_existing
-from ..train import TrainConfig, identity, train
+from ..train import DivergedError, MetricsError, TrainConfig, train
 from .coordinate_descent import CoordinateDescent, Dim
-from .optuna import RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
+from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
 from .spaces import grid_values, samples_per_class, suggest
 from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
@@ -29,16 +28,24 @@ FINAL = "pmlbal:final_run_id"
 
 
 # -- storage and studies --------------------------------------------------------------------
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, read_only: bool = False) -> optuna.storages.BaseStorage:
     """`sqlite:///PATH` (its folder is made), `journal:PATH` (an append-only journal file, for
     several processes sharing a file system), or any SQLAlchemy URL such as `postgresql://...`
-    (several machines)."""
+    (several machines). `read_only` (looking, as `tune --show`): a SQLite file is opened read-only
+    and must already hold Optuna's tables, so that looking never creates or alters a file."""
+    if read_only and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return _open_sqlite_read_only(url, Path(url[len("sqlite:///"):]))
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        _make_parent(url, path)
+        _check_journal(url, path)
+        try:
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+        except OSError as err:
+            raise ValueError(f"cannot open storage {url}: {err.strerror or err}") from None
+        return optuna.storages.JournalStorage(backend)
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(url, Path(url[len("sqlite:///"):]))
     if "://" not in url:
         raise ValueError(f"storage {url!r} is not a URL: use sqlite:///PATH, journal:PATH or postgresql://...")
     try:
@@ -51,6 +58,59 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         if isinstance(err, ImportError) and url.startswith("postgresql"):
             reason += " (pip install 'pmlbal[postgres]')"
         raise ValueError(f"cannot open storage {shown}: {reason}") from None
+
+
+def _open_sqlite_read_only(url: str, path: Path) -> optuna.storages.BaseStorage:
+    import sqlite3
+
+    if not path.is_file():
+        raise ValueError(f"cannot open storage {url}: {path} does not exist")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"cannot open storage {url}: {err}") from None
+    if not {"studies", "trials", "version_info"} <= tables:
+        raise ValueError(f"cannot open storage {url}: {path} is a SQLite file without Optuna's tables "
+                         f"(no study was ever stored there)")
+    try:
+        return optuna.storages.RDBStorage(f"sqlite:///file:{path}?mode=ro&uri=true")
+    except Exception as err:  # SQLAlchemy and DB-API errors have no common base
+        raise ValueError(f"cannot open storage {url}: {str(err).strip().splitlines()[0]}") from None
+
+
+def _make_parent(url: str, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot open storage {url}: cannot make its folder {path.parent} "
+                         f"({err.strerror or err})") from None
+
+
+def _check_journal(url: str, path: Path) -> None:
+    """Read the journal once now: a file that is not an Optuna journal fails here, naming its line,
+    instead of with a bare JSON error at the first study lookup. A last line without its newline
+    is one another process is still writing (Optuna skips it too)."""
+    import json
+
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    entry = json.loads(line)
+                except ValueError as err:
+                    raise ValueError(f"cannot open storage {url}: not an Optuna journal file (line {n}: {err})") from None
+                if not isinstance(entry, dict) or "op_code" not in entry:
+                    raise ValueError(f"cannot open storage {url}: not an Optuna journal file (line {n} has no op_code)")
+    except OSError as err:
+        raise ValueError(f"cannot open storage {url}: {err.strerror or err}") from None
 
 
 def _hide_password(url: str) -> str:
@@ -79,7 +139,7 @@ SEARCH_VERSION = 2
 def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
               metric: str = "recall@1", confirm: bool = False) -> dict[str, Any]:
     """A study's description: what a worker needs to rebuild the objective, and what a resume must match."""
-    base_dict = {k: v for k, v in asdict(base).items() if k not in ("results_dir", "cache_dir", "device", "progress")}
+    base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
     return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
             "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
             "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
@@ -91,14 +151,21 @@ _SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "vers
 def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
                direction: str = "maximize", sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create `name`, or load it; a stored spec must agree with `spec` (else resuming would mix searches)."""
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
-                                load_if_exists=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                    load_if_exists=True)
+    except SQLAlchemyError as err:  # e.g. a read-only database file: before any trial, in one line
+        raise ValueError(f"cannot create or open study {name!r}: {str(err.orig if getattr(err, 'orig', None) else err)}"
+                         .splitlines()[0]) from None
     stored = study.user_attrs.get(SPEC)
     if spec is not None:
         spec = _jsonable(spec)
         if stored is None:
             study.set_user_attr(SPEC, spec)
         else:
+            stored = _with_new_defaults(stored)
             diff = [_describe(k, stored.get(k), spec.get(k)) for k in _SAME if stored.get(k) != spec.get(k)]
             if diff:
                 raise ValueError(f"study {name!r} was made with another {'; '.join(diff)}; "
@@ -106,6 +173,20 @@ def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
             if stored.get("budget") != spec.get("budget"):
                 study.set_user_attr(SPEC, {**stored, "budget": spec["budget"]})
     return study
+
+
+def _with_new_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored spec as it reads today: TrainConfig fields added since the study was made take
+    their defaults (which reproduce the old behaviour, as `train.identity` assumes), so a study
+    made before e.g. `save_model` existed resumes with the same options."""
+    out = dict(stored)
+    if isinstance(out.get("base"), dict):
+        defaults = _jsonable(asdict(TrainConfig()))
+        out["base"] = {**{k: v for k, v in defaults.items() if k not in _NOT_IN_SPEC}, **out["base"]}
+    return out
+
+
+_NOT_IN_SPEC = ("results_dir", "cache_dir", "device", "progress")
 
 
 def _describe(key: str, stored: Any, now: Any) -> str:
@@ -160,7 +241,12 @@ def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric
         cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False,
                       seed=base.seed + run).resolved()
         # A trial retried after its process died may have written its record already: read it back.
-        record = find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed) or train(cfg)
+        try:
+            record = train(cfg, reuse=True)
+        except (DivergedError, MetricsError) as err:
+            # Failed for good: the same seed fails again, so the search never retries it.
+            trial.set_user_attr(FAILED_FOR_GOOD, str(err))
+            raise
         trial.set_user_attr("run_id", record["run_id"])
         return record["final"][metric]
 
@@ -187,8 +273,9 @@ def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | 
 
 
 def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna callback: queue a trial that raised once more, with the same parameters."""
-    if trial.state == TrialState.FAIL:
+    """Optuna callback: queue a trial that raised once more, with the same parameters (not one
+    whose training diverged: that would only diverge again)."""
+    if trial.state == TrialState.FAIL and FAILED_FOR_GOOD not in trial.user_attrs:
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
@@ -232,7 +319,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
                    on_decision=(lambda d: progress(study)) if progress else None, log=log)
         return study
     if local:
-        for lost in StaleMonitor(grace).sweep(study, log):  # left running by a killed run of this search
+        for lost in StaleMonitor(grace).sweep(study, log, orphans=True):  # left running by a killed run of this search
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
         callbacks = [retry_failed_once] + ([lambda s, t: progress(s)] if progress else [])
 
@@ -309,7 +396,7 @@ def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> Tra
 def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:
     """Train the best configuration once on train and evaluate on test; its run record."""
     cfg = final_config(study, storage_url, **overrides).resolved()
-    record = find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed) or train(cfg)
+    record = train(cfg, reuse=True)
     study.set_user_attr(FINAL, record["run_id"])
     return record
 

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import store
 from .coordinate_descent import CoordinateDescent, Decision, Dim, point_key
-from .optuna import RUN, decide_from_trials, trial_point, trial_run
+from .optuna import LOST, ORPHAN, RUN, decide_from_trials, trial_point, trial_run
 
 HEARTBEAT = "pmlbal:heartbeat"
 OWNER = "pmlbal:worker"
@@ -179,7 +179,10 @@ class StaleMonitor:
         self.grace = grace
         self._seen: dict[int, tuple[Any, float]] = {}
 
-    def sweep(self, study: optuna.Study, log: Callable[[str], None] = print) -> list[FrozenTrial]:
+    def sweep(self, study: optuna.Study, log: Callable[[str], None] = print, orphans: bool = False) -> list[FrozenTrial]:
+        """Mark lost trials failed and return them. `orphans`: this is the first sweep of a search
+        (re)started after its process died; what it finds was lost with that process, and is
+        marked ORPHAN (run again whatever the count: the job was killed, not the configuration)."""
         now, lost = time.monotonic(), []
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in running:
@@ -196,7 +199,9 @@ class StaleMonitor:
             if reason is None:
                 continue
             try:
-                store.set_trial_user_attr(study, t, "error", f"lost: {reason}")
+                if orphans:
+                    store.set_trial_user_attr(study, t, ORPHAN, True)
+                store.set_trial_user_attr(study, t, "error", f"{LOST}{reason}")
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished meanwhile
             if store.compare_and_set_state(study, t, TrialState.FAIL):
@@ -241,8 +246,10 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
     cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
     monitor = StaleMonitor(grace)
     study.set_user_attr(STATE, "running")
+    first = True
     while True:
-        monitor.sweep(study, log)
+        monitor.sweep(study, log, orphans=first)
+        first = False
         trials = study.get_trials(deepcopy=False)
         decision = decide_from_trials(cd, trials, study.direction)
         if on_decision is not None:
