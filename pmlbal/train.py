@@ -655,7 +655,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
 
     One run per configuration and seed: the run holds a lock file (`pmlbal.records.run_lock`;
     `RunLockedError` if another live process trains it) and its record replaces any earlier one
-    (``record["replaced"]``); with `reuse`, an existing record is returned (``record["reused"]``)
+    (``record["replaced"]``, when there was one); with `reuse`, an existing record is returned (``record["reused"]``)
     instead of training, and a recorded divergence is raised again. A non-finite loss stops the run
     with `DivergedError` (epoch and step), recorded under DIR/failed/. The results folder is checked
     writable before any work; a record that cannot be written is kept in the temp folder.
@@ -762,7 +762,9 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
             if cfg.save_model:
                 record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
             path, replaced = replace_record(record, cfg.results_dir)
-            record["path"], record["replaced"] = str(path), [str(p) for p in replaced]
+            record["path"] = str(path)
+            if replaced:  # returned, not recorded: the earlier records of this configuration and seed
+                record["replaced"] = [str(p) for p in replaced]
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)
             if board is not None:

@@ -166,8 +166,11 @@ def test_from_record_reproduces_the_recorded_run(tmp_path):
                                + common)
     assert first.exit_code == 0, first.output
     path = next((tmp_path / "runs").glob("*.json"))
+    a = json.loads(path.read_text())
     again = CliRunner().invoke(main, ["train", "--from-record", str(path)] + common)
     assert again.exit_code == 0, again.output
-    a, b = (json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*.json"), ))
+    (rerun,) = (tmp_path / "runs").glob("*.json")  # one run per configuration and seed: it replaced the first
+    assert "replaced the earlier record" in again.output and rerun != path
+    b = json.loads(rerun.read_text())
     assert a["config"] == b["config"] and a["config_key"] == b["config_key"] and a["command"] == b["command"]
     assert a["final"] == b["final"]  # same configuration and seed, same CPU: the same run
