@@ -661,8 +661,13 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     writable before any work; a record that cannot be written is kept in the temp folder.
     """
     cfg = config.resolved()
+    board = None
+    if tensorboard is not None:
+        from .tensorboard_log import TensorBoardLog
+
+        board = TensorBoardLog(tensorboard)  # fails here, before any work, if the package is missing
     if int(os.environ.get("RANK", "0")) != 0:
-        return _train(config, on_epoch, resume, tensorboard, log)
+        return _train(config, on_epoch, resume, board, log)
     # Fail before any work: a folder that cannot be written, or a run another process is training.
     check_writable(Path(cfg.results_dir) / "runs")
     if cfg.save_model:
@@ -677,22 +682,17 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
             if failed is not None:
                 raise DivergedError(f"{failed['error']} (recorded in {failed['path']})", failed.get("epoch"),
                                     failed.get("step"))
-        return _train(config, on_epoch, resume, tensorboard, log)
+        return _train(config, on_epoch, resume, board, log)
 
 
-def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool,
-           tensorboard: str | Path | None, log: Callable[[str], None] | None) -> dict[str, Any] | None:
+def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
+           log: Callable[[str], None] | None) -> dict[str, Any] | None:
     import random
 
     from tqdm.auto import tqdm
 
     from .resume import Progress, checkpoint_path, load_run_state, run_name, save_run_state
 
-    board = None
-    if tensorboard is not None:
-        from .tensorboard_log import TensorBoardLog
-
-        board = TensorBoardLog(tensorboard)  # fails here, before any work, if the package is missing
     # The device this process will use (its LOCAL_RANK under torchrun), without touching the others.
     cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
     host_rngs = np.random.get_state(), random.getstate()  # a resumed run sets them to the checkpoint's
