@@ -125,7 +125,8 @@ def test_every_recorded_command_reparses_to_its_config(monkeypatch, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["proxy-anchor", "mlrc", "roth"])
 def test_miniature_cub_trains_under_each_preset(name, tmp_path):
-    root = make_cub(tmp_path / "cub")
+    # Four images a class: the presets' m = 4 may not exceed the largest class (issue 16).
+    root = make_cub(tmp_path / "cub", per_class=4)
     args = ["train", "--dataset", "cub", "--root", str(root), "--protocol", name, "--loss", "ProxyAnchorLoss",
             "--backbone", "resnet10t", "--pretrained", "none", "--epochs", "2", "--input-size", "32",
             "--cache-size", "36", "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")]
