@@ -102,13 +102,11 @@ def _profile_steps(step, sync, device: str, path: str, title: str, steps: int = 
         for _ in range(steps):
             step()
         sync()
+    from profiling import write_tables  # benchmarks/ is on the path of a script run
+
     with open(path, "w") as f:
         f.write(f"# {steps} steps of {title}\n")
-        for key in ["self_cpu_time_total"] + (["self_device_time_total"] if device == "cuda" else []):
-            try:
-                f.write(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
-            except Exception as err:  # a profiler quirk must not cost the measurement
-                f.write(f"# no table sorted by {key}: {err}\n")
+        write_tables(prof, f, device, 25)
 
 
 def saved_for_backward(loss_fn, emb, labels) -> int:

@@ -83,13 +83,11 @@ def measure(which: str, size: str, device: str, warm: int, profile: str | None =
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with torch_profile(activities=acts) as prof:
             cold, out = timed()
+        from profiling import write_tables  # benchmarks/ is on the path of a script run
+
         with open(profile, "w") as f:
             f.write(f"# cold {which} call, {size}, {device}: {cold:.3f} s (profiler overhead included)\n")
-            for key in ["self_cpu_time_total"] + (["self_device_time_total"] if device == "cuda" else []):
-                try:
-                    f.write(prof.key_averages().table(sort_by=key, row_limit=30) + "\n")
-                except Exception as err:  # a profiler quirk must not cost the measurement
-                    f.write(f"# no table sorted by {key}: {err}\n")
+            write_tables(prof, f, device, 30)
     else:
         cold, out = timed()
     if device == "cuda":
