@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import optuna
 import pytest
+import torch
 
 import pmlbal.records as records
 import pmlbal.train as train_mod
@@ -62,7 +63,9 @@ def instrument(counter, kill_points: set[int]) -> None:
 
 
 def run_forked(job, counter, kill_points=frozenset()) -> int:
-    p = mp.get_context("fork").Process(target=lambda: (instrument(counter, kill_points), job()))
+    # One thread in the child: a forked copy of a process whose OpenMP pool has run hangs in its
+    # first parallel region (GNU libgomp), as CI's runs without OMP_NUM_THREADS=1 showed.
+    p = mp.get_context("fork").Process(target=lambda: (torch.set_num_threads(1), instrument(counter, kill_points), job()))
     p.start()
     p.join(300)
     return p.exitcode

@@ -247,6 +247,7 @@ def test_two_bench_processes_share_the_work(tmp_path, cache_dir):
     logs = ctx.Queue()
 
     def worker():
+        torch.set_num_threads(1)  # a forked child of a process whose OpenMP pool ran hangs otherwise
         run_bench(base, ["KCLLoss", "ContrastiveLoss"], seeds=1, log=logs.put, poll=0.2)
 
     procs = [ctx.Process(target=worker) for _ in range(2)]
