@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .data.cache import cache_path, default_cache_dir
+from .records import atomic_write_text
 
 if TYPE_CHECKING:
     from .train import Run
@@ -79,10 +79,7 @@ def untrained_metrics(run: "Run") -> dict[str, float]:
         pass
     metrics = run.evaluate()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(metrics))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(metrics))
     except OSError:
         pass  # a read-only cache folder costs the next run an evaluation, nothing else
     return metrics
