@@ -56,3 +56,66 @@ def test_synthetic_cub_is_read_as_cub_with_its_class_split(tmp_path):
     assert train.load_image(0).size == (40, 30)
     with pytest.raises(ValueError, match="even number of classes"):
         _load("synthetic_cub").make_cub(tmp_path / "bad", images=10, classes=3)
+
+
+def _fake_grid(monkeypatch, table, locked=()):
+    """tuning_table on a 2 x 1 x 2 grid (x seeds) whose 'training' stores a score per point, found
+    again by find_existing as a record on disk would be."""
+    monkeypatch.setattr(table, "BALANCE_EXP", range(0, 2))
+    monkeypatch.setattr(table, "TEMPERATURE_EXP", range(-1, 0))
+    monkeypatch.setattr(table, "BATCH_EXP", range(4, 6))
+    trained, store = [], {}
+    point = lambda cfg: (cfg.loss_kwargs["balance"], cfg.batch_size)
+
+    def fake_train(cfg):
+        if (point(cfg), cfg.seed) in locked:
+            raise table.RunLockedError("held by another process")
+        trained.append((point(cfg), cfg.seed))
+        store[trained[-1]] = {"final": {"recall@1": 0.5, "map_at_r": cfg.loss_kwargs["balance"] / 10},
+                              "run_id": str(trained[-1])}
+        return store[trained[-1]]
+
+    monkeypatch.setattr(table, "train", fake_train)
+    monkeypatch.setattr(table, "identity", point)
+    monkeypatch.setattr(table, "config_key", lambda key: key)
+    monkeypatch.setattr(table, "find_existing", lambda d, key, seed: store.get((key, seed)))
+    return trained
+
+
+def _run_table(monkeypatch, table, out, *extra):
+    monkeypatch.setattr(sys, "argv", ["tuning_table.py", "--seeds", "2", "--runs-dir", str(out.parent),
+                                      "--out", str(out), *extra])
+    table.main()
+
+
+def test_tuning_table_shards_split_the_grid_and_only_a_full_pass_writes_the_table(tmp_path, monkeypatch):
+    table = _load("tuning_table")
+    trained = _fake_grid(monkeypatch, table)
+    out = tmp_path / "grid.csv"
+    _run_table(monkeypatch, table, out, "--shard", "0/2")
+    assert len(trained) == 4 and not out.exists()  # every other point of 8; a shard writes no table
+    _run_table(monkeypatch, table, out, "--shard", "1/2", "--reverse")
+    assert len(set(trained)) == 8 and trained[4:] == sorted(trained[4:], reverse=True)
+    _run_table(monkeypatch, table, out)
+    assert len(trained) == 8  # the full pass found every point: nothing trained twice
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# python") and lines[1] == ",".join(table.FIELDS)
+    keys = [tuple(int(v) for v in line.split(",")[:4]) for line in lines[2:]]
+    assert keys == sorted(keys) and len(keys) == 8
+
+
+def test_tuning_table_skips_a_point_another_process_trains_and_writes_no_table(tmp_path, monkeypatch, capsys):
+    table = _load("tuning_table")
+    trained = _fake_grid(monkeypatch, table, locked={((2.0, 16), 0)})
+    out = tmp_path / "grid.csv"
+    _run_table(monkeypatch, table, out)
+    assert len(trained) == 7 and not out.exists()
+    assert "another process is training this point; skipped" in capsys.readouterr().out
+
+
+def test_tuning_table_refuses_a_bad_shard(tmp_path, monkeypatch, capsys):
+    table = _load("tuning_table")
+    for bad in ("2/2", "one/2"):
+        with pytest.raises(SystemExit):
+            _run_table(monkeypatch, table, tmp_path / "grid.csv", "--shard", bad)
+        assert f"--shard '{bad}'" in capsys.readouterr().err
