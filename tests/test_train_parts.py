@@ -165,6 +165,20 @@ def test_fields_added_since_a_committed_record_stay_out_of_its_identity():
         assert set(identity(TrainConfig(**config))) <= set(config), path.name
 
 
+def test_every_committed_record_carries_the_key_todays_code_gives_its_config():
+    # bench and find_existing look a run up by its `config_key`: a record under another key
+    # is invisible to them, and `bench` would train it again beside the old one.
+    import json
+    from pathlib import Path
+
+    from pmlbal.records import config_key
+
+    for path in sorted(Path(__file__).parents[1].glob("results/runs/*.json")):
+        record = json.loads(path.read_text())
+        key = config_key(identity(TrainConfig(**record["config"])))
+        assert record["config_key"] == key, path.name
+
+
 def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
     from pmlbal.data.gpu_batches import ImageBank, center_crop_resize, normalize
     from pmlbal.models import EmbeddingModel
