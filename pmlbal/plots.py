@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -98,13 +99,20 @@ def plot_recall_bars(path: Path, dataset: str, rows: list[dict[str, Any]]) -> li
 
 
 # -- lead metric vs balance -----------------------------------------------------------------------------
-def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1") -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(series label, batch size) -> sorted [(balance, mean `metric`)] from the test-split records
-    whose configurations differ only in balance (and seed), where at least two balances were run.
+def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
+                         ) -> dict[tuple[str, int], list[tuple[float, float, float, int]]]:
+    """(series label, batch size) -> sorted [(balance, mean, std, seeds) of `metric`] from the
+    test-split records whose configurations differ only in balance (and seed), where at least two
+    balances were run.
 
     Validation runs (tuning trials) are left out: the plot reports results. Two series of one loss
     and batch size that differ in anything else (epochs, lr, ...) get that difference in their label.
+    Configurations are compared off `TrainConfig`'s defaults, as run identities are: a field an older
+    record lacks equals the same field written at its default value.
     """
+    from .train import TrainConfig
+
+    defaults = vars(TrainConfig())
     acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     rests: dict[tuple, dict[str, Any]] = {}
     for r in records:
@@ -115,7 +123,8 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
         bal = kwargs.pop("balance", None)
         if bal is None:
             continue
-        rest = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING | {"loss_kwargs", "batch_size", "loss"}}
+        rest = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING | {"loss_kwargs", "batch_size", "loss"}
+                and (k not in defaults or v != defaults[k])}
         label = cfg["loss"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else "")
         key = (label, cfg["batch_size"], json.dumps(rest, sort_keys=True, default=str))
         acc[key][float(bal)].append(r["final"][metric])
@@ -125,16 +134,18 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
     for key in keys:
         label, bsz, _ = key
         twins = [k for k in keys if k[:2] == key[:2]]
-        differing = sorted({f for t in twins for f in rests[t] if any(rests[t].get(f) != rests[o].get(f) for o in twins)})
+        value = lambda k, f: rests[k].get(f, defaults.get(f))
+        differing = sorted({f for t in twins for f in rests[t] if any(value(t, f) != value(o, f) for o in twins)})
         if differing:
-            label += " [" + ", ".join(f"{f}={rests[key].get(f)}" for f in differing) + "]"
-        out[(label, bsz)] = sorted((b, sum(v) / len(v)) for b, v in acc[key].items())
+            label += " [" + ", ".join(f"{f}={value(key, f)}" for f in differing) + "]"
+        out[(label, bsz)] = sorted((b, float(np.mean(v)), float(np.std(v)), len(v)) for b, v in acc[key].items())
     return out
 
 
 def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure | None:
     """The data set's lead metric against balance, one line per (loss, batch size), batch size in
-    the legend; the untrained model as a dashed line. None when no sweep was run on test."""
+    the legend, ± one std over seeds shaded where a point has several; the untrained model as a
+    dashed line. None when no sweep was run on test."""
     from .leaderboard import untrained_rows
 
     lead = dataset_spec(dataset).lead_metric
@@ -142,15 +153,21 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    seeds = set()
     for (loss, bsz), pts in sorted(series.items(), key=lambda item: (item[0][0], item[0][1])):
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"{loss}, batch {bsz}")
+        x, mean, std = (np.array([p[i] for p in pts]) for i in range(3))
+        (line,) = ax.plot(x, 100 * mean, marker="o", label=f"{loss}, batch {bsz}")
+        if any(p[3] > 1 for p in pts):
+            ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.15, lw=0)
+        seeds.update(p[3] for p in pts)
     for row in untrained_rows(records, dataset):
         ax.axhline(100 * row[lead][0], ls="--", color="grey", lw=1, label=f"untrained {row['backbone']}")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.25, not 2^-2
     ax.set_xlabel("balance")
     ax.set_ylabel(f"{_metric_label(lead)} (%), test")
-    ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance (mean over seeds)")
+    over = (f"mean ± std over {min(seeds)} seeds" if len(seeds) == 1 else f"mean ± std over {min(seeds)}–{max(seeds)} seeds")
+    ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance ({'one seed' if seeds == {1} else over})")
     _legend_right(ax)
     return fig
 

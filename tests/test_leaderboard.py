@@ -166,8 +166,8 @@ def test_balance_plot_one_line_per_loss_and_batch_from_test_runs_only(tmp_path):
     records = _sweep_records(tmp_path)
     series = plots.balance_sweep_series(records, "map_at_r")
     assert set(series) == {("BalancedNTXentLoss", 20), ("BalancedNTXentLoss", 50)}
-    assert series[("BalancedNTXentLoss", 20)] == [(0.5, pytest.approx(0.275)), (1.0, pytest.approx(0.3)),
-                                                  (2.0, pytest.approx(0.35))]  # no val point at balance 4
+    assert [p[:2] for p in series[("BalancedNTXentLoss", 20)]] == [
+        (0.5, pytest.approx(0.275)), (1.0, pytest.approx(0.3)), (2.0, pytest.approx(0.35))]  # no val point at balance 4
     fig = plots.balance_sweep_figure("digits", records)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
@@ -186,6 +186,26 @@ def test_balance_plot_one_line_per_loss_and_batch_from_test_runs_only(tmp_path):
     assert (tmp_path / "bal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.plot_balance_sweep(tmp_path / "bal.png", "digits", records[:1]) == []
     assert not (tmp_path / "bal.png").exists()  # nothing to show: no stale plot left behind
+
+
+def test_balance_plot_pools_seeds_of_one_configuration_written_by_older_and_newer_code(tmp_path):
+    from pmlbal import plots
+
+    records = []
+    for seed, value in ((0, 0.30), (1, 0.34)):
+        for bal in (1.0, 2.0):
+            rec = fake_record(balance=bal, batch=32, r1=0.9, map_at_r=value + bal / 100)
+            rec["seed"] = rec["config"]["seed"] = seed
+            if seed == 1:  # newer code writes fields the older record (seed 0) lacks, at their defaults
+                rec["config"].update(pooling="avg", optimizer="adamw", cache_mode="square", eval_every=0)
+            records.append(rec)
+    series = plots.balance_sweep_series(records, "map_at_r")
+    assert list(series) == [("BalancedNTXentLoss", 32)]
+    (b1, m1, s1, n1), (b2, m2, s2, n2) = series[("BalancedNTXentLoss", 32)]
+    assert (b1, n1, b2, n2) == (1.0, 2, 2.0, 2)
+    assert (m1, s1) == (pytest.approx(0.33), pytest.approx(0.02))  # mean and population std of 0.31, 0.35
+    ax = plots.balance_sweep_figure("digits", records).axes[0]
+    assert len(ax.collections) == 1 and "2 seeds" in ax.get_title()  # the spread is drawn
 
 
 def test_recall_bars_span_the_data_and_keep_the_legend_off_the_bars(tmp_path):
