@@ -134,7 +134,10 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
     for key in keys:
         label, bsz, _ = key
         twins = [k for k in keys if k[:2] == key[:2]]
-        value = lambda k, f: rests[k].get(f, defaults.get(f))
+
+        def value(k, f):  # a field a record lacks holds its default
+            return rests[k].get(f, defaults.get(f))
+
         differing = sorted({f for t in twins for f in rests[t] if any(value(t, f) != value(o, f) for o in twins)})
         if differing:
             label += " [" + ", ".join(f"{f}={value(key, f)}" for f in differing) + "]"

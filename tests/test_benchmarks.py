@@ -65,7 +65,9 @@ def _fake_grid(monkeypatch, table, locked=()):
     monkeypatch.setattr(table, "TEMPERATURE_EXP", range(-1, 0))
     monkeypatch.setattr(table, "BATCH_EXP", range(4, 6))
     trained, store = [], {}
-    point = lambda cfg: (cfg.loss_kwargs["balance"], cfg.batch_size)
+
+    def point(cfg):
+        return cfg.loss_kwargs["balance"], cfg.batch_size
 
     def fake_train(cfg):
         if (point(cfg), cfg.seed) in locked:
