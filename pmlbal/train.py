@@ -331,14 +331,14 @@ def command_baseline(dataset: str, protocol: str | None = None) -> dict[str, Any
 
 def check_retrievable(labels: np.ndarray) -> bool:
     """Whether some class has two images, so that a query can retrieve one of its own class."""
-    return bool(len(labels)) and int(np.bincount(np.unique(np.asarray(labels), return_inverse=True)[1]).max()) >= 2
+    return bool(len(labels)) and int(np.unique(np.asarray(labels), return_counts=True)[1].max()) >= 2
 
 
 def check_splits(train_labels: np.ndarray, eval_labels: np.ndarray, cfg: TrainConfig) -> None:
     """Refuse, before any training, splits on which the run would be degenerate: m above the
     largest training class (every class slot repeats images), or an evaluation split where no
     image has another of its class (every metric NaN)."""
-    sizes = np.bincount(np.unique(np.asarray(train_labels), return_inverse=True)[1])
+    sizes = np.unique(np.asarray(train_labels), return_counts=True)[1]
     if cfg.samples_per_class > sizes.max():
         raise ValueError(
             f"samples_per_class ({cfg.samples_per_class}) is above the largest class of {cfg.dataset}/{cfg.train_split} "
@@ -595,9 +595,8 @@ def _check_finite(steps: list[dict[str, torch.Tensor]], start: int, epoch: int, 
     bad = ~torch.isfinite(losses)
     if bool(bad.any()):
         i = start + int(bad.nonzero()[0, 0])
-        losses = torch.stack([s["loss"] for s in steps])
         lr = run.opt.param_groups[0]["lr"]
-        raise DivergedError(f"training diverged: loss {float(losses[i])} at epoch {epoch}, step {i + 1} "
+        raise DivergedError(f"training diverged: loss {float(steps[i]['loss'])} at epoch {epoch}, step {i + 1} "
                             f"(learning rate {lr:.3g} at that step, lr {run.cfg.lr:g}); lower the learning rate",
                             epoch, i + 1)
     return len(steps)
@@ -761,10 +760,7 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
                 record["best"] = best
             if cfg.save_model:
                 record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
-            path, replaced = replace_record(record, cfg.results_dir)
-            record["path"] = str(path)
-            if replaced:  # returned, not recorded: the earlier records of this configuration and seed
-                record["replaced"] = [str(p) for p in replaced]
+            _store(record, cfg.results_dir)
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)
             if board is not None:
@@ -812,11 +808,7 @@ def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
         return None
     final = evaluate(models, run.eval_bank, run.eval_set.labels, cfg, run.device)
     record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
-    path, replaced = replace_record(record, cfg.results_dir)
-    record["path"] = str(path)
-    if replaced:
-        record["replaced"] = [str(p) for p in replaced]
-    return record
+    return _store(record, cfg.results_dir)
 
 
 def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[str, Any] | None:
@@ -828,6 +820,16 @@ def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[s
         return None
     top = max(scored, key=lambda e: (e["metrics"][metric], -e["epoch"]))  # the first of equals, as references keep it
     return {"epoch": top["epoch"], "metric": metric, "metrics": top["metrics"]}
+
+
+def _store(record: dict[str, Any], results_dir: str) -> dict[str, Any]:
+    """Write `record` as its configuration and seed's one record; add its "path" and, when it replaced
+    earlier records, their paths as "replaced" (returned to the caller, not written)."""
+    path, replaced = replace_record(record, results_dir)
+    record["path"] = str(path)
+    if replaced:
+        record["replaced"] = [str(p) for p in replaced]
+    return record
 
 
 def _record_failure(run: Run, err: DivergedError, epochs: list[dict], wall_time: float) -> Path:
