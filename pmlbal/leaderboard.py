@@ -114,8 +114,7 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         if best:  # runs evaluated every few epochs: the best epoch too, as papers that report it do
             k = dataset_spec(dataset).ks[0]
             vals = [b["metrics"][f"recall@{k}"] for b in best]
-            row["best"] = (mean(vals), pstdev(vals) if len(vals) > 1 else 0.0, [b["epoch"] for b in best],
-                           best[0]["metric"])
+            row["best"] = (*_stats(vals), [b["epoch"] for b in best], best[0]["metric"])
         rows.append(row)
     rows += untrained_rows(records, dataset) if rows else []
     lead = dataset_spec(dataset).lead_metric

@@ -169,8 +169,9 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.25, not 2^-2
     ax.set_xlabel("balance")
     ax.set_ylabel(f"{_metric_label(lead)} (%), test")
-    over = (f"mean ± std over {min(seeds)} seeds" if len(seeds) == 1 else f"mean ± std over {min(seeds)}–{max(seeds)} seeds")
-    ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance ({'one seed' if seeds == {1} else over})")
+    n = min(seeds) if len(seeds) == 1 else f"{min(seeds)}–{max(seeds)}"
+    over = "one seed" if seeds == {1} else f"mean ± std over {n} seeds"
+    ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance ({over})")
     _legend_right(ax)
     return fig
 
