@@ -181,9 +181,9 @@ class PMLCompatibleLoss(BalancedLoss):
 def _check_finite(embeddings: torch.Tensor, ref_emb: torch.Tensor | None) -> None:
     for name, x in (("embeddings", embeddings), ("ref_emb", ref_emb)):
         if x is not None and x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).any(dim=1).sum())
-            raise ValueError(f"{name} has {bad} row(s) with NaN or infinite values (first row "
-                             f"{int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])}); the loss and its gradients "
+            rows = (~torch.isfinite(x)).any(dim=1)
+            raise ValueError(f"{name} has {int(rows.sum())} row(s) with NaN or infinite values (first row "
+                             f"{int(rows.nonzero()[0, 0])}); the loss and its gradients "
                              f"would be NaN (pass check_finite=False to skip this check)")
 
 
