@@ -101,6 +101,8 @@ def _train_options(f):
         click.option("--input-size", type=POSITIVE_INT, default=None, help="Crop size fed to the model (default: per data set)."),
         click.option("--crop-scale", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
                      help="Smallest area fraction of a training crop (default: per data set)."),
+        click.option("--hflip/--no-hflip", default=None,
+                     help="Random horizontal flips of training crops (default: per data set; glyphs: off)."),
         click.option("--cache-mode", type=click.Choice(CACHE_MODES), default=None,
                      help="Training views from a centre square, or the whole image with its aspect kept [square]."),
         click.option("--eval-on", type=click.Choice(["head", "backbone"]), default=None,
@@ -643,6 +645,8 @@ def datasets_check(name, root, decode):
             if split in ("test", "val") and not check_retrievable(ds.labels):
                 raise DatasetLayoutError(f"{name}: every class of the {split} split has a single image, so no query "
                                          f"has a same-class reference and every retrieval metric would be NaN")
+        for line in getattr(ds, "report", lambda: [])():  # what a data set says of its own sources
+            click.echo(line)
     except (DatasetLayoutError, CorruptImageError, ValueError) as err:
         _fail(err)
 

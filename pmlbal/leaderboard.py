@@ -24,6 +24,7 @@ METRIC_LABELS = {"map_at_r": "MAP@R", "r_precision": "RP"}
 #: seed) start from the same weights, whatever their loss, batch or schedule.
 UNTRAINED_KEYS = ("backbone", "embedding_dim", "pretrained", "input_size", "cache_size")
 UNTRAINED = "untrained model"
+PIXELS = "raw pixels"
 
 
 def loss_label(config: dict[str, Any]) -> str:
@@ -90,6 +91,27 @@ def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str
     return rows
 
 
+def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One row per evaluation image size among the test-split records of `dataset` that carry the
+    raw-pixel baseline (`pixels`: each evaluation image as one L2-normalised vector, searched as
+    embeddings are). It has no network and no seed: one value, the same in every record."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in _test_records(records, dataset):
+        if r.get("pixels"):
+            groups.setdefault(str(r["config"].get("cache_size")), r)
+    rows = []
+    for size, r in sorted(groups.items()):
+        row = {"loss": f"{PIXELS} ({size} px, L2-normalised)", "untrained": True, "pixels": True, "seeds": 1,
+               "config_key": f"pixels-{size}", "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
+               "batch_size": None, "epochs": 0, "train_time_s": 0.0, "command": "", "device": r.get("device", "?"),
+               "eval_split": "test"}
+        for name in dataset_spec(dataset).metrics:
+            if name in r["pixels"]:
+                row[name] = _stats([r["pixels"][name]])
+        rows.append(row)
+    return rows
+
+
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     """One row per configuration evaluated on test (metrics as mean and std over its seeds) and one
     per untrained network (`untrained_rows`), sorted by the data set's lead metric."""
@@ -116,7 +138,7 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
             vals = [b["metrics"][f"recall@{k}"] for b in best]
             row["best"] = (*_stats(vals), [b["epoch"] for b in best], best[0]["metric"])
         rows.append(row)
-    rows += untrained_rows(records, dataset) if rows else []
+    rows += (untrained_rows(records, dataset) + pixel_rows(records, dataset)) if rows else []
     lead = dataset_spec(dataset).lead_metric
     rows.sort(key=lambda row: (-_sort_value(row[lead][0]), row["loss"]))
     return rows
@@ -143,14 +165,17 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
         f"(classes never seen in training); exact search; values in %, mean ± std over seeds. "
         f"Hardware: {'; '.join(devices)}. "
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
-           if any(r["seeds"] < expected_seeds for r in rows) else "")
+           if any(r["seeds"] < expected_seeds for r in rows if not r.get("pixels")) else "")
         + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`."
         + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{spec.ks[0]} among the "
            "epochs evaluated (`--eval-every`), picked by the run's lead metric, with its epoch per seed: the number "
            "papers that report their best epoch give, chosen on test and so optimistic."
            if any("best" in r for r in rows) else ""),
     ]
-    untrained = [r for r in rows if r["untrained"]]
+    untrained = [r for r in rows if r["untrained"] and not r.get("pixels")]
+    if any(r.get("pixels") for r in rows):
+        text.append(f"The **{PIXELS}** row searches the evaluation images themselves (each image's pixels as one "
+                    "L2-normalised vector, no network): the floor a learned embedding has to clear.")
     if untrained:
         text.append(f"The **{UNTRAINED}** row is the same network before its first training step (the `initial` "
                     f"metrics of the records, one value per seed): a row below it on {metric_label(spec.lead_metric)} "
@@ -181,6 +206,10 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
             cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
                          + f" (epoch {', '.join(map(str, b[2]))})")
         mark = "" if row["seeds"] >= expected_seeds else " †"
+        if row.get("pixels"):
+            lines.append(f"| {i} | **{row['loss']}** | " + " | ".join(f"**{c}**" for c in cells)
+                         + f" | – | – | {row['embedding_dim']} | – | 0 | 0 | (no network: `pixels` in the records) |")
+            continue
         if row["untrained"]:
             lines.append(f"| {i} | **{row['loss']}** | " + " | ".join(f"**{c}**" for c in cells)
                          + f" | {row['seeds']}{mark} | {row['backbone']} | {row['embedding_dim']} | – | 0 | 0 "

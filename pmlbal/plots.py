@@ -110,7 +110,7 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
     Configurations are compared off `TrainConfig`'s defaults, as run identities are: a field an older
     record lacks equals the same field written at its default value.
     """
-    from .train import TrainConfig
+    from .train import IDENTITY_NEUTRAL, TrainConfig
 
     defaults = vars(TrainConfig())
     acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -124,7 +124,7 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
         if bal is None:
             continue
         rest = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING | {"loss_kwargs", "batch_size", "loss"}
-                and (k not in defaults or v != defaults[k])}
+                and (k not in defaults or v != defaults[k]) and not (k in IDENTITY_NEUTRAL and v == IDENTITY_NEUTRAL[k])}
         label = cfg["loss"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else "")
         key = (label, cfg["batch_size"], json.dumps(rest, sort_keys=True, default=str))
         acc[key][float(bal)].append(r["final"][metric])

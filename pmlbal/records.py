@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
 from .procs import pid_alive
 
 SCHEMA_VERSION = 1
@@ -22,23 +23,6 @@ REQUIRED = ("schema", "run_id", "config", "final", "config_key", "seed", "comman
 
 class RecordError(ValueError):
     """A record file that cannot be used (unreadable, missing fields, other schema)."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def config_key(config: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .records import (SCHEMA_VERSION, check_writable, config_key, find_existing,
                       replace_record, run_lock, write_record)
 from .registry import RegistryView, dataset_spec, get, list_batch_sources, list_datasets
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
-from .untrained import untrained_metrics
+from .untrained import pixel_metrics, untrained_metrics
 
 #: Per-data-set training defaults: a view of what each data set registers (`pmlbal.registry`).
 DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(name).defaults))
@@ -57,6 +57,9 @@ class TrainConfig:
     cache_size: int | None = None
     input_size: int | None = None
     crop_scale: float | None = None
+    #: Random horizontal flips of training crops (None: the data set's default, True unless it says
+    #: otherwise; glyphs are not flipped).
+    hflip: bool | None = None
     train_split: str = "train"
     eval_split: str = "test"
     eval_every: int = 0
@@ -108,9 +111,7 @@ class TrainConfig:
         """A copy with data-set defaults filled in and every value checked."""
         spec = dataset_spec(self.dataset)  # ValueError naming the known data sets
         values = asdict(self)
-        for k, v in spec.defaults.items():
-            if values[k] is None:
-                values[k] = v
+        fill_defaults(values, spec.defaults)
         if self.samples_per_class is None and self.train_split == "train-sub":
             # train-sub holds fewer classes than train (3 of 5 on digits and Fashion-MNIST), too few
             # for the default batch's P classes: take m from the data set's tuning rule instead.
@@ -167,6 +168,15 @@ class TrainConfig:
             raise ValueError("save_model keeps one model; a cv_folds run trains several")
 
 
+def fill_defaults(values: dict[str, Any], dataset_defaults: Mapping[str, Any]) -> None:
+    """Fill the config fields left at None in `values`: the data set's defaults, then the harness's."""
+    for k, v in dataset_defaults.items():
+        if values.get(k) is None:
+            values[k] = v
+    if values.get("hflip") is None:
+        values["hflip"] = True
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the run stopped there (`epoch`, `step` within it)."""
 
@@ -184,7 +194,13 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
     option with a default keeps the identity, and the resumability, of earlier records)."""
     defaults = TrainConfig()
     keep = {"dataset", "loss", "loss_kwargs", "seed"}
-    return {k: v for k, v in asdict(cfg).items() if k in keep or v != getattr(defaults, k)}
+    return {k: v for k, v in asdict(cfg).items()
+            if k in keep or (v != getattr(defaults, k) and not (k in IDENTITY_NEUTRAL and v == IDENTITY_NEUTRAL[k]))}
+
+
+#: Fields added after records existed whose resolved value here is what every earlier run did: left out
+#: of the identity at that value, so earlier records keep their key.
+IDENTITY_NEUTRAL = {"hflip": True}
 
 
 def make_loss(name: str, **kwargs: Any) -> torch.nn.Module:
@@ -265,9 +281,9 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
 @torch.no_grad()
 def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch.device,
           batch_size: int = 256, amp: bool = False, augment: torch.Generator | None = None,
-          on: str = "head") -> torch.Tensor:
+          on: str = "head", flip: bool = True) -> torch.Tensor:
     """L2-normalised fp32 embeddings of the whole bank: centre crops, or training augmentations with
-    `augment`; of the head's output, or with ``on="backbone"`` of the pooled backbone output."""
+    `augment` (flipped at random unless `flip` is False); of the head's output, or with ``on="backbone"`` of the pooled backbone output."""
     model.eval()
     out = []
     for i in range(0, len(bank), batch_size):
@@ -276,7 +292,7 @@ def embed(model: EmbeddingModel, bank: ImageBank, input_size: int, device: torch
         if augment is None:
             x = center_crop_resize(images, input_size)
         else:
-            x = random_resized_crop_flip(images, input_size, augment, valid=bank.take_boxes(idx))
+            x = random_resized_crop_flip(images, input_size, augment, valid=bank.take_boxes(idx), flip=flip)
         x = normalize(x, model.mean, model.std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             x = x.contiguous(memory_format=torch.channels_last) if amp else x
@@ -323,7 +339,7 @@ def command_baseline(dataset: str, protocol: str | None = None) -> dict[str, Any
     from .protocols import protocol_values
 
     values = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
-    values.update({k: v for k, v in dataset_spec(dataset).defaults.items() if values.get(k) is None})
+    fill_defaults(values, dataset_spec(dataset).defaults)
     if protocol is not None:
         values.update(protocol_values(protocol, dataset))
     return values
@@ -545,7 +561,7 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
     """One epoch: (its log entry, per-step losses and terms as device tensors, seconds, images seen)."""
     cfg = run.cfg
     batches = run.batches.epoch(epoch, lambda: embed(run.model, run.train_bank, cfg.input_size, run.device,
-                                                     amp=run.amp, augment=run.gen))
+                                                     amp=run.amp, augment=run.gen, flip=cfg.hflip))
     run.model.train()
     before_step = _before_step(run, epoch)
     labels = run.train_set.labels if run.loss_labels is None else run.loss_labels
@@ -555,7 +571,8 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
             idx = np.array_split(idx, run.world)[run.rank]
         idx_t = torch.from_numpy(idx)
         x = normalize(random_resized_crop_flip(run.train_bank.take(idx_t), cfg.input_size, run.gen,
-                                               scale=(cfg.crop_scale, 1.0), valid=run.train_bank.take_boxes(idx_t)),
+                                               scale=(cfg.crop_scale, 1.0), valid=run.train_bank.take_boxes(idx_t),
+                                               flip=cfg.hflip),
                       run.model.mean, run.model.std)
         y = torch.as_tensor(labels[idx], device=run.device)
         loss = train_step(run.forward, run.train_loss, run.opt, x, y, run.amp, before_step)
@@ -620,6 +637,7 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
         command=command_for(cfg),
         initial=initial,
         final=final,
+        pixels=pixel_metrics(run) if run.rank == 0 else None,
         wall_time_s=wall_time,
         train_time_s=train_time,
         images_per_s=images_seen / train_time if train_time else None,

@@ -32,7 +32,7 @@ TRAINING_ONLY = frozenset({
     "results_dir", "cache_dir", "progress", "tuned_from", "tuned_runs", "save_model",
     # recipe options (issue 19) that act on training only; pooling, head_init, eval_on stay in the key
     "protocol", "head_lr", "loss_lr", "optimizer", "schedule", "lr_step_epochs", "lr_gamma", "freeze_trunk_epochs",
-    "clip_grad_value", "cache_mode", "cv_folds", "lead_metric",
+    "clip_grad_value", "cache_mode", "cv_folds", "lead_metric", "hflip",
 })
 _CODE = ("metrics/retrieval.py", "metrics/geometry.py", "train.py", "models.py", "data/gpu_batches.py")
 
@@ -82,4 +82,43 @@ def untrained_metrics(run: "Run") -> dict[str, float]:
         atomic_write_text(path, json.dumps(metrics))
     except OSError:
         pass  # a read-only cache folder costs the next run an evaluation, nothing else
+    return metrics
+
+
+#: Largest evaluation split (images x pixels) the raw-pixel baseline is computed for: on the small data
+#: sets it costs about one evaluation, once; at CUB's 256 px it would not be cheap, and is left out.
+PIXEL_BASELINE_MAX_VALUES = 200_000_000
+
+
+def pixel_metrics(run: "Run") -> dict[str, float] | None:
+    """Retrieval metrics of the raw pixels: each evaluation image of the cache (cache_size, RGB) as
+    one L2-normalised vector, searched and scored exactly as embeddings are. Memoised per
+    evaluation cache; None where the split is too large for this to be cheap."""
+    from .metrics import retrieval_metrics
+
+    bank = run.eval_bank
+    if bank.data.numel() > PIXEL_BASELINE_MAX_VALUES:
+        return None
+    folder = Path(run.cfg.cache_dir) if run.cfg.cache_dir is not None else default_cache_dir()
+    from .registry import dataset_spec
+
+    y = torch.as_tensor(run.eval_set.labels, device=run.device)
+    ks = tuple(k for k in dataset_spec(run.cfg.dataset).ks if k < len(y))
+    h = hashlib.sha256()
+    h.update(json.dumps({"eval_images": cache_path(run.eval_set, run.cfg.cache_size).name, "ks": ks,
+                         "device": run.device.type, "torch": torch.__version__}, sort_keys=True).encode())
+    h.update(_CODE_HASH.encode())
+    path = folder / "untrained" / f"{run.cfg.dataset}-pixels-{h.hexdigest()[:32]}.json"
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and cached:
+            return cached
+    except (OSError, ValueError):
+        pass
+    z = torch.nn.functional.normalize(bank.data.reshape(len(bank), -1).to(run.device).float(), dim=1)
+    metrics = retrieval_metrics(z, y, ks=ks, device=run.device)
+    try:
+        atomic_write_text(path, json.dumps(metrics))
+    except OSError:
+        pass
     return metrics

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..registry import RegistryView, dataset_spec, list_datasets
 from .base import SPLITS, CorruptImageError, DatasetLayoutError, RetrievalDataset
 from .cars import Cars196
+from .cjk_glyphs import CJKGlyphs
 from .cub import CUB200
 from .digits import Digits
 from .fashion_mnist import FashionMNIST
@@ -25,5 +26,5 @@ def create(name: str, root: str | Path | None = None, split: str = "train") -> R
     return dataset_spec(name).load(root, split)
 
 
-__all__ = ["CUB200", "Cars196", "CorruptImageError", "DATASETS", "DatasetLayoutError", "Digits", "FashionMNIST",
+__all__ = ["CJKGlyphs", "CUB200", "Cars196", "CorruptImageError", "DATASETS", "DatasetLayoutError", "Digits", "FashionMNIST",
            "RetrievalDataset", "SOP", "SPLITS", "create"]

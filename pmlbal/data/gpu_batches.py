@@ -80,8 +80,9 @@ def random_resized_crop_flip(
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     valid: torch.Tensor | None = None,
+    flip: bool = True,
 ) -> torch.Tensor:
-    """torchvision's RandomResizedCrop + RandomHorizontalFlip for a whole uint8 batch at once.
+    """torchvision's RandomResizedCrop + RandomHorizontalFlip (``flip=False``: no flip) for a whole uint8 batch at once.
 
     One crop box per image (`sample_crop_boxes`: inside each image's `valid` box when given, as
     the aspect cache records them), bilinear resampling with `roi_align` (adaptive sampling:
@@ -93,8 +94,8 @@ def random_resized_crop_flip(
     crop = sample_crop_boxes(b, h, w, generator, scale, ratio, valid, dev)
     boxes = torch.cat([torch.arange(b, device=dev, dtype=torch.float32)[:, None], crop], dim=1)
     out = roi_align(images.float(), boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(dev)  # drawn either way: one stream for both
+    return torch.where(flips[:, None, None, None], out.flip(-1), out) if flip else out
 
 
 def center_crop_resize(images: torch.Tensor, out_size: int, crop_fraction: float = 0.875) -> torch.Tensor:
