@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,15 +69,32 @@ def untrained_key(run: "Run") -> str:
     return h.hexdigest()[:32]
 
 
+def _read_memo(path: Path) -> dict[str, float] | None:
+    """The memo at `path` if it holds metrics (a non-empty mapping of names to numbers, Recall@1
+    among them); a damaged or foreign file is reported and evaluated anew, never used."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        warnings.warn(f"untrained-metrics memo {path} is unreadable ({err}); evaluating again", stacklevel=3)
+        return None
+    if (isinstance(value, dict) and "recall@1" in value
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())):
+        return value
+    warnings.warn(f"untrained-metrics memo {path} does not hold metrics ({type(value).__name__}); evaluating again",
+                  stacklevel=3)
+    return None
+
+
 def untrained_metrics(run: "Run") -> dict[str, float]:
     """`run.evaluate()` of the untrained model, from the memo when this exact network and evaluation
     were seen before (the file is written atomically; an unreadable one is re-evaluated)."""
     folder = Path(run.cfg.cache_dir) if run.cfg.cache_dir is not None else default_cache_dir()
     path = folder / "untrained" / f"{run.cfg.dataset}-{untrained_key(run)}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
+    cached = _read_memo(path)
+    if cached is not None:
+        return cached
     metrics = run.evaluate()
     try:
         atomic_write_text(path, json.dumps(metrics))
@@ -109,12 +127,9 @@ def pixel_metrics(run: "Run") -> dict[str, float] | None:
                          "device": run.device.type, "torch": torch.__version__}, sort_keys=True).encode())
     h.update(_CODE_HASH.encode())
     path = folder / "untrained" / f"{run.cfg.dataset}-pixels-{h.hexdigest()[:32]}.json"
-    try:
-        cached = json.loads(path.read_text())
-        if isinstance(cached, dict) and cached:
-            return cached
-    except (OSError, ValueError):
-        pass
+    cached = _read_memo(path)
+    if cached is not None:
+        return cached
     z = torch.nn.functional.normalize(bank.data.reshape(len(bank), -1).to(run.device).float(), dim=1)
     metrics = retrieval_metrics(z, y, ks=ks, device=run.device)
     try:

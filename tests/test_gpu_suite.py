@@ -58,3 +58,12 @@ def test_unknown_step_is_refused_in_one_line(tmp_path):
     out = subprocess.run(["bash", str(SUITE)], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 2 and "no step named nonsense" in out.stderr
     assert not (tmp_path / "work" / "logs").exists()  # refused before anything ran
+
+
+def test_every_shell_script_in_benchmarks_is_executable():
+    import os
+    from pathlib import Path
+
+    scripts = sorted(Path(__file__).parents[1].joinpath("benchmarks").glob("*.sh"))
+    assert scripts
+    assert [s.name for s in scripts if not os.access(s, os.X_OK)] == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pmlbal import untrained
@@ -52,7 +54,19 @@ def test_a_corrupt_memo_is_evaluated_again(tmp_path):
     first = untrained.untrained_metrics(run)
     (memo,) = (tmp_path / "cache" / "untrained").glob("*.json")
     memo.write_text("{not json")
-    assert untrained.untrained_metrics(run) == first
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert untrained.untrained_metrics(run) == first
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"recall@1": "high"}', "null", '{"map_at_r": 0.5}'])
+def test_a_memo_of_the_wrong_shape_is_ignored_with_a_warning(tmp_path, content):
+    run = _run(tmp_path)
+    first = untrained.untrained_metrics(run)
+    (memo,) = (tmp_path / "cache" / "untrained").glob("*.json")
+    memo.write_text(content)
+    with pytest.warns(UserWarning, match="does not hold metrics"):
+        again = untrained.untrained_metrics(run)
+    assert again == first and json.loads(memo.read_text()) == first  # evaluated and written anew
 
 
 def test_a_loss_with_parameters_starts_from_the_same_network(tmp_path):

@@ -99,9 +99,34 @@ def load_or_build(
     killed processes are removed when the next cache is built.
     """
     path = cache_path(dataset, size, cache_dir)
-    if not path.exists():
+    images = _open(path, (len(dataset), size, size, 3))
+    if images is None:
         _build(dataset, path, size, lambda img: (square_resize(img, size), None), workers, progress)
-    return np.load(path, mmap_mode="r")
+        images = _open(path, (len(dataset), size, size, 3), fail=True)
+    return images
+
+
+def _open(path: Path, shape: tuple[int, ...], fail: bool = False) -> np.ndarray | None:
+    """The cache file at `path` memory-mapped, checked against the split's shape; None when it is
+    missing, or damaged (truncated by a full disk or a copy cut short: then it is removed, with a
+    warning naming it, so the caller decodes the split again)."""
+    if not path.exists():
+        return None
+    try:
+        images = np.load(path, mmap_mode="r")
+        if images.shape == shape and images.dtype == np.uint8:
+            return images
+        problem = f"holds {images.dtype} {images.shape}, the split needs uint8 {shape}"
+    except (OSError, ValueError, EOFError) as err:
+        problem = str(err)
+    if fail:
+        raise OSError(f"decoded-image cache {path} is damaged right after it was written ({problem}); "
+                      f"check the disk and delete the file")
+    import warnings
+
+    warnings.warn(f"decoded-image cache {path} is damaged ({problem}); decoding the split again", stacklevel=3)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def load_or_build_aspect(
@@ -118,10 +143,12 @@ def load_or_build_aspect(
     always has its boxes.
     """
     path = cache_path(dataset, size, cache_dir, mode="aspect")
-    if not path.exists():
-        _build(dataset, path, aspect_canvas(size), lambda img: aspect_resize(img, size), workers, progress,
-               with_boxes=True)
-    return np.load(path, mmap_mode="r"), np.load(boxes_path(path))
+    side = aspect_canvas(size)
+    images = _open(path, (len(dataset), side, side, 3))
+    if images is None:
+        _build(dataset, path, side, lambda img: aspect_resize(img, size), workers, progress, with_boxes=True)
+        images = _open(path, (len(dataset), side, side, 3), fail=True)
+    return images, np.load(boxes_path(path))
 
 
 def _build(dataset: RetrievalDataset, path: Path, side: int, convert, workers: int | None, progress: bool,

@@ -124,7 +124,8 @@ class BalancedLoss(BaseMetricLossFunction):
             indices_tuple=indices_tuple,
             exclude_self=self.excludes_self(refs, labels, ref_labels),
         )
-        if (self.zero_when_trivial and pairs.is_trivial()) or (
+        empty = embeddings.shape[0] == 0 or ref_emb.shape[0] == 0  # no pair at all (DHEL's max would fail)
+        if empty or (self.zero_when_trivial and pairs.is_trivial()) or (
             self.needs_pos_and_neg and (pairs.num_pos() == 0 or pairs.num_neg() == 0)
         ):
             self.pos_term = self.entropy_term = torch.zeros((), device=embeddings.device)
@@ -191,6 +192,10 @@ def _check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Non
     if not torch.is_tensor(embeddings) or embeddings.ndim != 2:
         shape = tuple(embeddings.shape) if torch.is_tensor(embeddings) else type(embeddings).__name__
         raise ValueError(f"embeddings must be a 2-D tensor (batch, dim), got {shape}")
+    for name, x in (("embeddings", embeddings), ("ref_emb", ref_emb)):
+        if torch.is_tensor(x) and not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+                             f"got {x.dtype}")
     if labels is not None:
         if not torch.is_tensor(labels):
             raise ValueError(f"labels must be a tensor, got {type(labels).__name__}")

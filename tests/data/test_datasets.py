@@ -123,3 +123,20 @@ def test_device_augmentation_shapes_and_determinism():
     assert ev.shape == (3, 3, 16, 16)
     z = normalize(torch.full((1, 3, 2, 2), 255.0 * 0.5), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert torch.allclose(z, torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "other-shape"])
+def test_a_damaged_cache_is_named_removed_and_decoded_again(tmp_path, damage):
+    from pmlbal.data import create
+    from pmlbal.data.cache import cache_path, load_or_build
+
+    ds = create("digits", None, "test")
+    first = np.array(load_or_build(ds, 16, tmp_path, progress=False))
+    path = cache_path(ds, 16, tmp_path)
+    if damage == "truncate":  # what a full disk or an interrupted copy leaves
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        np.save(path, np.zeros((3, 16, 16, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=f"decoded-image cache {path} is damaged"):
+        again = load_or_build(ds, 16, tmp_path, progress=False)
+    assert np.array_equal(np.array(again), first)

@@ -152,3 +152,26 @@ def test_masked_logsumexp_shifts_by_the_masked_row_max():
     # softmax weights on kept entries; exactly 0 on masked ones (the 5000 too)
     torch.testing.assert_close(x.grad[:, :2].sum(dim=1), torch.tensor([1.0, 1.0, 0.0]))
     assert (x.grad[~keep] == 0).all()
+
+
+@pytest.mark.parametrize("name", __import__("pmlbal").list_losses())
+@pytest.mark.parametrize("two_view", [False, True])
+def test_every_loss_gives_zero_with_a_gradient_on_an_empty_batch(name, two_view):
+    loss_fn = __import__("pmlbal").create(name)
+    emb = torch.zeros(0, 8, requires_grad=True)
+    labels = torch.zeros(0, dtype=torch.long)
+    kwargs = {"ref_emb": torch.zeros(0, 8), "ref_labels": labels} if two_view else {}
+    value = loss_fn(emb, labels, **kwargs)
+    value.backward()
+    assert value.item() == 0.0 and emb.grad is not None and emb.grad.shape == (0, 8)
+
+
+@pytest.mark.parametrize("name", __import__("pmlbal").list_losses())
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_float_embeddings_are_refused_naming_the_dtype(name, dtype):
+    loss_fn = __import__("pmlbal").create(name)
+    with pytest.raises(ValueError, match=f"floating-point tensor.*{str(dtype).split('.')[1]}"):
+        loss_fn(torch.ones(8, 4, dtype=dtype), torch.arange(8) // 2)
+    with pytest.raises(ValueError, match="ref_emb must be a floating-point"):
+        loss_fn(torch.randn(8, 4), torch.arange(8) // 2, ref_emb=torch.ones(8, 4, dtype=dtype),
+                ref_labels=torch.arange(8) // 2)
