@@ -26,6 +26,57 @@ def check_backbone_name(backbone: str) -> None:
         raise ValueError(f"unknown pretrained tag {tag!r} for timm backbone {base!r} (known tags: {tags})")
 
 
+#: Seconds to wait for the Hub before calling it unreachable (timm's own download retries for a minute).
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _weights_cached(cfg: dict) -> bool:
+    """Whether timm would find `cfg`'s weights without the network: the Hugging Face cache, or the
+    torch hub folder for URL-only weights."""
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = hub_id.split("@")[0]
+        if any(isinstance(try_to_load_from_cache(repo, f), str)
+               for f in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin")):
+            return True
+    url = cfg.get("url")
+    if url:
+        return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
+    return False
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_weights_available(backbone: str) -> None:
+    """OSError in one line, within seconds, when timm's pretrained weights for `backbone` are neither
+    cached nor reachable (``HF_HUB_OFFLINE`` set, or no answer from the Hub): name the two ways out."""
+    cfg = timm.models.get_pretrained_cfg(backbone) if "." in backbone else None
+    if cfg is None:
+        model = timm.create_model(backbone, pretrained=False)
+        cfg = dict(model.pretrained_cfg)
+    else:
+        cfg = cfg.to_dict()
+    if _weights_cached(cfg) or _hub_reachable():
+        return
+    raise OSError(f"pretrained weights for {backbone} are not in the local cache and the Hugging Face Hub cannot be "
+                  f"reached: pass --pretrained PATH (a local weights file) or --pretrained none (random init)")
+
+
 class EmbeddingModel(nn.Module):
     """``timm.create_model(backbone, num_classes=0)`` followed by a linear head to `embedding_dim`.
 
@@ -57,6 +108,8 @@ class EmbeddingModel(nn.Module):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
+        if pretrained == "timm":
+            check_weights_available(backbone)
         self.backbone = timm.create_model(backbone, pretrained=pretrained == "timm", num_classes=0)
         if pretrained not in (None, "timm"):
             path = Path(pretrained)

@@ -135,3 +135,26 @@ def test_a_saved_model_reloads_with_its_pooling(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back.eval()(x), model(x))
     assert back_cfg.pooling == "avg+max"
+
+
+def test_offline_timm_weights_stop_with_one_line_naming_the_ways_out(monkeypatch):
+    from pmlbal import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_weights_cached", lambda cfg: False)
+    with pytest.raises(OSError, match=r"not in the local cache.*--pretrained PATH.*--pretrained none") as err:
+        models.EmbeddingModel("resnet10t", 8, pretrained="timm")
+    assert "\n" not in str(err.value)
+    # Unreachable without the variable too: the probe's answer decides, within its timeout.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=0: False)
+    with pytest.raises(OSError, match="cannot be reached"):
+        models.check_weights_available("resnet50.tv_in1k")
+
+
+def test_cached_timm_weights_are_not_probed(monkeypatch):
+    from pmlbal import models
+
+    monkeypatch.setattr(models, "_weights_cached", lambda cfg: True)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=0: pytest.fail("probed the network"))
+    models.check_weights_available("resnet10t")
