@@ -115,6 +115,9 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     whose loss diverges is recorded under DIR/failed/ and the bench goes on with the next one
     (and skips it on later calls while that failure record exists).
     """
+    losses = [spec for spec in losses if spec.strip()]
+    if not losses:
+        raise ValueError("no loss to run: --losses is empty (give 'default', 'all' or a comma list of loss specs)")
     configs = {}
     for spec in losses:
         name, kwargs = parse_loss_spec(spec)

@@ -334,11 +334,15 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
         storage = storage or _default_storage(base.results_dir)
         if study_name and not tuned:
             raise ValueError("--study is for --config tuned")
-        run_bench(base, specs, seeds, log=click.echo, tuned_storage=storage if tuned else None, tuned_study=study_name)
+        records = run_bench(base, specs, seeds, log=click.echo, tuned_storage=storage if tuned else None,
+                            tuned_study=study_name)
         boards = write_leaderboards(base.results_dir, base.dataset, expected_seeds=seeds, warn=click.echo)
     except _errors() as err:
         _fail(err)
     click.echo(Path(base.results_dir, f"{base.dataset}.md").read_text() if boards else "no records")
+    if not records:  # every run diverged (or failed before): a script must not read this as success
+        _fail(RuntimeError(f"no run succeeded: none of the {len(specs)} loss(es) x {seeds} seed(s) has a record; "
+                           f"see {Path(base.results_dir) / 'failed'}"))
 
 
 @main.command()
@@ -613,7 +617,12 @@ def leaderboard(dataset, results_dir, seeds, no_plots):
     except OSError as err:
         _fail(err)
     if not boards:
-        raise click.ClickException(f"no usable run records under {Path(results_dir) / 'runs'}")
+        from .records import iter_records
+
+        held = sorted({r["config"]["dataset"] for r in iter_records(results_dir, on_error=lambda msg: None)})
+        what = f"{dataset} test-split records" if dataset else "usable run records"
+        raise click.ClickException(f"no {what} under {Path(results_dir) / 'runs'}"
+                                   + (f"; it holds records of: {', '.join(held)}" if held else ""))
     for ds in boards:
         click.echo(Path(results_dir, f"{ds}.md").read_text())
 

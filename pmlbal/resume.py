@@ -80,9 +80,41 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save re-raises a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(path, _state_bytes(state), err) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class CheckpointWriteError(OSError):
+    """The epoch checkpoint could not be written (a full disk, a folder gone read-only): the message
+    names the file, the space it needs and the space free; the previous checkpoint is untouched."""
+
+    def __init__(self, path: Path, needed: int, cause: BaseException, note: str = "") -> None:
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 1e6:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        reason = str(getattr(cause, "strerror", None) or cause).splitlines()[0]
+        kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
+        super().__init__(f"cannot write the run checkpoint {path} ({reason}): it needs about {needed / 1e6:.0f} MB, "
+                         f"{free}; {kept}" + (f"; {note}" if note else ""))
+        self.path, self.needed, self.cause = path, needed, cause
+
+
+def _state_bytes(value) -> int:
+    """Bytes of the tensors in a checkpoint state (what torch.save writes, give or take its index)."""
+    if torch.is_tensor(value):
+        return value.element_size() * value.numel()
+    if isinstance(value, dict):
+        return sum(_state_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_state_bytes(v) for v in value)
+    return 0
 
 
 def load_run_state(path: Path, run) -> Progress:

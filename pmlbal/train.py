@@ -708,7 +708,7 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
 
     from tqdm.auto import tqdm
 
-    from .resume import Progress, checkpoint_path, load_run_state, run_name, save_run_state
+    from .resume import Progress, checkpoint_path, load_run_state, run_name
 
     # The device this process will use (its LOCAL_RANK under torchrun), without touching the others.
     cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
@@ -755,7 +755,7 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
                     if board is not None and run.rank == 0:
                         board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
                     if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
-                        save_run_state(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
+                        _checkpoint(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
                     if on_epoch:
                         on_epoch(entry)
             except DivergedError as err:
@@ -850,16 +850,35 @@ def _store(record: dict[str, Any], results_dir: str) -> dict[str, Any]:
     return record
 
 
-def _record_failure(run: Run, err: DivergedError, epochs: list[dict], wall_time: float) -> Path:
-    """DIR/failed/<run_id>.json: what a diverged run was and where it stopped (never a board row:
-    the leaderboard reads DIR/runs/ only)."""
+def _record_failure(run: Run, err: Exception, epochs: list[dict], wall_time: float, status: str = "diverged",
+                    folder: str = "failed") -> Path:
+    """DIR/<folder>/<run_id>.json: what a stopped run was, where it stopped and its epochs so far (never a
+    board row: the leaderboard reads DIR/runs/ only). Diverged runs go to failed/, which bench skips;
+    runs stopped by their surroundings (a checkpoint that could not be written) to interrupted/."""
     cfg = run.cfg
     cfg_dict = asdict(cfg)
-    record = dict(schema=SCHEMA_VERSION, status="diverged", error=str(err), epoch=err.epoch, step=err.step,
-                  run_id=new_run_id(cfg_dict), config=cfg_dict, config_key=config_key(identity(cfg)), seed=cfg.seed,
-                  command=command_for(cfg), epochs=epochs, wall_time_s=wall_time, versions=_versions(),
-                  git_commit=_git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return write_record(record, cfg.results_dir, folder="failed")
+    record = dict(schema=SCHEMA_VERSION, status=status, error=str(err), epoch=getattr(err, "epoch", None),
+                  step=getattr(err, "step", None), run_id=new_run_id(cfg_dict), config=cfg_dict,
+                  config_key=config_key(identity(cfg)), seed=cfg.seed, command=command_for(cfg), epochs=epochs,
+                  wall_time_s=wall_time, versions=_versions(), git_commit=_git_commit(),
+                  created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return write_record(record, cfg.results_dir, folder=folder)
+
+
+def _checkpoint(path: Path, run: Run, done, elapsed: float) -> None:
+    """The epoch checkpoint; if it cannot be written, the epochs so far go to an interrupted/ record
+    (or, when the disk refuses that too, to the system's temp folder) and the run stops in one line."""
+    from .resume import CheckpointWriteError, save_run_state
+
+    try:
+        save_run_state(path, run, done, elapsed)
+    except CheckpointWriteError as err:
+        try:
+            record = _record_failure(run, err, done.epochs, elapsed, "interrupted", "interrupted")
+            kept = f"epochs 1-{done.epoch} recorded in {record}; run it again to continue from the last checkpoint"
+        except OSError as record_err:  # write_record names the temp file it kept instead
+            kept = str(record_err)
+        raise CheckpointWriteError(err.path, err.needed, err.cause, note=kept) from None
 
 
 def _versions() -> dict[str, str]:

@@ -400,3 +400,27 @@ def test_losses_refuse_non_finite_embeddings(name):
         assert not torch.isfinite(create(name, check_finite=False)(x, labels))  # the opt-out
     with pytest.raises(ValueError, match="check_finite"):
         create(name, check_finite="yes")
+
+
+def test_bench_refuses_an_empty_loss_list(tmp_path):
+    for losses in ("", " , "):
+        one_line_error(CliRunner().invoke(main, ["bench", "--losses", losses, "--results-dir", str(tmp_path)]),
+                       "no loss to run", "--losses is empty")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_bench_exits_non_zero_when_every_run_diverged(tmp_path, monkeypatch):
+    import pmlbal.bench as bench_mod
+
+    monkeypatch.setattr(bench_mod, "run_bench", lambda *a, **k: [])  # every run diverged: nothing recorded
+    result = CliRunner().invoke(main, ["bench", "--losses", "KCLLoss", "--results-dir", str(tmp_path)])
+    one_line_error(result, "no run succeeded", "failed")
+
+
+def test_leaderboard_names_the_data_sets_a_folder_holds(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    src = next(Path(__file__).parents[1].joinpath("results", "runs").glob("digits-*.json"))
+    shutil.copy(src, runs)
+    result = CliRunner().invoke(main, ["leaderboard", "--dataset", "cub", "--results-dir", str(tmp_path), "--no-plots"])
+    one_line_error(result, "no cub test-split records", "holds records of: digits")

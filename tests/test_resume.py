@@ -175,3 +175,40 @@ def test_bench_resumes_an_interrupted_run_instead_of_restarting_it(tmp_path, cac
     records = list((tmp_path / "runs").glob("*.json"))
     assert len(records) == 1 and not list((tmp_path / "runs").glob("*.ckpt"))
     assert [e["epoch"] for e in json.loads(records[0].read_text())["epochs"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_and_keeps_the_epochs(tmp_path, cache, monkeypatch):
+    import torch
+
+    import pmlbal.resume as resume
+
+    real_save, calls = torch.save, []
+
+    def full_disk_at_the_second(state, f):
+        calls.append(1)
+        if len(calls) == 2:  # as torch reports ENOSPC inside its zip writer
+            f.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        real_save(state, f)
+
+    monkeypatch.setattr(resume.torch, "save", full_disk_at_the_second)
+    cfg = TrainConfig(**SMALL, results_dir=str(tmp_path), cache_dir=cache)
+    result = CliRunner().invoke(main, ["train", "--dataset", "digits", "--backbone", "test_resnet", "--embedding-dim",
+                                       "16", "--epochs", "4", "--batch-size", "40", "--samples-per-class", "10",
+                                       "--results-dir", str(tmp_path), "--cache-dir", cache])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert "cannot write the run checkpoint" in line and "MB free" in line and "previous checkpoint is kept" in line
+    ckpt = checkpoint_path(cfg.resolved())
+    assert str(ckpt) in line
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # epoch 1's, intact and usable
+    assert state["progress"]["epoch"] == 1
+    assert not list(ckpt.parent.glob(".*.tmp"))
+    (failure,) = (tmp_path / "interrupted").glob("*.json")
+    record = json.loads(failure.read_text())
+    assert record["status"] == "interrupted" and [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert str(failure) in line
+    monkeypatch.setattr(resume.torch, "save", real_save)  # the disk has room again: resume continues
+    resumed = train(cfg, resume=True)
+    assert resumed["epochs"][-1]["epoch"] == 4
