@@ -143,9 +143,11 @@ def test_font_without_ideographs_counts_as_too_few(tmp_path):
 
 
 def test_missing_packages_are_listed_with_the_apt_command(monkeypatch):
-    monkeypatch.setattr(cj, "_fontconfig_files", lambda: [])
-    monkeypatch.setattr(cj, "_folder_files", lambda folders: [])
-    files, missing = cj.font_files(None)
+    from pmlbal.data import fonts
+
+    monkeypatch.setattr(fonts, "_fontconfig_files", lambda: [])
+    monkeypatch.setattr(fonts, "_folder_files", lambda folders: [])
+    files, missing = fonts.font_files(None)
     assert files == {} and set(missing) == set(cj.FONT_PACKAGES)
     assert cj.apt_command(missing).startswith("apt-get install fonts-")
 
