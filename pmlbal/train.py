@@ -630,7 +630,7 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
         steps=[{k: float(v) for k, v in s.items()} for s in steps],
         world_size=run.world,
         schema=SCHEMA_VERSION,
-        run_id=new_run_id(cfg_dict),
+        run_id=new_run_id(cfg_dict, config_key(identity(cfg))),
         config=cfg_dict,
         config_key=config_key(identity(cfg)),
         seed=cfg.seed,
@@ -856,7 +856,8 @@ def _record_failure(run: Run, err: DivergedError, epochs: list[dict], wall_time:
     cfg = run.cfg
     cfg_dict = asdict(cfg)
     record = dict(schema=SCHEMA_VERSION, status="diverged", error=str(err), epoch=err.epoch, step=err.step,
-                  run_id=new_run_id(cfg_dict), config=cfg_dict, config_key=config_key(identity(cfg)), seed=cfg.seed,
+                  run_id=new_run_id(cfg_dict, config_key(identity(cfg))), config=cfg_dict,
+                  config_key=config_key(identity(cfg)), seed=cfg.seed,
                   command=command_for(cfg), epochs=epochs, wall_time_s=wall_time, versions=_versions(),
                   git_commit=_git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return write_record(record, cfg.results_dir, folder="failed")

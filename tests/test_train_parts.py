@@ -177,6 +177,7 @@ def test_every_committed_record_carries_the_key_todays_code_gives_its_config():
         record = json.loads(path.read_text())
         key = config_key(identity(TrainConfig(**record["config"])))
         assert record["config_key"] == key, path.name
+        assert f"-{key}-s{record['seed']}-" in path.name, path.name  # found by name (`pmlbal records migrate`)
 
 
 def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
