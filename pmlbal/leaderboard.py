@@ -15,14 +15,20 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Any, Callable
 
-from .records import atomic_write_text, config_key, iter_records
+from .config import DEFAULTS, FIELD_ROLES, at_default
+from .records import atomic_write_text, best_epoch, config_key, iter_records
 from .registry import dataset_spec
 
 #: Column headings of the metrics that are not Recall@K.
 METRIC_LABELS = {"map_at_r": "MAP@R", "r_precision": "RP"}
-#: Config fields that fix the untrained network and how it is evaluated: runs that share them (and a
-#: seed) start from the same weights, whatever their loss, batch or schedule.
-UNTRAINED_KEYS = ("backbone", "embedding_dim", "pretrained", "input_size", "cache_size")
+#: Config fields that fix the untrained network and how it is evaluated (`pmlbal.config.FIELD_ROLES`:
+#: identity, not training-only; the data set and the test split are the board's own): runs that share
+#: them (and a seed) start from the same weights and are evaluated alike, whatever their loss, batch or
+#: schedule. Those the data set fills are always in a group's key, the others when off their default
+#: (as in a run's identity), so the key of a group of defaults stays what it was.
+UNTRAINED_FIELDS = tuple(k for k, r in FIELD_ROLES.items()
+                         if r.role == "identity" and not r.training_only and k not in ("dataset", "eval_split"))
+UNTRAINED_KEYS = tuple(k for k in UNTRAINED_FIELDS if DEFAULTS[k] is None)
 UNTRAINED = "untrained model"
 PIXELS = "raw pixels"
 
@@ -68,15 +74,14 @@ def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in _test_records(records, dataset):
         if r.get("initial"):
-            key = tuple(str(r["config"].get(k)) for k in UNTRAINED_KEYS)
-            groups[key][r["seed"]].append(r)
+            groups[_untrained_group(r["config"])][r["seed"]].append(r)
     rows = []
     for key, by_seed in groups.items():
         cfg = next(iter(by_seed.values()))[0]["config"]
         row = {
             "loss": UNTRAINED + ("" if cfg.get("pretrained") is None else f" (pretrained={cfg['pretrained']})"),
             "untrained": True, "seeds": len(by_seed),
-            "config_key": "untrained-" + config_key(dict(zip(UNTRAINED_KEYS, key))),
+            "config_key": "untrained-" + config_key(dict(key)),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": None, "epochs": 0,
             "train_time_s": 0.0, "command": "", "device": next(iter(by_seed.values()))[0].get("device", "?"),
             "eval_split": "test",
@@ -89,6 +94,14 @@ def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str
             row[name] = _stats(per_seed)
         rows.append(row)
     return rows
+
+
+def _untrained_group(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The untrained network of a run's config, as sorted (field, value) pairs: `UNTRAINED_KEYS`
+    always, the other `UNTRAINED_FIELDS` when set off their default (absent from older records)."""
+    pairs = {k: str(cfg.get(k)) for k in UNTRAINED_KEYS}
+    pairs.update({k: str(cfg[k]) for k in UNTRAINED_FIELDS if k in cfg and k not in pairs and not at_default(k, cfg[k])})
+    return tuple(sorted(pairs.items()))
 
 
 def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
@@ -147,8 +160,6 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
 def _best(record: dict[str, Any]) -> dict[str, Any] | None:
     """The record's best evaluated epoch (by its config's lead metric), also for records written
     before `train` stored it."""
-    from .train import best_epoch
-
     return record.get("best") or best_epoch(record.get("epochs", []), record["config"].get("lead_metric", "recall@1"))
 
 

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from .config import BOOKKEEPING
 from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
 from .procs import pid_alive
 
@@ -32,8 +33,9 @@ class RecordError(ValueError):
 
 
 def config_key(config: dict[str, Any]) -> str:
-    """Identity of a configuration, seed and bookkeeping fields excluded: the leaderboard's row."""
-    ignore = {"seed", "results_dir", "progress", "cache_dir", "num_workers"}
+    """Identity of a configuration, seed and bookkeeping fields excluded (`pmlbal.config.FIELD_ROLES`;
+    "num_workers" is a field of old records): the leaderboard's row."""
+    ignore = {"seed", "num_workers", *BOOKKEEPING}
     stable = {k: v for k, v in sorted(config.items()) if k not in ignore}
     return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -281,6 +283,17 @@ def migrate(results_dir: str | Path) -> list[tuple[Path, Path]]:
                 os.replace(path, new)
                 moved.append((path, new))
     return moved
+
+
+def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[str, Any] | None:
+    """The epoch with the highest `metric` among those evaluated on the whole model (cross-validation
+    folds' own evaluations excluded), as {"epoch", "metric", "metrics"}; None unless two or more
+    epochs were evaluated (then the final epoch is all there is)."""
+    scored = [e for e in epochs if "metrics" in e and "fold" not in e and metric in e["metrics"]]
+    if len(scored) < 2:
+        return None
+    top = max(scored, key=lambda e: (e["metrics"][metric], -e["epoch"]))  # the first of equals, as references keep it
+    return {"epoch": top["epoch"], "metric": metric, "metrics": top["metrics"]}
 
 
 def _jsonable(x):
