@@ -7,7 +7,6 @@ labels, legends) and a `plot_*` function that saves it atomically.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from .board_rows import metric_label, untrained_rows  # noqa: E402
 from .config import DEFAULTS, NOT_COMPUTED, at_default  # noqa: E402
+from .figures import save_figure  # noqa: E402, F401  (public here too)
 from .registry import dataset_spec  # noqa: E402
 
 #: Config fields that say nothing about what a run computed (where it ran, what it was called).
 _BOOKKEEPING = NOT_COMPUTED
 
 
-def save_figure(fig, path: Path) -> None:
-    """Write `fig` to `path` atomically (a temporary file in the same folder, then a rename) and close it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _metric_label(name: str) -> str:
-    from .leaderboard import metric_label
-
     return metric_label(name)
 
 
@@ -146,8 +137,6 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     """The data set's lead metric against balance, one line per (loss, batch size), batch size in
     the legend, ± one std over seeds shaded where a point has several; the untrained model as a
     dashed line. None when no sweep was run on test."""
-    from .leaderboard import untrained_rows
-
     lead = dataset_spec(dataset).lead_metric
     series = balance_sweep_series(records, lead)
     if not series:
