@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+from .config import TrainConfig
+from .devices import pick_device
+from .evaluation import evaluate
 from .models import EmbeddingModel
 
 
@@ -23,8 +26,6 @@ def save_checkpoint(model: EmbeddingModel, cfg, run_id: str) -> Path:
 
 def load_checkpoint(path: str | Path, device: str = "auto"):
     """The model and `TrainConfig` saved by `train(save_model=True)`; errors name the file and what is wrong."""
-    from .train import TrainConfig, pick_device
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -50,7 +51,6 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", root: str | None 
     from . import data
     from .data.cache import load_or_build
     from .data.gpu_batches import ImageBank
-    from .train import evaluate, pick_device
 
     model, cfg = load_checkpoint(path, device)
     if split == "val" and cfg.train_split == "train":

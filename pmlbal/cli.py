@@ -660,5 +660,26 @@ def datasets_check(name, root, decode):
         _fail(err)
 
 
+@main.group()
+def records():
+    """Run record utilities."""
+
+
+@records.command("migrate")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+def records_migrate(results_dir):
+    """Rename DIR/runs/ and DIR/failed/ records written before records were named by their key
+    (<dataset>-<loss>-<config_key>-s<seed>-<id>.json), so that look-ups find them; run once."""
+    from .records import migrate
+
+    try:
+        moved = migrate(results_dir)
+    except OSError as err:
+        _fail(err)
+    for old, new in moved:
+        click.echo(f"{old} -> {new.name}")
+    click.echo(f"{len(moved)} record(s) renamed")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -59,7 +59,7 @@ def check_config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     """`values` if every key is a TrainConfig field holding a value of its type; else ValueError naming
     `source`, the key and, for an unknown key, the closest known one. With `eval_split` but no
     `train_split`, the training split follows as it does for `--eval-split` (val: train-sub)."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     known = [f.name for f in fields(TrainConfig)]

@@ -7,7 +7,6 @@ labels, legends) and a `plot_*` function that saves it atomically.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from .board_rows import metric_label, untrained_rows  # noqa: E402
+from .config import DEFAULTS, NOT_COMPUTED, at_default  # noqa: E402
+from .figures import save_figure  # noqa: E402, F401  (public here too)
 from .registry import dataset_spec  # noqa: E402
 
 #: Config fields that say nothing about what a run computed (where it ran, what it was called).
-_BOOKKEEPING = {"seed", "results_dir", "cache_dir", "progress", "device", "root", "tuned_from", "tuned_runs",
-                "save_model", "compile"}
-
-
-def save_figure(fig, path: Path) -> None:
-    """Write `fig` to `path` atomically (a temporary file in the same folder, then a rename) and close it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+_BOOKKEEPING = NOT_COMPUTED
 
 
 def _metric_label(name: str) -> str:
-    from .leaderboard import metric_label
-
     return metric_label(name)
 
 
@@ -110,9 +101,6 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
     Configurations are compared off `TrainConfig`'s defaults, as run identities are: a field an older
     record lacks equals the same field written at its default value.
     """
-    from .train import IDENTITY_NEUTRAL, TrainConfig
-
-    defaults = vars(TrainConfig())
     acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     rests: dict[tuple, dict[str, Any]] = {}
     for r in records:
@@ -124,7 +112,7 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
         if bal is None:
             continue
         rest = {k: v for k, v in cfg.items() if k not in _BOOKKEEPING | {"loss_kwargs", "batch_size", "loss"}
-                and (k not in defaults or v != defaults[k]) and not (k in IDENTITY_NEUTRAL and v == IDENTITY_NEUTRAL[k])}
+                and not at_default(k, v)}
         label = cfg["loss"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else "")
         key = (label, cfg["batch_size"], json.dumps(rest, sort_keys=True, default=str))
         acc[key][float(bal)].append(r["final"][metric])
@@ -136,7 +124,7 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
         twins = [k for k in keys if k[:2] == key[:2]]
 
         def value(k, f):  # a field a record lacks holds its default
-            return rests[k].get(f, defaults.get(f))
+            return rests[k].get(f, DEFAULTS.get(f))
 
         differing = sorted({f for t in twins for f in rests[t] if any(value(t, f) != value(o, f) for o in twins)})
         if differing:
@@ -149,8 +137,6 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     """The data set's lead metric against balance, one line per (loss, batch size), batch size in
     the legend, ± one std over seeds shaded where a point has several; the untrained model as a
     dashed line. None when no sweep was run on test."""
-    from .leaderboard import untrained_rows
-
     lead = dataset_spec(dataset).lead_metric
     series = balance_sweep_series(records, lead)
     if not series:

@@ -1,7 +1,7 @@
 """Published training protocols as named presets (``pmlbal train --protocol NAME``).
 
 A preset is data: the `TrainConfig` values of one published recipe, per data set where the
-recipe differs, each table citing the file it was read from. `protocol_config` builds a
+recipe differs, each table citing the file it was read from. `pmlbal.config.protocol_config` builds a
 config from a preset; explicit values override it, and the config keeps the preset's name
 (`TrainConfig.protocol`), which the record and the board show. The loss is not part of a
 preset: the recipe is the harness around whichever loss is compared.
@@ -12,7 +12,7 @@ published numbers there has been reproduced on the project's machines (no data s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -131,15 +131,3 @@ def get_protocol(name: str) -> Protocol:
 def protocol_values(name: str, dataset: str) -> dict[str, Any]:
     """The `TrainConfig` values preset `name` sets on `dataset`."""
     return get_protocol(name).values(dataset)
-
-
-def protocol_config(name: str, dataset: str, **overrides: Any):
-    """A `TrainConfig` for `dataset` following preset `name`; `overrides` (any TrainConfig fields)
-    take precedence over the preset's values."""
-    from .train import TrainConfig
-
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"not TrainConfig fields: {', '.join(unknown)}")
-    return replace(TrainConfig(dataset=dataset), **{**protocol_values(name, dataset), **overrides}, protocol=name)

@@ -1,4 +1,10 @@
-"""Run records: one JSON file per training run, written atomically, read with validation."""
+"""Run records: one JSON file per training run, written atomically, read with validation.
+
+A record's file is named by what finds it: ``<dataset>-<loss>-<config_key>-s<seed>-<id>.json``
+(`record_name`), so the look-ups of one configuration and seed (`find_existing`, `find_failed`,
+`replace_record`) glob for that name and parse only what matches: their cost does not grow with
+the number of stored records. `migrate` renames records written before this naming, once.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from .config import BOOKKEEPING
 from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
 from .procs import pid_alive
 
@@ -26,21 +33,35 @@ class RecordError(ValueError):
 
 
 def config_key(config: dict[str, Any]) -> str:
-    """Identity of a configuration, seed and bookkeeping fields excluded: the leaderboard's row."""
-    ignore = {"seed", "results_dir", "progress", "cache_dir", "num_workers"}
+    """Identity of a configuration, seed and bookkeeping fields excluded (`pmlbal.config.FIELD_ROLES`;
+    "num_workers" is a field of old records): the leaderboard's row."""
+    ignore = {"seed", "num_workers", *BOOKKEEPING}
     stable = {k: v for k, v in sorted(config.items()) if k not in ignore}
     return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def new_run_id(config: dict[str, Any]) -> str:
-    # Unique even for two processes running the same config and seed at once.
-    return f"{config['dataset']}-{config['loss']}-{config_key(config)}-s{config['seed']}-{uuid.uuid4().hex[:8]}"
+def new_run_id(config: dict[str, Any], key: str | None = None) -> str:
+    """``<dataset>-<loss>-<key>-s<seed>-<8 hex>``: `key` is the run's `config_key` (default: that of
+    `config` itself); the random tail keeps it unique even for two processes running the same
+    configuration and seed at once."""
+    key = config_key(config) if key is None else key
+    return f"{config['dataset']}-{config['loss']}-{key}-s{config['seed']}-{uuid.uuid4().hex[:8]}"
+
+
+def record_name(record: dict[str, Any]) -> str:
+    """The file name of `record`: ``<dataset>-<loss>-<config_key>-s<seed>-<id>.json``, `<id>` the
+    tail of its run id (for a record written by this version the name is ``<run_id>.json``)."""
+    tail = str(record["run_id"]).rsplit("-", 1)[-1]
+    config = record.get("config") or {}
+    if "config_key" not in record or "dataset" not in config or "loss" not in config:
+        return f"{record['run_id']}.json"  # not a run record of the schema: named by its id alone
+    return f"{config['dataset']}-{config['loss']}-{record['config_key']}-s{record['seed']}-{tail}.json"
 
 
 def write_record(record: dict[str, Any], results_dir: str | Path, folder: str = "runs") -> Path:
-    """Write `record` to DIR/<folder>/<run_id>.json; if that fails, keep it in the system's temp
-    folder and raise an OSError naming both places (hours of training are not lost to a full disk)."""
-    path = Path(results_dir) / folder / f"{record['run_id']}.json"
+    """Write `record` to DIR/<folder>/`record_name(record)`; if that fails, keep it in the system's
+    temp folder and raise an OSError naming both places (hours of training are not lost to a full disk)."""
+    path = Path(results_dir) / folder / record_name(record)
     text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable)
     try:
         atomic_write_text(path, text)
@@ -67,8 +88,16 @@ def replace_record(record: dict[str, Any], results_dir: str | Path) -> tuple[Pat
 
 
 def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
+    """The files of `folder` holding configuration `key` and `seed`: found by name (one directory
+    listing, a substring test per name), then only those parsed and checked."""
+    tag = f"-{key}-s{int(seed)}-"
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if tag in e.name and e.name.endswith(".json"))
+    except FileNotFoundError:
+        return []
     out = []
-    for path in sorted(folder.glob("*.json")):
+    for path in (folder / name for name in names):
         try:
             r = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -233,6 +262,38 @@ def find_existing(results_dir: str | Path, key: str, seed: int) -> dict[str, Any
         record["path"] = str(path)
         return record
     return None
+
+
+def migrate(results_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Rename the records of DIR/runs/ and DIR/failed/ whose file name does not hold their
+    `config_key` (written before records were named by it) to `record_name`; their contents stay
+    as they are (the run id is a name other places refer to). Returns the (old, new) paths renamed.
+    Unreadable files are left alone (`pmlbal leaderboard` reports them)."""
+    moved = []
+    for folder in ("runs", "failed"):
+        for path in sorted((Path(results_dir) / folder).glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                new = path.with_name(record_name(record))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if new != path:
+                if new.exists():
+                    raise FileExistsError(f"cannot rename {path} to {new}: that file exists")
+                os.replace(path, new)
+                moved.append((path, new))
+    return moved
+
+
+def best_epoch(epochs: list[dict[str, Any]], metric: str = "recall@1") -> dict[str, Any] | None:
+    """The epoch with the highest `metric` among those evaluated on the whole model (cross-validation
+    folds' own evaluations excluded), as {"epoch", "metric", "metrics"}; None unless two or more
+    epochs were evaluated (then the final epoch is all there is)."""
+    scored = [e for e in epochs if "metrics" in e and "fold" not in e and metric in e["metrics"]]
+    if len(scored) < 2:
+        return None
+    top = max(scored, key=lambda e: (e["metrics"][metric], -e["epoch"]))  # the first of equals, as references keep it
+    return {"epoch": top["epoch"], "metric": metric, "metrics": top["metrics"]}
 
 
 def _jsonable(x):

@@ -8,13 +8,15 @@ loss is one file and one decorator.
 
 `create(name, **kwargs)` builds any registered component, and also any of PML's own losses (the
 baselines the CLI accepts); `list_losses()`, `list_miners()`, `list_samplers()`, `list_datasets()`
-make the names discoverable. Registering a loss, miner or sampler also makes it reachable from
-PML's own modules (`pytorch_metric_learning.losses.BalancedNTXentLoss`) and accepted by PML's
-wrappers that check class names against a hard-coded list (`SelfSupervisedLoss`, `CrossBatchMemory`).
+make the names discoverable. Registering has no effect outside these tables: putting pmlbal's
+classes into PML's own modules is `pmlbal.pml_compat.install`, called once by ``import pmlbal``.
+Registering a name twice warns when it is the same class again (a module imported twice) and
+raises when it is a different class (two components would answer to one name).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
@@ -32,7 +34,7 @@ _DATASETS: dict[str, "DatasetSpec"] = {}
 def register(kind: str, name: str | None = None, *, tune: Mapping[str, tuple] | None = None) -> Callable[[T], T]:
     """Class decorator: record `cls` under `name` (default: its class name) for `kind`.
 
-    Losses, miners and samplers are also exposed in PML's modules. `tune` (losses only) is the
+    `tune` (losses only) is the
     default search space of the loss's own arguments: ``{"temperature": ("log", 1/64, 1.0)}``
     (scales as `pmlbal.tune.Dim`; an optional 4th and 5th entry are the initial and minimum step).
     """
@@ -43,14 +45,25 @@ def register(kind: str, name: str | None = None, *, tune: Mapping[str, tuple] | 
 
     def decorator(cls: T) -> T:
         key = name or cls.__name__
+        _check_new_name(f"{kind} {key!r}", _REGISTRY[kind].get(key), cls)
         _REGISTRY[kind][key] = cls
         if tune is not None:
             _LOSS_TUNING[key] = dict(tune)
-        if kind != "batches":
-            _inject_into_pml(kind, cls)
         return cls
 
     return decorator
+
+
+def _check_new_name(what: str, old: type | None, new: type) -> None:
+    """A name answers to one class: the same class again (a module re-imported) only warns, as
+    timm's `register_model` does; a different class under a taken name is an error."""
+    if old is None:
+        return
+    if old is not new and (old.__module__, old.__qualname__) != (new.__module__, new.__qualname__):
+        raise ValueError(f"{what} is already registered to {old.__module__}.{old.__qualname__}; "
+                         f"cannot register {new.__module__}.{new.__qualname__} under the same name")
+    warnings.warn(f"{what} registered twice ({new.__module__}.{new.__qualname__}); keeping the newer one",
+                  stacklevel=3)
 
 
 def register_pml_loss(name: str, *, tune: Mapping[str, tuple]) -> None:
@@ -136,6 +149,13 @@ def list_samplers() -> list[str]:
     return sorted(_REGISTRY["sampler"])
 
 
+def registered(kind: str) -> dict[str, type]:
+    """A copy of the name -> class table of one kind (what `pmlbal.pml_compat` installs into PML)."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    return dict(_REGISTRY[kind])
+
+
 def list_batch_sources() -> list[str]:
     """Names `TrainConfig.sampler` (``pmlbal train --sampler``) accepts."""
     return sorted(_REGISTRY["batches"])
@@ -200,6 +220,8 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
     """
 
     def decorator(cls: T) -> T:
+        if name in _DATASETS:
+            _check_new_name(f"data set {name!r}", _DATASETS[name].cls, cls)
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
                                       MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
                                       needs_root, lead_metric or "", lead_reason)
@@ -238,35 +260,3 @@ class RegistryView(Mapping):
 
     def __repr__(self) -> str:
         return repr(dict(self))
-
-
-# -- PML injection ----------------------------------------------------------------------------------------
-def _inject_into_pml(kind: str, cls: type) -> None:
-    if kind == "loss":
-        from pytorch_metric_learning import losses as pml_losses
-
-        setattr(pml_losses, cls.__name__, cls)
-        # SelfSupervisedLoss and CrossBatchMemory refuse any class whose name is
-        # not in their static list, so we extend the list rather than subclass them.
-        for wrapper in (pml_losses.SelfSupervisedLoss, pml_losses.CrossBatchMemory):
-            _extend_supported_losses(wrapper)
-    elif kind == "miner":
-        from pytorch_metric_learning import miners as pml_miners
-
-        setattr(pml_miners, cls.__name__, cls)
-    else:
-        from pytorch_metric_learning import samplers as pml_samplers
-
-        setattr(pml_samplers, cls.__name__, cls)
-
-
-def _extend_supported_losses(wrapper: type) -> None:
-    original = wrapper.supported_losses
-    if getattr(original, "_pmlbal_extended", False):
-        return
-
-    def supported_losses() -> list[str]:
-        return list(original()) + list_losses()
-
-    supported_losses._pmlbal_extended = True  # type: ignore[attr-defined]
-    wrapper.supported_losses = staticmethod(supported_losses)

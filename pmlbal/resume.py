@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import identity
 from .records import config_key
 
 #: Bump when the checkpoint layout changes; an older file is then refused by name, not misread.
@@ -47,8 +48,6 @@ def checkpoint_path(cfg) -> Path:
 
 def run_name(cfg) -> str:
     """`<dataset>-<loss>-<config key>-s<seed>`: the same for every session of one run."""
-    from .train import identity
-
     return f"{cfg.dataset}-{cfg.loss}-{config_key(identity(cfg))}-s{cfg.seed}"
 
 
@@ -56,8 +55,6 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
     """Write the checkpoint of `run` after `progress.epoch` epochs atomically (temp file, fsync, rename).
 
     `elapsed`: wall seconds of the run so far, this session included."""
-    from .train import identity
-
     steps = [{k: float(v) for k, v in s.items()} for s in progress.steps]  # one host sync per epoch
     progress.steps = steps  # and the floats are kept: earlier epochs are not converted again
     state = {
@@ -120,8 +117,6 @@ def _state_bytes(value) -> int:
 def load_run_state(path: Path, run) -> Progress:
     """Restore `run` (freshly built from the same configuration) to the end of the checkpoint's epoch;
     return the progress recorded so far. ValueError names the file when it cannot be used."""
-    from .train import identity
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors share no base class

@@ -19,23 +19,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import config
 from .data.cache import cache_path, default_cache_dir
 from .records import atomic_write_text
 
 if TYPE_CHECKING:
-    from .train import Run
+    from .build import Run
 
 #: TrainConfig fields that only shape training, never the evaluation of a given network (the seed
-#: acts through the weights, which are hashed). Every other field, new ones included, is in the key.
-TRAINING_ONLY = frozenset({
-    "loss", "loss_kwargs", "seed", "epochs", "batch_size", "samples_per_class", "lr", "weight_decay",
-    "warmup_epochs", "crop_scale", "train_split", "eval_every", "sampler", "resample_every", "compile",
-    "results_dir", "cache_dir", "progress", "tuned_from", "tuned_runs", "save_model",
-    # recipe options (issue 19) that act on training only; pooling, head_init, eval_on stay in the key
-    "protocol", "head_lr", "loss_lr", "optimizer", "schedule", "lr_step_epochs", "lr_gamma", "freeze_trunk_epochs",
-    "clip_grad_value", "cache_mode", "cv_folds", "lead_metric", "hflip",
-})
-_CODE = ("metrics/retrieval.py", "metrics/geometry.py", "train.py", "models.py", "data/gpu_batches.py")
+#: acts through the weights, which are hashed; the device is keyed by its kind below): derived from
+#: `pmlbal.config.FIELD_ROLES`. Every other field, new ones included, is in the key.
+TRAINING_ONLY = config.TRAINING_ONLY
+_CODE = ("metrics/retrieval.py", "metrics/geometry.py", "evaluation.py", "models.py", "data/gpu_batches.py")
 
 
 def _code_hash() -> str:

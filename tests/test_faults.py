@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import pmlbal.records as records
+import pmlbal.loop as loop
 import pmlbal.train as train_mod
 from pmlbal.bench import run_bench
 from pmlbal.records import iter_records
@@ -50,7 +51,7 @@ def instrument(counter, kill_points: set[int]) -> None:
             return out
         return wrapped
 
-    train_mod.train_step = wrap(train_mod.train_step)
+    loop.train_step = wrap(loop.train_step)
     records.atomic_write_text = wrap(records.atomic_write_text)
     real_lock = records.run_lock
 

@@ -276,3 +276,19 @@ def test_boards_without_per_epoch_metrics_are_unchanged(tmp_path):
     write_record(fake_record(), tmp_path)
     write_leaderboards(tmp_path, "digits", plots=False)
     assert "best" not in (tmp_path / "digits.md").read_text() and "best" not in (tmp_path / "digits.csv").read_text()
+
+
+@pytest.mark.parametrize("field, value", [("pretrained", "timm"), ("pooling", "max"), ("head_init", "kaiming"),
+                                          ("eval_on", "backbone")])
+def test_the_untrained_row_is_kept_apart_by_what_fixes_the_untrained_network(field, value):
+    from pmlbal.leaderboard import untrained_rows
+
+    plain = fake_record(initial=(0.9, 0.2))
+    other = fake_record(loss="NTXentLoss", initial=(0.5, 0.1))
+    other["config"][field] = value
+    rows = untrained_rows([plain, other], "digits")
+    assert len(rows) == 2 and len({r["config_key"] for r in rows}) == 2
+    # a field an older record lacks holds its default: the same group as one that writes it
+    same = fake_record(loss="KCLLoss", initial=(0.9, 0.2))
+    same["config"].update(pooling="avg", head_init="default", eval_on="head")
+    assert len(untrained_rows([plain, same], "digits")) == 1

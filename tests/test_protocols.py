@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from pmlbal.cli import main
-from pmlbal.protocols import PROTOCOLS, list_protocols, protocol_config, protocol_values
+from pmlbal.config import protocol_config
+from pmlbal.protocols import PROTOCOLS, list_protocols, protocol_values
 from pmlbal.train import TrainConfig, command_for
 from tests.data.layouts import make_cub
 

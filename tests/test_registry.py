@@ -25,6 +25,47 @@ def test_create_by_name_passes_arguments():
     assert isinstance(loss, BalancedLoss) and loss.temperature == 0.1 and loss.balance == 0.5
 
 
+def test_create_builds_a_pml_baseline_by_name():
+    loss = pmlbal.create("NTXentLoss", temperature=0.2)
+    assert type(loss) is pml_losses.NTXentLoss and loss.temperature == 0.2
+
+
+def test_registering_a_name_twice_warns_and_a_different_class_under_it_raises(monkeypatch):
+    from pmlbal import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", {k: dict(v) for k, v in registry._REGISTRY.items()})
+    monkeypatch.setattr(registry, "_LOSS_TUNING", dict(registry._LOSS_TUNING))
+    cls = pmlbal.get("BalancedNTXentLoss")
+    with pytest.warns(UserWarning, match="registered twice"):
+        registry.register("loss")(cls)
+    assert pmlbal.get("BalancedNTXentLoss") is cls
+
+    class BalancedNTXentLoss(BalancedLoss):  # same name, another class
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("loss")(BalancedNTXentLoss)
+    assert pmlbal.get("BalancedNTXentLoss") is cls
+
+
+def test_registering_leaves_pml_alone_until_install(monkeypatch):
+    from pmlbal import pml_compat, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", {k: dict(v) for k, v in registry._REGISTRY.items()})
+
+    class LateLoss(BalancedLoss):
+        pass
+
+    registry.register("loss")(LateLoss)
+    assert not hasattr(pml_losses, "LateLoss")
+    try:
+        pml_compat.install()
+        assert pml_losses.LateLoss is LateLoss and "LateLoss" in pml_losses.SelfSupervisedLoss.supported_losses()
+    finally:
+        if hasattr(pml_losses, "LateLoss"):
+            delattr(pml_losses, "LateLoss")
+
+
 def test_unknown_name_lists_known_ones():
     with pytest.raises(ValueError, match="BalancedNTXentLoss") as err:
         pmlbal.create("NTXentLos")

@@ -122,14 +122,16 @@ def test_diverged_run_stops_at_the_first_non_finite_loss_and_is_a_failure_not_a_
 
 @pytest.mark.slow
 def test_bench_records_a_divergence_and_goes_on(tmp_path, cache_dir, monkeypatch):
-    real_step = train_mod.train_step
+    from pmlbal import loop
+
+    real_step = loop.train_step
 
     def step(forward, loss_fn, *rest):  # KCLLoss diverges at its third step, the others train
         loss = real_step(forward, loss_fn, *rest)
         step.n = getattr(step, "n", 0) + 1
         return loss * math.nan if type(loss_fn).__name__ == "KCLLoss" and step.n >= 3 else loss
 
-    monkeypatch.setattr(train_mod, "train_step", step)
+    monkeypatch.setattr(loop, "train_step", step)
     from pmlbal.bench import run_bench
 
     lines = []

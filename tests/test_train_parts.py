@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -177,6 +178,7 @@ def test_every_committed_record_carries_the_key_todays_code_gives_its_config():
         record = json.loads(path.read_text())
         key = config_key(identity(TrainConfig(**record["config"])))
         assert record["config_key"] == key, path.name
+        assert f"-{key}-s{record['seed']}-" in path.name, path.name  # found by name (`pmlbal records migrate`)
 
 
 def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
@@ -194,3 +196,18 @@ def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
     assert got.shape == (5, model.backbone.num_features)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(embed(model, bank, 32, torch.device("cpu")), head)
+
+
+def test_bookkeeping_fields_are_not_part_of_a_runs_identity():
+    from pmlbal.config import BOOKKEEPING, FIELD_ROLES
+    from pmlbal.records import config_key
+
+    base = TrainConfig().resolved()
+    for changed in (dict(device="cpu"), dict(compile=True), dict(save_model=True), dict(progress=False),
+                    dict(results_dir="elsewhere"), dict(cache_dir="/tmp/c")):
+        cfg = TrainConfig(**changed).resolved()
+        assert config_key(identity(cfg)) == config_key(identity(base)), changed  # `--device cpu`: the same run
+    assert set(BOOKKEEPING) == {"device", "compile", "save_model", "progress", "results_dir", "cache_dir"}
+    assert set(FIELD_ROLES) == {f.name for f in fields(TrainConfig)}
+    assert config_key(identity(TrainConfig(seed=1).resolved())) == config_key(identity(base))
+    assert config_key(identity(TrainConfig(lr=1e-3).resolved())) != config_key(identity(base))

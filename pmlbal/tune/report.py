@@ -168,7 +168,7 @@ def trajectory_figure(study: optuna.Study, x: str = "balance", y: str = "batch_s
 
 def plot_trajectory(study: optuna.Study, path: str | Path, x: str = "balance", y: str = "batch_size") -> Path:
     """Write `trajectory_figure` to `path` (PNG, atomically)."""
-    from ..plots import save_figure
+    from ..figures import save_figure
 
     fig = trajectory_figure(study, x, y)
     path = Path(path)

@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from ..config import LOCAL
 from ..train import DivergedError, MetricsError, TrainConfig, train
 from .coordinate_descent import CoordinateDescent, Dim
 from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
@@ -186,7 +187,7 @@ def _with_new_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_NOT_IN_SPEC = ("results_dir", "cache_dir", "device", "progress")
+_NOT_IN_SPEC = LOCAL  # each worker sets its own (`pmlbal.config.FIELD_ROLES`)
 
 
 def _describe(key: str, stored: Any, now: Any) -> str:

@@ -1,0 +1,160 @@
+"""Board rows and their statistics: one row per configuration (mean and std over its seeds), one
+per untrained network, one per raw-pixel baseline; what both the leaderboard's tables and its
+plots are built from."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from statistics import mean, pstdev
+from typing import Any
+
+from .config import DEFAULTS, FIELD_ROLES, at_default
+from .records import best_epoch, config_key
+from .registry import dataset_spec
+
+METRIC_LABELS = {"map_at_r": "MAP@R", "r_precision": "RP"}
+#: Config fields that fix the untrained network and how it is evaluated (`pmlbal.config.FIELD_ROLES`:
+#: identity, not training-only; the data set and the test split are the board's own): runs that share
+#: them (and a seed) start from the same weights and are evaluated alike, whatever their loss, batch or
+#: schedule. Those the data set fills are always in a group's key, the others when off their default
+#: (as in a run's identity), so the key of a group of defaults stays what it was.
+UNTRAINED_FIELDS = tuple(k for k, r in FIELD_ROLES.items()
+                         if r.role == "identity" and not r.training_only and k not in ("dataset", "eval_split"))
+UNTRAINED_KEYS = tuple(k for k in UNTRAINED_FIELDS if DEFAULTS[k] is None)
+UNTRAINED = "untrained model"
+PIXELS = "raw pixels"
+
+
+def loss_label(config: dict[str, Any]) -> str:
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
+    label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
+    if config.get("protocol"):
+        label += f" [protocol {config['protocol']}]"
+    if not config.get("tuned_from"):
+        return label
+    runs = config.get("tuned_runs")
+    return label + (f" [tuned, {runs} val run{'s' if runs != 1 else ''}]" if runs else " [tuned]")
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("recall@", "R@"))
+
+
+def board_metrics(dataset: str) -> list[str]:
+    """The board's metric columns, the data set's lead metric first (`pmlbal.registry` declares it)."""
+    spec = dataset_spec(dataset)
+    return [spec.lead_metric] + [m for m in spec.metrics if m != spec.lead_metric]
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return mean(values), pstdev(values) if len(values) > 1 else 0.0
+
+
+def _test_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    # Validation-split runs are tuning trials (class-disjoint val, part of train): not results.
+    return [r for r in records
+            if r["config"]["dataset"] == dataset and r["config"].get("eval_split", "test") == "test"]
+
+
+def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One row per untrained network among the test-split records of `dataset`: the `initial`
+    metrics (evaluated before the first step) of the runs sharing backbone, embedding size, input
+    and weights, as mean and std over their seeds. Each seed counts once, however many losses were
+    trained from it, so the spread is over initialisations, not over repeats of one."""
+    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in _test_records(records, dataset):
+        if r.get("initial"):
+            groups[_untrained_group(r["config"])][r["seed"]].append(r)
+    rows = []
+    for key, by_seed in groups.items():
+        cfg = next(iter(by_seed.values()))[0]["config"]
+        row = {
+            "loss": UNTRAINED + ("" if cfg.get("pretrained") is None else f" (pretrained={cfg['pretrained']})"),
+            "untrained": True, "seeds": len(by_seed),
+            "config_key": "untrained-" + config_key(dict(key)),
+            "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": None, "epochs": 0,
+            "train_time_s": 0.0, "command": "", "device": next(iter(by_seed.values()))[0].get("device", "?"),
+            "eval_split": "test",
+        }
+        for name in dataset_spec(dataset).metrics:
+            # Runs of one seed start from the same weights: their initial values agree (on the CPU
+            # exactly), so each seed contributes the mean of its runs' values once.
+            per_seed = [mean(v) for runs in by_seed.values()
+                        if (v := [r["initial"][name] for r in runs if name in r["initial"]])]
+            row[name] = _stats(per_seed)
+        rows.append(row)
+    return rows
+
+
+def _untrained_group(cfg: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The untrained network of a run's config, as sorted (field, value) pairs: `UNTRAINED_KEYS`
+    always, the other `UNTRAINED_FIELDS` when set off their default (absent from older records)."""
+    pairs = {k: str(cfg.get(k)) for k in UNTRAINED_KEYS}
+    pairs.update({k: str(cfg[k]) for k in UNTRAINED_FIELDS if k in cfg and k not in pairs and not at_default(k, cfg[k])})
+    return tuple(sorted(pairs.items()))
+
+
+def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One row per evaluation image size among the test-split records of `dataset` that carry the
+    raw-pixel baseline (`pixels`: each evaluation image as one L2-normalised vector, searched as
+    embeddings are). It has no network and no seed: one value, the same in every record."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in _test_records(records, dataset):
+        if r.get("pixels"):
+            groups.setdefault(str(r["config"].get("cache_size")), r)
+    rows = []
+    for size, r in sorted(groups.items()):
+        row = {"loss": f"{PIXELS} ({size} px, L2-normalised)", "untrained": True, "pixels": True, "seeds": 1,
+               "config_key": f"pixels-{size}", "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
+               "batch_size": None, "epochs": 0, "train_time_s": 0.0, "command": "", "device": r.get("device", "?"),
+               "eval_split": "test"}
+        for name in dataset_spec(dataset).metrics:
+            if name in r["pixels"]:
+                row[name] = _stats([r["pixels"][name]])
+        rows.append(row)
+    return rows
+
+
+def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One row per configuration evaluated on test (metrics as mean and std over its seeds) and one
+    per untrained network (`untrained_rows`), sorted by the data set's lead metric."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in _test_records(records, dataset):
+        groups[r["config_key"]].append(r)
+    rows = []
+    for key, runs in groups.items():
+        # One run per seed (records written before runs were locked may repeat one): the latest.
+        by_seed = {r["seed"]: r for r in sorted(runs, key=lambda r: str(r.get("created", "")))}
+        runs = sorted(by_seed.values(), key=lambda r: r["seed"])
+        cfg = runs[0]["config"]
+        row = {
+            "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),
+            "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": cfg["batch_size"],
+            "epochs": cfg["epochs"], "train_time_s": mean(r.get("train_time_s") or 0.0 for r in runs),
+            "command": runs[0]["command"], "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
+        }
+        for name in dataset_spec(dataset).metrics:
+            row[name] = _stats([r["final"][name] for r in runs if name in r["final"]])
+        best = [b for b in (_best(r) for r in runs) if b is not None]
+        if best:  # runs evaluated every few epochs: the best epoch too, as papers that report it do
+            k = dataset_spec(dataset).ks[0]
+            vals = [b["metrics"][f"recall@{k}"] for b in best]
+            row["best"] = (*_stats(vals), [b["epoch"] for b in best], best[0]["metric"])
+        rows.append(row)
+    rows += (untrained_rows(records, dataset) + pixel_rows(records, dataset)) if rows else []
+    lead = dataset_spec(dataset).lead_metric
+    rows.sort(key=lambda row: (-_sort_value(row[lead][0]), row["loss"]))
+    return rows
+
+
+def _best(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's best evaluated epoch (by its config's lead metric), also for records written
+    before `train` stored it."""
+    return record.get("best") or best_epoch(record.get("epochs", []), record["config"].get("lead_metric", "recall@1"))
+
+
+def _sort_value(v: float) -> float:
+    return -math.inf if math.isnan(v) else v
