@@ -417,7 +417,9 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
     storage = storage or _default_storage(kw["results_dir"])
     from .tune import make_spec, open_storage, run_search, search_space, training_objective
+    from .tune.progress import progress_bar, update_bar
     from .tune.run import retrain_best
+    from .tune.workers import start_workers, stop_workers
 
     name = study_name or f"{kw['dataset']}-{loss}-{search}"
     try:
@@ -438,24 +440,26 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
         spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
         if workers > 1 and not _is_shared(storage):
             raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
-        bar, log = _progress_bar(name, budget)
-        procs = _start_workers(storage, name, workers, kw) if workers > 1 else []
+        bar, log = progress_bar(name, budget)
+        procs = start_workers(storage, name, workers, kw["device"], kw["results_dir"], kw["cache_dir"]) \
+            if workers > 1 else []
         try:
             study = run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, budget,
                                store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
-                               progress=lambda st: _update_bar(bar, st), log=log)
+                               progress=lambda st: update_bar(bar, st), log=log)
         finally:
             bar.close()
-            _stop_workers(procs)
+            stop_workers(procs)
     except _errors() as err:
         _fail(err)
     from .tune import pick
+    from .tune.progress import format_params, runs_text
 
     best = pick(study)
     if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
     click.echo(f"study {name}: {len(study.trials)} trials; pick: val {metric} {best.value:.4f} "
-               f"(mean of {_runs(best.runs)}) at {_fmt_params(best.params)}")
+               f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}")
     if final:
         try:
             record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
@@ -474,73 +478,6 @@ def _default_storage(results_dir: str) -> str:
 
 def _is_shared(storage: str) -> bool:
     return storage.startswith("journal:") or ("://" in storage and not storage.startswith("sqlite:///:memory:"))
-
-
-def _progress_bar(name: str, budget: int):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=budget, desc=f"tune {name}", unit="trial")
-    return bar, bar.write
-
-
-def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
-
-
-def _fmt_params(params) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def _update_bar(bar, study) -> None:
-    from .tune import pick
-
-    from .tune.optuna import trial_run
-
-    trials = study.get_trials(deepcopy=False)
-    finished = [t for t in trials if t.state.is_finished()]
-    # The budget counts runs: a run that raised and was retried is one run, not two.
-    runs = {(tuple(sorted(t.params.items())), trial_run(t)) for t in finished}
-    state = (len(runs), len(trials))
-    if getattr(bar, "_pmlbal_state", None) == state:
-        return  # redraw on change only: the coordinator polls every second
-    bar._pmlbal_state = state
-    bar.n = min(len(runs), bar.total)
-    best = pick(study)
-    if best is not None:
-        bar.set_postfix_str(f"pick {best.value:.4f} ({_runs(best.runs)}) at {_fmt_params(best.params)}; "
-                            f"running {len(trials) - len(finished)}")
-    bar.refresh()
-
-
-def _start_workers(storage: str, name: str, n: int, kw) -> list:
-    import subprocess
-
-    devices = [kw["device"]] * n
-    if kw["device"] in ("auto", "cuda"):
-        import torch
-
-        count = torch.cuda.device_count()
-        if count > 1:
-            devices = [f"cuda:{i % count}" for i in range(n)]
-    log_dir = Path(kw["results_dir"], "logs")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for i, dev in enumerate(devices):
-        args = [sys.executable, "-m", "pmlbal.cli", "tune-worker", "--storage", storage, "--study", name,
-                "--device", dev, "--results-dir", kw["results_dir"]]
-        if kw["cache_dir"]:
-            args += ["--cache-dir", kw["cache_dir"]]
-        with open(log_dir / f"{name}-worker{i}.log", "ab") as out:
-            procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT))
-    return procs
-
-
-def _stop_workers(procs) -> None:
-    for p in procs:
-        try:
-            p.wait(timeout=60)  # the study is done: they are leaving
-        except Exception:
-            p.terminate()
 
 
 def _show_study(storage, name: str, results_dir: str) -> None:
@@ -591,10 +528,10 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
         objective = objective_from_spec(spec, **overrides)
     except _errors() as err:
         _fail(err)
-    from .tune.run import sampling_budget
+    from .tune.budget import sampling_budget
 
     n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd",
-             budget=sampling_budget(spec["budget"], spec.get("confirm", False)) if spec["search"] != "cd" else spec["budget"],
+             budget=sampling_budget(spec["budget"], spec.get("confirm", False), spec["search"]),
              total=spec["budget"], idle_timeout=idle_timeout, log=click.echo)
     click.echo(f"worker done: {n} trials run")
 

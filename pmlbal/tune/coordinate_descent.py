@@ -23,6 +23,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .ranking import ranked
+
 FAILED = float("-inf")  # a failed or pruned run: never an improvement, never picked
 SCALES = ("log", "log2-int", "log-int", "linear", "int", "categorical")
 _IDLE_STARTS = 25  # consecutive restarts that find no new point: the box is exhausted
@@ -437,7 +439,8 @@ class CoordinateDescent:
             room = budget - spent
             chosen: list[tuple[tuple, int]] = []
             for _ in range(max(0, min(room, 3))):
-                top = sorted((k for k in known if _mean(known[k]) > FAILED), key=lambda k: -_mean(known[k]))[:3]
+                top = ranked([k for k in known if _mean(known[k]) > FAILED], lambda k: _mean(known[k]),
+                             lambda k: len(known[k]), h.seen)[:3]
                 if not top:
                     break
 
@@ -569,15 +572,19 @@ class _History:
         self.first = {k: v[0] for k, v in values.items() if 0 in v}
         self.first_pending = {k for k, runs in self.pending.items() if 0 in runs}
         self.first_tried = set(self.first) | self.first_pending | {k for k, v in failures.items() if 0 in v}
+        self._order = {k: i for i, k in enumerate(self.points)}
 
     def mean(self, k: tuple) -> float:
         return _mean(self.values[k])
 
+    def seen(self, k: tuple) -> int:
+        """The order point `k` was first seen in (its first trial)."""
+        return self._order[k]
+
     def ranked(self) -> list[tuple]:
-        """Points with at least one finished run, best mean first (ties: more runs, then first seen)."""
-        order = {k: i for i, k in enumerate(self.points)}
+        """Points with at least one finished run, by the one ranking rule (`ranking.ranked`)."""
         keys = [k for k in self.values if self.values[k]]
-        return sorted(keys, key=lambda k: (-self.mean(k), -len(self.values[k]), order[k]))
+        return ranked(keys, self.mean, lambda k: len(self.values[k]), self.seen)
 
     def confirm_probe(self, extra: Mapping[tuple, list[int]]) -> tuple[dict[str, Any], int] | None:
         top = [k for k in self.ranked() if self.mean(k) > FAILED][:3]
@@ -596,9 +603,9 @@ class _History:
         return dict(self.points[k]), max(used) + 1
 
     def decide(self, action: str, probes=None, runs=None, phase: str = "") -> Decision:
-        ranked = [k for k in self.ranked() if self.mean(k) > FAILED]
-        if not ranked:
+        order = [k for k in self.ranked() if self.mean(k) > FAILED]
+        if not order:
             return Decision(action, probes or [], runs or [], phase, spent=self.n_trials)
-        k = ranked[0]
+        k = order[0]
         return Decision(action, probes or [], runs or [], phase, dict(self.points[k]), self.mean(k), len(self.values[k]),
                         self.n_trials)

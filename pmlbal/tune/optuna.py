@@ -11,7 +11,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from . import store
+from . import ranking, store
 from .coordinate_descent import CoordinateDescent, Decision, Dim, Result, key_value
 
 RUN = "run"  # trial user attribute: the run index k of a repeated point (objective seed = base + k)
@@ -160,10 +160,10 @@ class Pick:
 
 def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     """The point (trial parameters) with the highest mean of its complete runs (lowest for a
-    minimising study); ties go to the point with more runs, then the earlier one. None when no
-    trial is complete. As the search engine counts them, a point with a run that failed for good
-    (pruned, diverged, or raised more than `retries` times without completing; a lost worker
-    counts only past LOST_RETRIES) is never the pick. For any
+    minimising study), by the one ranking rule (`ranking.ranked`: ties go to the point with more
+    runs, then the earlier one). None when no trial is complete. As the search engine counts them,
+    a point with a run that failed for good (pruned, diverged, or raised more than `retries` times
+    without completing; a lost worker counts only past LOST_RETRIES) is never the pick. For any
     sampler: a point that ran once is picked by its one value."""
     if len(study.directions) > 1:
         raise ValueError("pick needs a single-objective study")
@@ -188,9 +188,9 @@ def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     if not groups:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    first = {k: min(t.number for t in ts) for k, ts in groups.items()}
-    best = max(groups, key=lambda k: (sign * float(np.mean([t.value for t in groups[k]])), len(groups[k]), -first[k]))
-    ts = sorted(groups[best], key=lambda t: t.number)
+    top = ranking.best(groups, lambda k: sign * float(np.mean([t.value for t in groups[k]])), lambda k: len(groups[k]),
+                       lambda k: min(t.number for t in groups[k]))
+    ts = sorted(groups[top], key=lambda t: t.number)
     return Pick(dict(ts[0].params), float(np.mean([t.value for t in ts])), len(ts), tuple(t.number for t in ts))
 
 

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import LOCAL
 from ..train import DivergedError, MetricsError, TrainConfig, train
+from .budget import sampling_budget
 from .coordinate_descent import CoordinateDescent, Dim
 from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
 from .spaces import grid_values, samples_per_class, suggest
@@ -280,11 +281,6 @@ def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
-def sampling_budget(budget: int, confirm: bool) -> int:
-    """Trials a sampler proposes itself; with `confirm` the last budget // 4 re-run its top 3."""
-    return budget - budget // 4 if confirm and budget >= 4 else budget
-
-
 def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int) -> list[tuple[dict[str, Any], int]]:
     """SPEC section 5's confirm phase for any study: the next round of (point, run index) re-runs of
     its top-3 points by mean, fewest runs first, until `budget` runs exist (up to 3 at a time)."""
@@ -328,7 +324,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
             with Heartbeat(study, trial, heartbeat):
                 return objective(trial)
 
-        sampled = sampling_budget(budget, confirm)
+        sampled = sampling_budget(budget, confirm, search)
         remaining = sampled - len([t for t in study.trials if t.state.is_finished()])
         if remaining > 0:
             study.optimize(beating, n_trials=remaining, catch=(Exception,), callbacks=callbacks)

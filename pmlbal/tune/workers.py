@@ -258,3 +258,41 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
             log(f"trial {frozen.number} {frozen.state.name.lower()}: {frozen.params} -> {frozen.value}")
         else:
             time.sleep(poll)
+
+
+# -- worker processes ----------------------------------------------------------------------------
+def start_workers(storage: str, name: str, n: int, device: str, results_dir: str,
+                  cache_dir: str | None = None) -> list:
+    """Start `n` `pmlbal tune-worker` processes for study `name`, one per GPU in turn when `device`
+    is auto or cuda and there are several; each logs to RESULTS_DIR/logs/NAME-workerI.log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    devices = [device] * n
+    if device in ("auto", "cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        if count > 1:
+            devices = [f"cuda:{i % count}" for i in range(n)]
+    log_dir = Path(results_dir, "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, dev in enumerate(devices):
+        args = [sys.executable, "-m", "pmlbal.cli", "tune-worker", "--storage", storage, "--study", name,
+                "--device", dev, "--results-dir", results_dir]
+        if cache_dir:
+            args += ["--cache-dir", cache_dir]
+        with open(log_dir / f"{name}-worker{i}.log", "ab") as out:
+            procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def stop_workers(procs: Sequence) -> None:
+    """Wait for the workers to leave (the study is done); terminate one that does not within 60 s."""
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except Exception:
+            p.terminate()

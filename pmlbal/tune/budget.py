@@ -1,0 +1,23 @@
+"""How a study's budget is counted: in runs, (point, run index) pairs, and how much of it a
+sampler proposes itself. The one place the CLI, the search loop and the workers ask."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from optuna.trial import FrozenTrial
+
+from .optuna import trial_run
+
+
+def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:
+    """Trials a sampler proposes itself. cd's engine plans every one of its `budget` trials; tpe and
+    random with `confirm` leave the last budget // 4 to re-runs of their top 3 points."""
+    if search == "cd":
+        return budget
+    return budget - budget // 4 if confirm and budget >= 4 else budget
+
+
+def runs_spent(trials: Iterable[FrozenTrial]) -> int:
+    """Runs the `trials` spent: a run that raised and was retried is one run, not two."""
+    return len({(tuple(sorted(t.params.items())), trial_run(t)) for t in trials})
