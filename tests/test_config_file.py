@@ -140,7 +140,7 @@ def test_bench_and_sweep_take_the_shared_options_from_a_file(tmp_path, monkeypat
     import pmlbal.bench
 
     calls = []
-    monkeypatch.setattr(pmlbal.bench, "run_bench", lambda base, specs, seeds, **kw: calls.append((base, specs, kw)))
+    monkeypatch.setattr(pmlbal.bench, "run_bench", lambda base, specs, seeds, **kw: calls.append((base, specs, kw)) or [{}])
     (tmp_path / "shared.yaml").write_text("epochs: 2\nbatch_size: 20\nsamples_per_class: 10\nlr: 2e-4\n")
     common = ["--config", str(tmp_path / "shared.yaml"), "--results-dir", str(tmp_path)]
     result = CliRunner().invoke(main, ["bench", "--losses", "KCLLoss", "--epochs", "3", "--config", "tuned"] + common)
