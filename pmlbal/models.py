@@ -65,13 +65,8 @@ def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 def check_weights_available(backbone: str) -> None:
     """OSError in one line, within seconds, when timm's pretrained weights for `backbone` are neither
     cached nor reachable (``HF_HUB_OFFLINE`` set, or no answer from the Hub): name the two ways out."""
-    cfg = timm.models.get_pretrained_cfg(backbone) if "." in backbone else None
-    if cfg is None:
-        model = timm.create_model(backbone, pretrained=False)
-        cfg = dict(model.pretrained_cfg)
-    else:
-        cfg = cfg.to_dict()
-    if _weights_cached(cfg) or _hub_reachable():
+    cfg = timm.models.get_pretrained_cfg(backbone)  # an untagged name resolves to its default tag
+    if _weights_cached(cfg.to_dict() if cfg is not None else {}) or _hub_reachable():
         return
     raise OSError(f"pretrained weights for {backbone} are not in the local cache and the Hugging Face Hub cannot be "
                   f"reached: pass --pretrained PATH (a local weights file) or --pretrained none (random init)")

@@ -82,20 +82,26 @@ def _read_memo(path: Path) -> dict[str, float] | None:
     return None
 
 
-def untrained_metrics(run: "Run") -> dict[str, float]:
-    """`run.evaluate()` of the untrained model, from the memo when this exact network and evaluation
-    were seen before (the file is written atomically; an unreadable one is re-evaluated)."""
+def _memoised(run: "Run", name: str, compute) -> dict[str, float]:
+    """The metrics memoised as <cache>/untrained/<dataset>-<name>.json, else `compute()` written there
+    atomically (a read-only cache folder costs the next run an evaluation, nothing else)."""
     folder = Path(run.cfg.cache_dir) if run.cfg.cache_dir is not None else default_cache_dir()
-    path = folder / "untrained" / f"{run.cfg.dataset}-{untrained_key(run)}.json"
+    path = folder / "untrained" / f"{run.cfg.dataset}-{name}.json"
     cached = _read_memo(path)
     if cached is not None:
         return cached
-    metrics = run.evaluate()
+    metrics = compute()
     try:
         atomic_write_text(path, json.dumps(metrics))
     except OSError:
-        pass  # a read-only cache folder costs the next run an evaluation, nothing else
+        pass
     return metrics
+
+
+def untrained_metrics(run: "Run") -> dict[str, float]:
+    """`run.evaluate()` of the untrained model, from the memo when this exact network and evaluation
+    were seen before (the file is written atomically; an unreadable one is re-evaluated)."""
+    return _memoised(run, untrained_key(run), run.evaluate)
 
 
 #: Largest evaluation split (images x pixels) the raw-pixel baseline is computed for: on the small data
@@ -112,7 +118,6 @@ def pixel_metrics(run: "Run") -> dict[str, float] | None:
     bank = run.eval_bank
     if bank.data.numel() > PIXEL_BASELINE_MAX_VALUES:
         return None
-    folder = Path(run.cfg.cache_dir) if run.cfg.cache_dir is not None else default_cache_dir()
     from .registry import dataset_spec
 
     y = torch.as_tensor(run.eval_set.labels, device=run.device)
@@ -121,14 +126,9 @@ def pixel_metrics(run: "Run") -> dict[str, float] | None:
     h.update(json.dumps({"eval_images": cache_path(run.eval_set, run.cfg.cache_size).name, "ks": ks,
                          "device": run.device.type, "torch": torch.__version__}, sort_keys=True).encode())
     h.update(_CODE_HASH.encode())
-    path = folder / "untrained" / f"{run.cfg.dataset}-pixels-{h.hexdigest()[:32]}.json"
-    cached = _read_memo(path)
-    if cached is not None:
-        return cached
-    z = torch.nn.functional.normalize(bank.data.reshape(len(bank), -1).to(run.device).float(), dim=1)
-    metrics = retrieval_metrics(z, y, ks=ks, device=run.device)
-    try:
-        atomic_write_text(path, json.dumps(metrics))
-    except OSError:
-        pass
-    return metrics
+
+    def compute() -> dict[str, float]:
+        z = torch.nn.functional.normalize(bank.data.reshape(len(bank), -1).to(run.device).float(), dim=1)
+        return retrieval_metrics(z, y, ks=ks, device=run.device)
+
+    return _memoised(run, f"pixels-{h.hexdigest()[:32]}", compute)

@@ -289,10 +289,6 @@ class CJKGlyphs(RetrievalDataset):
         row = int(self.paths[i].rsplit("/", 1)[1])
         return Image.fromarray(self._images[row]).convert("RGB")
 
-    def pixels(self) -> np.ndarray:
-        """The split's renderings as uint8 [n, SIZE, SIZE] (the raw-pixel baseline's input)."""
-        return self._images[[int(p.rsplit("/", 1)[1]) for p in self.paths]]
-
     def report(self) -> list[str]:
         """Lines for ``pmlbal datasets check``: faces found, missing packages, skipped glyphs."""
         scan = self.scan
