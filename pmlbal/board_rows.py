@@ -5,12 +5,13 @@ plots are built from."""
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from statistics import mean, pstdev
 from typing import Any
 
 from .config import DEFAULTS, FIELD_ROLES, at_default
-from .records import best_epoch, config_key
+from .records import best_epoch, config_key, is_current
 from .registry import dataset_spec
 
 METRIC_LABELS = {"map_at_r": "MAP@R", "r_precision": "RP"}
@@ -59,6 +60,23 @@ def _test_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str,
             if r["config"]["dataset"] == dataset and r["config"].get("eval_split", "test") == "test"]
 
 
+def current_first(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The runs of one row that the current code computed (`pmlbal.records.is_current`), and False;
+    if none, all of them and True: the row is stale, from code of an earlier numerics version."""
+    current = [r for r in runs if is_current(r)]
+    return (current, False) if current else (runs, True)
+
+
+def threads(record: dict[str, Any]) -> int | None:
+    """The CPU thread count a run trained with (None on a GPU or where unknown): from its
+    `numerics`, or for older records from the device line ("CPU (x86_64, 2 threads)")."""
+    numerics = record.get("numerics")
+    if isinstance(numerics, dict):
+        return numerics.get("threads") if numerics.get("device") == "cpu" else None
+    found = re.search(r"(\d+) threads", str(record.get("device", "")))
+    return int(found.group(1)) if found else None
+
+
 def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     """One row per untrained network among the test-split records of `dataset`: the `initial`
     metrics (evaluated before the first step) of the runs sharing backbone, embedding size, input
@@ -69,11 +87,15 @@ def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str
         if r.get("initial"):
             groups[_untrained_group(r["config"])][r["seed"]].append(r)
     rows = []
-    for key, by_seed in groups.items():
-        cfg = next(iter(by_seed.values()))[0]["config"]
+    for key, all_by_seed in groups.items():
+        runs, stale = current_first([r for rs in all_by_seed.values() for r in rs])
+        by_seed = defaultdict(list)
+        for r in runs:
+            by_seed[r["seed"]].append(r)
+        cfg = runs[0]["config"]
         row = {
             "loss": UNTRAINED + ("" if cfg.get("pretrained") is None else f" (pretrained={cfg['pretrained']})"),
-            "untrained": True, "seeds": len(by_seed),
+            "untrained": True, "seeds": len(by_seed), "stale": stale, "threads": _thread_set(runs),
             "config_key": "untrained-" + config_key(dict(key)),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": None, "epochs": 0,
             "train_time_s": 0.0, "command": "", "device": next(iter(by_seed.values()))[0].get("device", "?"),
@@ -108,7 +130,7 @@ def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     rows = []
     for size, r in sorted(groups.items()):
         row = {"loss": f"{PIXELS} ({size} px, L2-normalised)", "untrained": True, "pixels": True, "seeds": 1,
-               "config_key": f"pixels-{size}", "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
+               "config_key": f"pixels-{size}", "stale": False, "threads": (), "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
                "batch_size": None, "epochs": 0, "train_time_s": 0.0, "command": "", "device": r.get("device", "?"),
                "eval_split": "test"}
         for name in dataset_spec(dataset).metrics:
@@ -126,12 +148,14 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         groups[r["config_key"]].append(r)
     rows = []
     for key, runs in groups.items():
+        runs, stale = current_first(runs)
         # One run per seed (records written before runs were locked may repeat one): the latest.
         by_seed = {r["seed"]: r for r in sorted(runs, key=lambda r: str(r.get("created", "")))}
         runs = sorted(by_seed.values(), key=lambda r: r["seed"])
         cfg = runs[0]["config"]
         row = {
             "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),
+            "stale": stale, "threads": _thread_set(runs),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": cfg["batch_size"],
             "epochs": cfg["epochs"], "train_time_s": mean(r.get("train_time_s") or 0.0 for r in runs),
             "command": runs[0]["command"], "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
@@ -148,6 +172,10 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     lead = dataset_spec(dataset).lead_metric
     rows.sort(key=lambda row: (-_sort_value(row[lead][0]), row["loss"]))
     return rows
+
+
+def _thread_set(runs: list[dict[str, Any]]) -> tuple[int, ...]:
+    return tuple(sorted({t for t in map(threads, runs) if t is not None}))
 
 
 def _best(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .board_rows import (METRIC_LABELS, PIXELS, UNTRAINED, UNTRAINED_FIELDS, UNTRAINED_KEYS,  # noqa: F401
                          _sort_value, board_metrics, build_rows, loss_label, metric_label, pixel_rows, untrained_rows)
-from .records import atomic_write_text, iter_records
+from .records import NUMERICS_VERSION, atomic_write_text, iter_records
 from .registry import dataset_spec
 
 
@@ -29,12 +29,17 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
         f"Hardware: {'; '.join(devices)}. "
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
            if any(r["seeds"] < expected_seeds for r in rows if not r.get("pixels")) else "")
-        + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`."
+        + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`. "
+        + _threads_note(rows)
         + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{spec.ks[0]} among the "
            "epochs evaluated (`--eval-every`), picked by the run's lead metric, with its epoch per seed: the number "
            "papers that report their best epoch give, chosen on test and so optimistic."
            if any("best" in r for r in rows) else ""),
     ]
+    if any(r.get("stale") for r in rows):
+        text.append(f"Rows marked ‡ come from records of an earlier numerics version than the current code's "
+                    f"({NUMERICS_VERSION}, `pmlbal.records.NUMERICS_VERSION`): this code does not compute them; "
+                    "their commands re-run them (`pmlbal bench` and `pmlbal train` replace the old records).")
     untrained = [r for r in rows if r["untrained"] and not r.get("pixels")]
     if any(r.get("pixels") for r in rows):
         text.append(f"The **{PIXELS}** row searches the evaluation images themselves (each image's pixels as one "
@@ -54,13 +59,31 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
     return [p for t in text for p in (t, "")]
 
 
+def _threads_note(rows: list[dict[str, Any]]) -> str:
+    """The CPU thread count of the runs, which decides their rounding: one sentence if all share it
+    (the table then has no thread column), else a pointer to the column."""
+    counts = {t for r in rows if not r.get("pixels") for t in r.get("threads", ())}
+    if not counts:
+        return ""
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"Every CPU run used {n} thread{'s' if n != 1 else ''} (`torch.get_num_threads()`)."
+    return "CPU runs used the thread counts in the *threads* column (`torch.get_num_threads()`)."
+
+
+def _mixed_threads(rows: list[dict[str, Any]]) -> bool:
+    return len({t for r in rows if not r.get("pixels") for t in r.get("threads", ())}) > 1
+
+
 def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
     metrics = board_metrics(dataset)
     best_col = any("best" in r for r in rows)
+    threads_col = _mixed_threads(rows)
     lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
              "| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
-             + " | seeds | backbone | dim | batch | epochs | train s | command |",
-             "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + "---|---|---|---|---|---|---|"]
+             + " | seeds" + (" | threads" if threads_col else "") + " | backbone | dim | batch | epochs | train s | command |",
+             "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + ("---|" if threads_col else "")
+             + "---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
         cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
@@ -69,18 +92,21 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
             cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
                          + f" (epoch {', '.join(map(str, b[2]))})")
         mark = "" if row["seeds"] >= expected_seeds else " †"
+        label = row["loss"] + (" ‡" if row.get("stale") else "")
+        seeds = f"{row['seeds']}{mark}" + (f" | {', '.join(map(str, row['threads'])) or '–'}" if threads_col else "")
         if row.get("pixels"):
-            lines.append(f"| {i} | **{row['loss']}** | " + " | ".join(f"**{c}**" for c in cells)
-                         + f" | – | – | {row['embedding_dim']} | – | 0 | 0 | (no network: `pixels` in the records) |")
+            lines.append(f"| {i} | **{label}** | " + " | ".join(f"**{c}**" for c in cells)
+                         + (" | – | –" if threads_col else " | –")
+                         + f" | – | {row['embedding_dim']} | – | 0 | 0 | (no network: `pixels` in the records) |")
             continue
         if row["untrained"]:
-            lines.append(f"| {i} | **{row['loss']}** | " + " | ".join(f"**{c}**" for c in cells)
-                         + f" | {row['seeds']}{mark} | {row['backbone']} | {row['embedding_dim']} | – | 0 | 0 "
+            lines.append(f"| {i} | **{label}** | " + " | ".join(f"**{c}**" for c in cells)
+                         + f" | {seeds} | {row['backbone']} | {row['embedding_dim']} | – | 0 | 0 "
                          "| (before training: `initial` in the records) |")
             continue
         lines.append(
-            f"| {i} | {row['loss']} | " + " | ".join(cells)
-            + f" | {row['seeds']}{mark} | {row['backbone']} | {row['embedding_dim']} | {row['batch_size']}"
+            f"| {i} | {label} | " + " | ".join(cells)
+            + f" | {seeds} | {row['backbone']} | {row['embedding_dim']} | {row['batch_size']}"
             f" | {row['epochs']} | {row['train_time_s']:.0f} | `{row['command']} --seed S` |"
         )
     return "\n".join(lines) + "\n"
@@ -93,13 +119,14 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["loss", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "seeds", "backbone",
-                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command"]
+                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command", "threads", "stale"]
                + ([f"best_recall@{k}_mean", f"best_recall@{k}_std", "best_epochs"] if best_col else []))
     for row in rows:
         b = row.get("best")
         w.writerow([row["loss"], *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
                     row["embedding_dim"], "" if row["batch_size"] is None else row["batch_size"], row["epochs"],
-                    f"{row['train_time_s']:.1f}", row["config_key"], row["command"]]
+                    f"{row['train_time_s']:.1f}", row["config_key"], row["command"],
+                    " ".join(map(str, row.get("threads", ()))), int(bool(row.get("stale")))]
                    + ([] if not best_col else ["", "", ""] if b is None
                       else [f"{b[0]:.6f}", f"{b[1]:.6f}", " ".join(map(str, b[2]))]))
     return buf.getvalue()

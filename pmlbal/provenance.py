@@ -14,7 +14,7 @@ import torch
 from .build import Run
 from .command import command_for
 from .config import identity
-from .records import SCHEMA_VERSION, config_key, new_run_id
+from .records import NUMERICS_VERSION, SCHEMA_VERSION, config_key, new_run_id
 from .untrained import pixel_metrics
 
 def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, final: dict,
@@ -40,6 +40,7 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
         train_time_s=train_time,
         images_per_s=images_seen / train_time if train_time else None,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        numerics=numerics(device),
         versions=_versions(),
         git_commit=_git_commit(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -57,9 +58,16 @@ def failure_record(run: Run, err: Exception, epochs: list[dict], wall_time: floa
     return dict(schema=SCHEMA_VERSION, status=status, error=str(err), epoch=getattr(err, "epoch", None),
                 step=getattr(err, "step", None),
                 run_id=new_run_id(cfg_dict, config_key(identity(cfg))), config=cfg_dict,
-                config_key=config_key(identity(cfg)), seed=cfg.seed,
+                config_key=config_key(identity(cfg)), seed=cfg.seed, numerics=numerics(run.device),
                 command=command_for(cfg), epochs=epochs, wall_time_s=wall_time, versions=_versions(),
                 git_commit=_git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def numerics(device: torch.device) -> dict[str, Any]:
+    """What fixes a run's rounding besides its configuration: the code's numerics version, the CPU
+    thread count (1 and 2 threads give runs that drift apart after a few hundred steps) and the
+    device type. The same three reproduce a record exactly."""
+    return {"version": NUMERICS_VERSION, "threads": torch.get_num_threads(), "device": device.type}
 
 
 def _git_commit() -> str | None:

@@ -25,6 +25,12 @@ from .files import atomic_write_text  # noqa: F401  (imported from here by older
 from .procs import pid_alive
 
 SCHEMA_VERSION = 1
+#: What a training run computes, as a number. Bump it in the change that moves any run's metrics
+#: (a loss's arithmetic, an initialisation, the batch order, an augmentation, the evaluation):
+#: `tests/test_golden.py` re-runs a committed run and fails until it is bumped. Records of another
+#: version are not reused (`find_existing`, `find_failed`) and the boards mark their rows. Records
+#: written before the version existed count as version 0.
+NUMERICS_VERSION = 1
 REQUIRED = ("schema", "run_id", "config", "final", "config_key", "seed", "command")
 
 
@@ -46,6 +52,17 @@ def new_run_id(config: dict[str, Any], key: str | None = None) -> str:
     configuration and seed at once."""
     key = config_key(config) if key is None else key
     return f"{config['dataset']}-{config['loss']}-{key}-s{config['seed']}-{uuid.uuid4().hex[:8]}"
+
+
+def numerics_version(record: dict[str, Any]) -> int:
+    """The numerics version a record was computed under (0: written before versions were recorded)."""
+    numerics = record.get("numerics")
+    return int(numerics.get("version", 0)) if isinstance(numerics, dict) else 0
+
+
+def is_current(record: dict[str, Any]) -> bool:
+    """Whether the current code computes what `record` holds (same `NUMERICS_VERSION`)."""
+    return numerics_version(record) == NUMERICS_VERSION
 
 
 def record_name(record: dict[str, Any]) -> str:
@@ -108,9 +125,12 @@ def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
 
 
 def find_failed(results_dir: str | Path, key: str, seed: int) -> dict[str, Any] | None:
-    """The failure record (DIR/failed/, e.g. a diverged run) of a configuration and seed, if any."""
+    """The failure record (DIR/failed/, e.g. a diverged run) of a configuration and seed under the
+    current numerics version, if any: code that computes differently may not diverge."""
     for path in _same_run(Path(results_dir) / "failed", key, seed):
         record = json.loads(path.read_text())
+        if not is_current(record):
+            continue
         record["path"] = str(path)
         return record
     return None
@@ -253,11 +273,14 @@ def iter_records(results_dir: str | Path, on_error=None):
 
 
 def find_existing(results_dir: str | Path, key: str, seed: int) -> dict[str, Any] | None:
-    """The record of a configuration and seed (with its "path"), or None."""
+    """The record of a configuration and seed computed by the current code (`is_current`), with its
+    "path", or None: a record of an earlier numerics version is not a result of this code."""
     for path in _same_run(Path(results_dir) / "runs", key, seed):
         try:
             record = read_record(path)
         except RecordError:
+            continue
+        if not is_current(record):
             continue
         record["path"] = str(path)
         return record

@@ -9,7 +9,7 @@ import multiprocessing as mp
 import pytest
 
 from pmlbal.leaderboard import build_rows, write_leaderboards
-from pmlbal.records import SCHEMA_VERSION, RecordError, config_key, new_run_id, read_record, write_record
+from pmlbal.records import NUMERICS_VERSION, SCHEMA_VERSION, RecordError, config_key, new_run_id, read_record, write_record
 
 
 def metrics(r1, map_at_r=None):
@@ -24,7 +24,8 @@ def fake_record(loss="BalancedNTXentLoss", seed=0, r1=0.8, balance=None, batch=5
            "embedding_dim": 64, "batch_size": batch, "epochs": 2, "eval_split": eval_split}
     record = {"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg), "config": cfg, "config_key": config_key(cfg),
               "seed": seed, "command": f"pmlbal train --loss {loss}", "final": metrics(r1, map_at_r),
-              "train_time_s": 3.0, "device": "CPU", "steps": [{"loss": 1.0, "pos_term": -1.0, "entropy_term": 2.0}] * 3}
+              "train_time_s": 3.0, "device": "CPU", "numerics": {"version": NUMERICS_VERSION, "threads": 1, "device": "cpu"},
+              "steps": [{"loss": 1.0, "pos_term": -1.0, "entropy_term": 2.0}] * 3}
     if initial is not None:
         record["initial"] = metrics(*initial)
     return record

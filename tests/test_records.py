@@ -2,7 +2,7 @@
 
 import json
 
-from pmlbal.records import (SCHEMA_VERSION, config_key, find_existing, find_failed, migrate, new_run_id, record_name,
+from pmlbal.records import (NUMERICS_VERSION, SCHEMA_VERSION, config_key, find_existing, find_failed, migrate, new_run_id, record_name,
                             replace_record, write_record)
 
 
@@ -10,7 +10,8 @@ def record(seed=0, balance=1.0, key=None):
     cfg = {"dataset": "digits", "loss": "BalancedNTXentLoss", "loss_kwargs": {"balance": balance}, "seed": seed}
     key = key or config_key(cfg)
     return {"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg, key), "config": cfg, "config_key": key, "seed": seed,
-            "command": "pmlbal train", "final": {"recall@1": 0.5 + seed}}
+            "command": "pmlbal train", "final": {"recall@1": 0.5 + seed},
+            "numerics": {"version": NUMERICS_VERSION, "threads": 1, "device": "cpu"}}
 
 
 def test_a_record_file_is_named_by_the_key_and_seed_it_holds(tmp_path):
