@@ -131,6 +131,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     done: dict[int, dict[str, Any]] = {}
     waiting: list[int] = []
+    bar, log = _overall_bar(base, configs, plan, log)
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()
         existing = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
@@ -145,8 +146,10 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
         outcome = _attempt(cfg, n, len(plan), spec, log)
         if outcome == "locked":
             waiting.append(n)
-        elif outcome is not None:
-            done[n] = outcome
+        else:
+            bar.update()
+            if outcome is not None:
+                done[n] = outcome
     # Runs another process was training: wait for its record (or take the run over if it died).
     while waiting:
         time.sleep(poll)
@@ -156,10 +159,34 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
             outcome = _attempt(replace(configs[spec], seed=seed).resolved(), n, len(plan), spec, log, quiet=True)
             if outcome == "locked":
                 still.append(n)
-            elif outcome is not None:
-                done[n] = outcome
+            else:
+                bar.update()
+                if outcome is not None:
+                    done[n] = outcome
         waiting = still
+    bar.close()
     return [done[n] for n in sorted(done)]
+
+
+def _overall_bar(base: TrainConfig, configs: dict[str, TrainConfig], plan: list[tuple[str, int]],
+                 log: Callable[[str], None]):
+    """A bar over the runs this call has to train (recorded and failed ones left out, so its ETA is
+    the mean time of the runs trained so far times those left), shown on a terminal only, and a
+    `log` that prints above it and the per-run bar instead of through them."""
+    from tqdm.auto import tqdm
+
+    todo = 0
+    for spec, seed in plan:  # look-ups by name: milliseconds each
+        cfg = replace(configs[spec], seed=seed).resolved()
+        key = config_key(identity(cfg))
+        todo += find_existing(cfg.results_dir, key, seed) is None and find_failed(cfg.results_dir, key, seed) is None
+    bar = tqdm(total=todo, desc=f"bench {base.dataset}", unit="run", disable=None if base.progress else True,
+               position=0, dynamic_ncols=True)
+
+    def say(message: str) -> None:
+        with tqdm.external_write_mode():
+            log(message)
+    return bar, say
 
 
 def _attempt(cfg: TrainConfig, n: int, total: int, spec: str, log: Callable[[str], None], quiet: bool = False):

@@ -1,0 +1,30 @@
+"""bench's overall bar: runs to train (recorded and failed ones left out) and log lines above it."""
+
+from dataclasses import asdict, replace
+
+from pmlbal.bench import _overall_bar
+from pmlbal.config import TrainConfig, identity
+from pmlbal.records import NUMERICS_VERSION, config_key, new_run_id, write_record
+
+
+def _record(cfg: TrainConfig, folder: str = "runs", version: int = NUMERICS_VERSION) -> dict:
+    c = asdict(cfg)
+    key = config_key(identity(cfg))
+    return {"schema": 1, "run_id": new_run_id(c, key), "config": c, "config_key": key, "seed": cfg.seed,
+            "command": "pmlbal train", "final": {}, "numerics": {"version": version, "threads": 1, "device": "cpu"},
+            **({"status": "diverged", "error": "nan"} if folder == "failed" else {})}
+
+
+def test_the_bar_counts_only_the_runs_left_to_train(tmp_path):
+    base = TrainConfig(dataset="digits", results_dir=str(tmp_path), progress=False)
+    configs = {"KCLLoss": replace(base, loss="KCLLoss"), "DHELLoss": replace(base, loss="DHELLoss")}
+    plan = [(spec, seed) for spec in configs for seed in range(2)]
+    write_record(_record(replace(configs["KCLLoss"], seed=0).resolved()), tmp_path)
+    write_record(_record(replace(configs["KCLLoss"], seed=1).resolved(), version=0), tmp_path)  # stale: retrained
+    write_record(_record(replace(configs["DHELLoss"], seed=1).resolved(), "failed"), tmp_path, folder="failed")
+    lines = []
+    bar, say = _overall_bar(base, configs, plan, lines.append)
+    assert bar.total == 2
+    say("a line")
+    assert lines == ["a line"]
+    bar.close()
