@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 import optuna
 
 from .budget import runs_spent
-from .optuna import pick
+from .optuna import FAILED_FOR_GOOD, pick
 
 
 def runs_text(n: int) -> str:
@@ -19,21 +19,37 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def progress_bar(name: str, budget: int) -> tuple[Any, Callable[[str], None]]:
-    """A tqdm bar over `budget` runs and a log function that prints above it."""
+    """A tqdm bar over `budget` runs and a log function that prints above it. While it is open,
+    Optuna logs WARNING and above only: its INFO line per trial would break the bar (the bar and
+    the log say the same); closing the bar restores the verbosity."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=budget, desc=f"tune {name}", unit="trial")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    close = bar.close
+
+    def close_and_restore() -> None:
+        close()
+        optuna.logging.set_verbosity(verbosity)
+    bar.close = close_and_restore
     return bar, bar.write
 
 
 def update_bar(bar: Any, study: optuna.Study) -> None:
-    """Show the runs spent and the pick; redraw on change only (the coordinator polls every second)."""
+    """Show the runs completed and the pick; redraw on change only (the coordinator polls every
+    second). Only runs that ended count: complete, pruned, or failed for good (diverged); a failure
+    that is retried, or a trial lost with its worker, is no run done.
+    The runs completed before the first update (a resumed study) are the bar's `initial`, so its
+    rate and ETA are this call's."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    spent = runs_spent(finished)
+    spent = runs_spent(t for t in finished if _done(t))
     state = (spent, len(trials))
     if getattr(bar, "_pmlbal_state", None) == state:
         return
+    if getattr(bar, "_pmlbal_state", None) is None:
+        bar.initial = min(spent, bar.total)
     bar._pmlbal_state = state
     bar.n = min(spent, bar.total)
     best = pick(study)
@@ -41,3 +57,9 @@ def update_bar(bar: Any, study: optuna.Study) -> None:
         bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs)}) at {format_params(best.params)}; "
                             f"running {len(trials) - len(finished)}")
     bar.refresh()
+
+
+def _done(trial: optuna.trial.FrozenTrial) -> bool:
+    state = optuna.trial.TrialState
+    return trial.state in (state.COMPLETE, state.PRUNED) or (
+        trial.state == state.FAIL and FAILED_FOR_GOOD in trial.user_attrs)
