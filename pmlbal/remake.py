@@ -41,7 +41,7 @@ def remake(results_dir: str | Path, dataset: str | None = None, split: str | Non
     done, left = [], []
     for n, old in enumerate(todo, 1):
         cfg = replace(TrainConfig(**{k: v for k, v in old["config"].items() if k in names}), results_dir=str(results_dir))
-        where = f"[{n}/{len(todo)}] {old['command']} --seed {old['seed']}"
+        where = f"[{n}/{len(todo)}] {cfg.dataset} {old['command'].split(' --loss ', 1)[-1]} (seed {old['seed']})"
         try:
             record = train(cfg, reuse=True, resume=True, log=lambda note: log(f"{where}: {note}"))
         except RunLockedError:
