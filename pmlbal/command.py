@@ -43,7 +43,9 @@ def command_for(cfg: TrainConfig) -> str:
         if v == d or (v is None and d is None):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
+        if f.name == "freeze_bn" and v == "stats":
+            parts += ["--freeze-bn-stats"]
+        elif isinstance(v, bool):
             parts += [flag if v else "--no-" + f.name.replace("_", "-")]
         else:
             parts += [flag, "none" if v is None else str(v)]

@@ -30,6 +30,12 @@ EVAL_ON = ("head", "backbone")
 LEAD_METRICS = ("recall@1", "map_at_r", "r_precision", "precision_at_1")
 
 
+#: BatchNorm in the backbone: False trains it as usual; True keeps its statistics and affine
+#: parameters fixed (Proxy-Anchor's practice); "stats" keeps only its statistics fixed, in eval
+#: mode, while the affine parameters train (PML's trainer `freeze_trunk_batchnorm`, used by MLRC,
+#: and Roth et al.'s frozen-normalisation ResNet).
+FREEZE_BN = (False, True, "stats")
+
 @dataclass
 class TrainConfig:
     """Everything one run depends on. `None` fields take the data set's defaults."""
@@ -41,7 +47,7 @@ class TrainConfig:
     backbone: str | None = None
     embedding_dim: int | None = None
     pretrained: str | None = None
-    freeze_bn: bool = False
+    freeze_bn: bool | str = False
     epochs: int | None = None
     batch_size: int | None = None
     samples_per_class: int | None = None
@@ -140,6 +146,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.freeze_bn not in FREEZE_BN:
+            raise ValueError(f"freeze_bn must be true, false or 'stats', got {self.freeze_bn!r}")
         if self.protocol is not None:
             get_protocol(self.protocol)
         for name in ("head_lr", "loss_lr", "clip_grad_value"):

@@ -85,16 +85,18 @@ class EmbeddingModel(nn.Module):
             (``.safetensors`` or a torch file, as timm's ``load_state_dict`` reads them);
             keys the backbone lacks (its classifier) are ignored, and a file with none of
             its keys is refused.
-        freeze_bn: keep every BatchNorm in eval mode with frozen affine parameters, the
-            usual practice in deep metric learning with small class-balanced batches.
+        freeze_bn: True keeps every BatchNorm in eval mode with frozen affine parameters, the
+            usual practice in deep metric learning with small class-balanced batches;
+            ``"stats"`` keeps them in eval mode (running statistics fixed) while the affine
+            parameters train, as PML's trainer's ``freeze_trunk_batchnorm`` (MLRC) does.
         pooling: ``avg`` (timm's own head), ``max`` or ``avg+max`` (global average plus global
             max pooling, summed, as Proxy-Anchor's ResNets do) of the last feature map; the
             last two need a backbone whose ``forward_features`` returns an NCHW map.
         head_init: ``default`` or ``kaiming`` (see `HEAD_INITS`).
     """
 
-    def __init__(self, backbone: str, embedding_dim: int = 128, pretrained: str | None = None, freeze_bn: bool = False,
-                 pooling: str = "avg", head_init: str = "default"):
+    def __init__(self, backbone: str, embedding_dim: int = 128, pretrained: str | None = None,
+                 freeze_bn: bool | str = False, pooling: str = "avg", head_init: str = "default"):
         super().__init__()
         check_backbone_name(backbone)
         if embedding_dim < 1:
@@ -137,7 +139,7 @@ class EmbeddingModel(nn.Module):
         cfg = timm.data.resolve_data_config({}, model=self.backbone)
         self.mean: tuple[float, ...] = tuple(cfg["mean"])
         self.std: tuple[float, ...] = tuple(cfg["std"])
-        if freeze_bn:
+        if freeze_bn is True:
             for m in self.backbone.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     for p in m.parameters():

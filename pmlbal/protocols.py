@@ -72,7 +72,10 @@ PROXY_ANCHOR = Protocol(
 
 # Musgrave et al., "A Metric Learning Reality Check": KevinMusgrave/powerful-benchmarker
 # powerful_benchmarker/configs/config_optimizers/default.yaml and with_metric_loss_optimizer.yaml
-# (RMSprop lr 1e-6, weight decay 5e-5, momentum 0.9 for trunk, embedder and loss parameters),
+# (RMSprop lr 1e-6, momentum 0.9 for trunk, embedder and loss parameters; weight decay 1e-4 in
+# v0.9.32, the release the paper's instructions install — 5e-5 was a pre-release value, changed in
+# commit 0f12790), config_general/default.yaml freeze_batchnorm (PML's trainer then puts the trunk's
+# BatchNorm layers in eval mode each step; their affine parameters still train: freeze_bn="stats"),
 # config_general/default.yaml (meta_testing_method ConcatenateEmbeddings, num_training_partitions 4:
 # class-disjoint 4-fold cross-validation on the train classes, the 4 models' embeddings
 # concatenated at test), config_loss_and_miners/default.yaml (MPerClassSampler m = 4),
@@ -84,9 +87,9 @@ MLRC = Protocol(
            "config_optimizers/with_metric_loss_optimizer.yaml, config_general/default.yaml, "
            "config_loss_and_miners/default.yaml}, configs/config_transforms/default.yaml",
     common=MappingProxyType(dict(
-        backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn=True, pooling="avg",
+        backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn="stats", pooling="avg",
         batch_size=32, samples_per_class=4, optimizer="rmsprop", lr=1e-6, head_lr=1e-6, loss_lr=1e-6,
-        weight_decay=5e-5, schedule="constant", warmup_epochs=0.0, crop_scale=0.16, input_size=224, cache_size=256,
+        weight_decay=1e-4, schedule="constant", warmup_epochs=0.0, crop_scale=0.16, input_size=224, cache_size=256,
         cache_mode="aspect", cv_folds=4, lead_metric="map_at_r", sampler="m-per-class",
     )),
     per_dataset=MappingProxyType({}),
@@ -104,14 +107,14 @@ ROTH = Protocol(
     name="roth",
     source="Confusezius/Revisiting_Deep_Metric_Learning_PyTorch parameters.py, architectures/resnet50.py",
     common=MappingProxyType(dict(
-        backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn=True, pooling="avg",
+        backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn="stats", pooling="avg",
         batch_size=112, samples_per_class=2, optimizer="adam", lr=1e-5, weight_decay=4e-4, epochs=150,
         schedule="constant", warmup_epochs=0.0, crop_scale=0.08, input_size=224, cache_size=256,
         cache_mode="aspect", sampler="m-per-class",
     )),
     per_dataset=MappingProxyType({}),
-    notes="Roth's frozen BatchNorm keeps its statistics but still trains its affine parameters; pmlbal's "
-          "--freeze-bn freezes both.",
+    notes="Roth's frozen BatchNorm keeps its statistics but still trains its affine parameters, as "
+          "--freeze-bn-stats (freeze_bn='stats') does.",
 )
 
 PROTOCOLS: Mapping[str, Protocol] = MappingProxyType({p.name: p for p in (PROXY_ANCHOR, MLRC, ROTH)})

@@ -158,3 +158,28 @@ def test_cached_timm_weights_are_not_probed(monkeypatch):
     monkeypatch.setattr(models, "_weights_cached", lambda cfg: True)
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=0: pytest.fail("probed the network"))
     models.check_weights_available("resnet10t")
+
+
+def test_stats_frozen_bn_keeps_its_statistics_while_its_affine_parameters_train():
+    # PML's trainer with freeze_trunk_batchnorm (MLRC): BN layers in eval mode, weight and bias trained.
+    from pmlbal.train import train_step
+
+    m = EmbeddingModel("resnet10t", 8, freeze_bn="stats")
+    bns = [x for x in m.backbone.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    stats = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone()) for b in bns]
+    weights = [b.weight.detach().clone() for b in bns]
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    m.train()
+    train_step(m, lambda z, y: (z ** 2).mean(), opt, torch.randn(4, 3, 32, 32) * 3 + 1, torch.zeros(4), amp=False)
+    assert bns and all(not b.training for b in bns) and all(b.weight.requires_grad for b in bns)
+    assert all(torch.equal(a, b.running_mean) and torch.equal(v, b.running_var) and torch.equal(n, b.num_batches_tracked)
+               for (a, v, n), b in zip(stats, bns))
+    assert any(not torch.equal(w, b.weight) for w, b in zip(weights, bns))
+
+
+def test_freeze_bn_takes_true_false_or_stats_only():
+    from pmlbal.train import TrainConfig, command_for
+
+    with pytest.raises(ValueError, match="freeze_bn must be true, false or 'stats', got 'all'"):
+        TrainConfig(freeze_bn="all").resolved()
+    assert command_for(TrainConfig(freeze_bn="stats").resolved()).endswith("--freeze-bn-stats")

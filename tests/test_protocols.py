@@ -29,13 +29,15 @@ TABLES = {
     ("proxy-anchor", "sop"): {**PROXY_ANCHOR_COMMON, "batch_size": 180, "lr": 6e-4, "freeze_bn": False,
                               "freeze_trunk_epochs": 1, "lr_step_epochs": 20, "lr_gamma": 0.25},
     # powerful-benchmarker config_optimizers/default.yaml etc. + the MLRC paper's setting.
-    ("mlrc", "cub"): dict(backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn=True,
+    # v0.9.32 (the release the paper's docs install): weight decay 1e-4; freeze_batchnorm puts BN in
+    # eval mode while its affine parameters train.
+    ("mlrc", "cub"): dict(backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn="stats",
                           pooling="avg", batch_size=32, samples_per_class=4, optimizer="rmsprop", lr=1e-6, head_lr=1e-6,
-                          loss_lr=1e-6, weight_decay=5e-5, schedule="constant", warmup_epochs=0.0, crop_scale=0.16,
+                          loss_lr=1e-6, weight_decay=1e-4, schedule="constant", warmup_epochs=0.0, crop_scale=0.16,
                           input_size=224, cache_size=256, cache_mode="aspect", cv_folds=4, lead_metric="map_at_r",
                           sampler="m-per-class"),
     # Revisiting_Deep_Metric_Learning_PyTorch parameters.py defaults.
-    ("roth", "cub"): dict(backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn=True,
+    ("roth", "cub"): dict(backbone="resnet50.tv_in1k", pretrained="timm", embedding_dim=128, freeze_bn="stats",
                           pooling="avg", batch_size=112, samples_per_class=2, optimizer="adam", lr=1e-5,
                           weight_decay=4e-4, epochs=150, schedule="constant", warmup_epochs=0.0, crop_scale=0.08,
                           input_size=224, cache_size=256, cache_mode="aspect", sampler="m-per-class"),
