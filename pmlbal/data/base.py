@@ -9,6 +9,53 @@ import numpy as np
 from PIL import Image
 
 SPLITS = ("train", "test", "train-sub", "val")
+#: From this many train classes on, validation folds are contiguous blocks of classes (K-fold, as
+#: MLRC's class-disjoint partitions); below, each fold holds out a window of the fixed split's size,
+#: shifted by one class per fold, so a 5-class train half still validates on 2 classes (on one class
+#: MAP@R is trivial) and K folds cover every class.
+CONTIGUOUS_FOLDS_FROM = 40
+
+
+def fold_split(split: str, folds: int = 1, fold: int = 0) -> str:
+    """The name of `split` (train-sub or val) in fold `fold` of `folds`: ``"val@1of4"``; one fold is
+    the fixed split and keeps its plain name. The name is safe in file names (caches carry it)."""
+    if folds == 1 and fold == 0:
+        return split
+    if split not in ("train-sub", "val"):
+        raise ValueError(f"folds divide the train classes: train-sub or val, not {split!r}")
+    return f"{split}@{fold}of{folds}"
+
+
+def parse_split(name: str) -> tuple[str, int, int]:
+    """(split, folds, fold) of a split name (`fold_split`'s inverse); ValueError names a bad one."""
+    split, _, rest = name.partition("@")
+    folds, fold = 1, 0
+    if rest:
+        try:
+            fold, folds = (int(x) for x in rest.split("of"))
+        except ValueError:
+            raise ValueError(f"split {name!r}: expected SPLIT@FOLDofFOLDS, e.g. val@1of4") from None
+    if split not in SPLITS or rest and split not in ("train-sub", "val"):
+        raise ValueError(f"split must be one of {SPLITS} (train-sub and val with @FOLDofFOLDS), got {name!r}")
+    if folds < 1 or not 0 <= fold < folds:
+        raise ValueError(f"split {name!r}: fold must be in 0..{folds - 1}")
+    return split, folds, fold
+
+
+def held_out_classes(classes: np.ndarray, n_val: int, folds: int = 1, fold: int = 0) -> np.ndarray:
+    """The validation classes of fold `fold` of `folds` among the sorted train `classes`. One fold:
+    the last `n_val` (the fixed split). With `CONTIGUOUS_FOLDS_FROM` classes or more: the fold-th of
+    `folds` contiguous blocks. Fewer: `n_val` classes ending `fold` classes before the last one
+    (fold 0 is the fixed split), wrapping around; at most one fold per class."""
+    n = len(classes)
+    if folds == 1:
+        return classes[-n_val:]
+    if n >= CONTIGUOUS_FOLDS_FROM:
+        return np.array_split(classes, folds)[fold]
+    if folds > n:
+        raise ValueError(f"{folds} validation folds of {n} train classes: at most {n}")
+    start = n - n_val - fold
+    return classes[[(start + j) % n for j in range(n_val)]]
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -25,8 +72,9 @@ class RetrievalDataset:
     ``split``: ``train`` and ``test`` are the standard class-disjoint halves;
     ``train-sub`` and ``val`` divide the train classes again (the last
     ``val_fraction`` of them, at least 2, form ``val``), so hyper-parameters are
-    chosen without ever touching test classes. Subclasses fill ``paths`` and
-    ``labels`` for the whole train or test half in ``_load(half)``.
+    chosen without ever touching test classes; ``val@iofK`` and ``train-sub@iofK`` are
+    fold i of K class-disjoint validation folds (`held_out_classes`). Subclasses fill
+    ``paths`` and ``labels`` for the whole train or test half in ``_load(half)``.
     """
 
     name = "base"
@@ -36,18 +84,17 @@ class RetrievalDataset:
     paths_are_files = True
 
     def __init__(self, root: str | Path | None, split: str = "train") -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        base, folds, fold = parse_split(split)
         self.root = Path(root) if root is not None else None
         self.split = split
-        half = "test" if split == "test" else "train"
+        half = "test" if base == "test" else "train"
         paths, labels = self._load(half)
         labels = np.asarray(labels, dtype=np.int64)
-        if split in ("train-sub", "val"):
+        if base in ("train-sub", "val"):
             classes = np.unique(labels)
             n_val = max(2, math.ceil(len(classes) * self.val_fraction))
-            val_classes = classes[-n_val:]
-            keep = np.isin(labels, val_classes) == (split == "val")
+            val_classes = held_out_classes(classes, n_val, folds, fold)
+            keep = np.isin(labels, val_classes) == (base == "val")
             paths = [p for p, k in zip(paths, keep) if k]
             labels = labels[keep]
         self.paths: list[str] = list(paths)
