@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from .config import TrainConfig
+from .config import TrainConfig, data_splits
 from .data.cache import load_or_build, load_or_build_aspect
 from .data.gpu_batches import ImageBank
 from .devices import distributed_context, pick_device, run_device
@@ -95,6 +95,9 @@ class Run:
     #: The backbone's trainable parameters (those `freeze_trunk_epochs` holds still).
     trunk_params: list = field(default_factory=list)
     fold: int | None = None
+    #: A cross-validation fold's held-out train classes (their images and labels), on which the
+    #: fold's model is validated, as MLRC does.
+    held_out: tuple[ImageBank, np.ndarray] | None = None
 
     @property
     def amp(self) -> bool:
@@ -111,6 +114,15 @@ def fold_mask(labels: np.ndarray, folds: int, fold: int) -> np.ndarray:
     return ~np.isin(labels, held_out)
 
 
+def _held_out(train_set: Any, square: np.ndarray | None, mask: np.ndarray, cfg: TrainConfig,
+              device: torch.device) -> tuple[ImageBank, np.ndarray]:
+    """The evaluation bank of the train images under `mask` (a fold's held-out classes); `square`: the
+    square training cache when it is one, else it is read as the evaluation cache is."""
+    if square is None:
+        square = load_or_build(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress)
+    return ImageBank(square[mask], device), train_set.labels[mask]
+
+
 def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     """Resolve `config`, set up the process (torchrun), data, model, loss, optimiser and batch
     source; with `fold`, on the train classes outside that cross-validation fold. Seeds the global
@@ -125,15 +137,18 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     # Rank 0 draws the augmentations a single process would; other ranks their own stream.
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
 
-    train_set = data_mod.create(cfg.dataset, cfg.root, cfg.train_split)
-    eval_set = data_mod.create(cfg.dataset, cfg.root, cfg.eval_split)
+    train_split, eval_split = data_splits(cfg)
+    train_set = data_mod.create(cfg.dataset, cfg.root, train_split)
+    eval_set = data_mod.create(cfg.dataset, cfg.root, eval_split)
     check_splits(train_set.labels, eval_set.labels, cfg)  # before any decoding or training
     if cfg.cache_mode == "aspect":
         images, boxes = load_or_build_aspect(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress)
     else:
         images, boxes = load_or_build(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), None
+    held_out = None
     if fold is not None:
         keep = fold_mask(train_set.labels, cfg.cv_folds, fold)
+        held_out = _held_out(train_set, images if boxes is None else None, ~keep, cfg, device)
         train_set.paths = [p for p, k in zip(train_set.paths, keep) if k]
         train_set.labels = train_set.labels[keep]
         images, boxes = images[keep], None if boxes is None else boxes[keep]
@@ -172,4 +187,4 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
                           cfg.warmup_epochs, cfg.lr_step_epochs, cfg.lr_gamma)
     trunk = [p for p in model.backbone.parameters() if p.requires_grad]
     return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
-               train_loss, opt, sched, batches, loss_labels, trunk, fold)
+               train_loss, opt, sched, batches, loss_labels, trunk, fold, held_out)

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from .data.base import fold_split
 from .data.cache import CACHE_MODES
 from .models import HEAD_INITS, POOLINGS, check_backbone_name
 from .optim import OPTIMIZERS, SCHEDULES
@@ -106,6 +107,10 @@ class TrainConfig:
     cv_folds: int = 0
     #: The metric that picks the best epoch (the board reports the final one first).
     lead_metric: str = "recall@1"
+    #: K > 1: validate on fold `val_fold` of K class-disjoint validation folds of the train classes
+    #: (`pmlbal.data.base.held_out_classes`; eval_split val, train_split train-sub); 1: the fixed split.
+    val_folds: int = 1
+    val_fold: int = 0
 
     def resolved(self) -> "TrainConfig":
         """A copy with data-set defaults filled in and every value checked."""
@@ -166,6 +171,17 @@ class TrainConfig:
             raise ValueError(f"cv_folds must be 0 (off) or >= 2, got {self.cv_folds}")
         if self.cv_folds and self.save_model:
             raise ValueError("save_model keeps one model; a cv_folds run trains several")
+        self._check_val_folds()
+
+    def _check_val_folds(self) -> None:
+        if self.val_folds < 1 or not 0 <= self.val_fold < self.val_folds:
+            raise ValueError(f"val_folds must be >= 1 and val_fold in 0..val_folds-1, got val_folds={self.val_folds}, "
+                             f"val_fold={self.val_fold}")
+        if self.val_folds > 1 and (self.eval_split, self.train_split) != ("val", "train-sub"):
+            raise ValueError(f"validation folds divide the train classes: they need eval_split val (and train_split "
+                             f"train-sub), got {self.eval_split}")
+        if self.val_folds > 1 and self.cv_folds:
+            raise ValueError("val_folds and cv_folds both divide the train classes: use one of them")
 
 
 def fill_defaults(values: dict[str, Any], dataset_defaults: Mapping[str, Any]) -> None:
@@ -221,6 +237,8 @@ FIELD_ROLES: Mapping[str, FieldRole] = {
     "train_split": _T, "eval_every": _T, "sampler": _T, "resample_every": _T, "head_lr": _T, "loss_lr": _T,
     "optimizer": _T, "schedule": _T, "lr_step_epochs": _T, "lr_gamma": _T, "freeze_trunk_epochs": _T,
     "clip_grad_value": _T, "cache_mode": _T, "cv_folds": _T, "lead_metric": _T,
+    # which validation fold (the classes evaluated on, and those trained on)
+    "val_folds": _I, "val_fold": _I,
     # where the values came from
     "tuned_from": _PX, "tuned_runs": _PX, "protocol": _PX,
     # where and how it ran
@@ -263,6 +281,13 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
     so ``--device cpu`` is the same run as the default."""
     return {k: v for k, v in asdict(cfg).items()
             if k in ALWAYS_IN_KEY or (k in KEY_FIELDS and not at_default(k, v))}
+
+
+def data_splits(cfg: TrainConfig) -> tuple[str, str]:
+    """The data sets' split names a run trains and evaluates on: `train_split` and `eval_split`, in
+    validation fold `val_fold` of `val_folds` (``"train-sub@1of3"``, ``"val@1of3"``; one fold: as named)."""
+    return (fold_split(cfg.train_split, cfg.val_folds, cfg.val_fold),
+            fold_split(cfg.eval_split, cfg.val_folds, cfg.val_fold))
 
 
 def protocol_config(name: str, dataset: str, **overrides: Any) -> TrainConfig:

@@ -176,7 +176,9 @@ class DatasetSpec:
     `cls` loads a split (`cls(root, split)`); `ks` are the literature's Recall@K; `defaults` fill the
     `TrainConfig` fields left at None (backbone, sizes, epochs, batch, m, lr, ...); `tune` is the
     search space of the training coordinates (``{"batch_size": ("log2-int", 32, 512), ...}``);
-    `samples_per_class(batch_size)` is m for a tuned batch size. `lead_metric` is the metric its
+    `samples_per_class(batch_size)` is m for a tuned batch size on the tuning split (train-sub).
+    `val_folds` is the tuner's default number of class-disjoint validation folds (1: the fixed
+    split; `pmlbal.data.base.held_out_classes` says how folds are drawn). `lead_metric` is the metric its
     leaderboard is sorted by and leads with (``"recall@<first k>"`` unless the data set says
     otherwise); `lead_reason` is the sentence the board prints to say why, when that is not Recall@1.
     """
@@ -190,6 +192,7 @@ class DatasetSpec:
     needs_root: bool = True
     lead_metric: str = ""
     lead_reason: str = ""
+    val_folds: int = 1
 
     def __post_init__(self) -> None:
         if not self.ks:
@@ -200,6 +203,8 @@ class DatasetSpec:
         if lead != f"recall@{self.ks[0]}" and not self.lead_reason:
             raise ValueError(f"data set {self.name!r}: lead_metric {lead!r} needs a lead_reason (the board says why)")
         object.__setattr__(self, "lead_metric", lead)
+        if self.val_folds < 1:
+            raise ValueError(f"data set {self.name!r}: val_folds must be >= 1, got {self.val_folds}")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -212,7 +217,7 @@ class DatasetSpec:
 
 def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, Any], tune: Mapping[str, tuple],
                      samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True,
-                     lead_metric: str | None = None, lead_reason: str = "") -> Callable[[T], T]:
+                     lead_metric: str | None = None, lead_reason: str = "", val_folds: int = 1) -> Callable[[T], T]:
     """Class decorator for a `RetrievalDataset`: register it as `name` with its spec.
 
     `lead_metric` (default Recall@ks[0]) must be one of the board's metrics; any other lead needs
@@ -224,7 +229,7 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
             _check_new_name(f"data set {name!r}", _DATASETS[name].cls, cls)
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
                                       MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
-                                      needs_root, lead_metric or "", lead_reason)
+                                      needs_root, lead_metric or "", lead_reason, val_folds)
         return cls
 
     return decorator

@@ -180,11 +180,12 @@ def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
                  log: Callable[[str], None] | None) -> dict[str, Any] | None:
     """`train` for `cv_folds` = k: k models, model i on the train classes outside fold i, one after
     the other (no checkpoints: a resumed cross-validation run starts again), then one evaluation of
-    their concatenated embeddings; each epoch entry names its fold."""
+    their concatenated embeddings; each epoch entry names its fold. The record's "cv_val" holds each
+    fold model's metrics on its own held-out train classes (MLRC's validation score is their mean)."""
     cfg, t_start = config.resolved(), time.perf_counter()
     if log:
         log("cross-validation runs keep no checkpoint: the run starts from fold 0, epoch 1")
-    epochs, steps, train_time, images_seen, models, initial = [], [], 0.0, 0, [], None
+    epochs, steps, train_time, images_seen, models, initial, held_out = [], [], 0.0, 0, [], None, []
     for fold in range(cfg.cv_folds):
         run = build_run(config, fold)  # seeded alike: every fold starts from the same network
         if initial is None and run.rank == 0:
@@ -205,10 +206,13 @@ def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
                 on_epoch(entry)
         bar.close()
         models.append(run.model)
+        if run.rank == 0:  # MLRC's validation: each fold's model alone on the classes it did not see
+            held_out.append(evaluate(run.model, *run.held_out, cfg, run.device))
     if run.rank != 0:
         return None
     final = evaluate(models, run.eval_bank, run.eval_set.labels, cfg, run.device)
     record = run_record(run, epochs, steps, initial, final, time.perf_counter() - t_start, train_time, images_seen)
+    record["cv_val"] = held_out
     return _store(record, cfg.results_dir)
 
 

@@ -144,6 +144,8 @@ def test_miniature_cub_trains_under_each_preset(name, tmp_path):
     assert record["config"]["cache_mode"] == "aspect" and list((tmp_path / "cache").glob("*aspect*.boxes.npy"))
     if name == "mlrc":
         assert [e["fold"] for e in record["epochs"]] == [0, 1]
+        # MLRC's validation: each fold's model on the train classes it did not see
+        assert len(record["cv_val"]) == 2 and all(0 <= m["map_at_r"] <= 1 for m in record["cv_val"])
     if name == "proxy-anchor":  # per-epoch test metrics and the best epoch among them
         assert all("metrics" in e for e in record["epochs"]) and record["best"]["epoch"] in (1, 2)
     from pmlbal.leaderboard import write_leaderboards

@@ -248,7 +248,7 @@ def load_rendered(root: str | Path | None = None, cache_dir: str | Path | None =
 # the board runs 51 of them. m = 4: most classes have 10-20 designs. No flips: a mirrored glyph is
 # another character, or none.
 @register_dataset(
-    "cjk-glyphs", ks=(1, 2, 4, 8), needs_root=False,
+    "cjk-glyphs", ks=(1, 2, 4, 8), needs_root=False, val_folds=4,
     defaults=dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=4,
                   batch_size=128, samples_per_class=4, lr=8e-3, crop_scale=0.7, hflip=False),
     tune={"batch_size": ("log2-int", 32, 256), "lr": ("log", 1e-3, 3.2e-2)},

@@ -12,7 +12,7 @@ from .base import RetrievalDataset
 # Small and CPU-friendly. The validation half has 2 classes, so tuned batches hold 2 classes of
 # batch/2 samples (the image sets: batch/4 classes of 4).
 @register_dataset(
-    "digits", ks=(1, 2, 4, 8), needs_root=False,
+    "digits", ks=(1, 2, 4, 8), needs_root=False, val_folds=3,
     defaults=dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=8,
                   batch_size=50, samples_per_class=10, lr=2e-3, crop_scale=0.6),
     tune={"batch_size": ("log2-int", 8, 64), "lr": ("log", 1e-4, 1e-2)},

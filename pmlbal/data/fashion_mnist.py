@@ -59,7 +59,7 @@ def default_root() -> Path | None:
 
 
 @register_dataset(
-    "fashion-mnist", ks=(1, 2, 4, 8), needs_root=False,
+    "fashion-mnist", ks=(1, 2, 4, 8), needs_root=False, val_folds=3,
     defaults=dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=4,
                   batch_size=64, samples_per_class=16, lr=2e-3, crop_scale=0.7),
     tune={"batch_size": ("log2-int", 16, 128), "lr": ("log", 1e-4, 1e-2)},

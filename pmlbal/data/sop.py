@@ -9,7 +9,7 @@ from .base import DatasetLayoutError, RetrievalDataset
 
 
 @register_dataset(
-    "sop", ks=(1, 10, 100, 1000),
+    "sop", ks=(1, 10, 100, 1000), val_folds=4,
     defaults=dict(backbone="resnet50", embedding_dim=512, cache_size=256, input_size=224, epochs=40,
                   batch_size=128, samples_per_class=4, lr=1e-4, crop_scale=0.2),
     tune={"batch_size": ("log2-int", 32, 512), "lr": ("log", 1e-5, 1e-3)},
