@@ -193,6 +193,13 @@ class DatasetSpec:
     lead_metric: str = ""
     lead_reason: str = ""
     val_folds: int = 1
+    #: m for a tuned batch size on the full train split (None: `samples_per_class`).
+    final_rule: Callable[[int], int] | None = None
+
+    def final_samples_per_class(self, batch_size: int) -> int:
+        """m for a tuned batch size trained on the full train split (a tuned configuration's final
+        run): `final_rule`, or the tuning rule where the data set registers none."""
+        return (self.final_rule or self.samples_per_class)(batch_size)
 
     def __post_init__(self) -> None:
         if not self.ks:
@@ -217,7 +224,8 @@ class DatasetSpec:
 
 def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, Any], tune: Mapping[str, tuple],
                      samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True,
-                     lead_metric: str | None = None, lead_reason: str = "", val_folds: int = 1) -> Callable[[T], T]:
+                     lead_metric: str | None = None, lead_reason: str = "", val_folds: int = 1,
+                     final_samples_per_class: Callable[[int], int] | None = None) -> Callable[[T], T]:
     """Class decorator for a `RetrievalDataset`: register it as `name` with its spec.
 
     `lead_metric` (default Recall@ks[0]) must be one of the board's metrics; any other lead needs
@@ -229,10 +237,24 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
             _check_new_name(f"data set {name!r}", _DATASETS[name].cls, cls)
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
                                       MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
-                                      needs_root, lead_metric or "", lead_reason, val_folds)
+                                      needs_root, lead_metric or "", lead_reason, val_folds,
+                                      final_samples_per_class)
         return cls
 
     return decorator
+
+
+def classes_per_batch(p: int) -> Callable[[int], int]:
+    """A samples-per-class rule that keeps `p` classes a batch as nearly as the batch allows: m is
+    the divisor (>= 2) of the batch size nearest batch / p."""
+
+    def rule(batch_size: int) -> int:
+        divisors = [m for m in range(2, batch_size + 1) if batch_size % m == 0]
+        if not divisors:
+            raise ValueError(f"batch size {batch_size} has no divisor m >= 2 (samples per class)")
+        return min(divisors, key=lambda m: (abs(m - batch_size / p), m))
+
+    return rule
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..registry import register_dataset
+from ..registry import classes_per_batch, register_dataset
 from .base import DatasetLayoutError, RetrievalDataset
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -64,7 +64,7 @@ def default_root() -> Path | None:
                   batch_size=64, samples_per_class=16, lr=2e-3, crop_scale=0.7),
     tune={"batch_size": ("log2-int", 16, 128), "lr": ("log", 1e-4, 1e-2)},
     # train-sub holds 3 classes: at most 3 classes a batch, so m = batch / 2 keeps 2 classes a batch.
-    samples_per_class=lambda batch_size: batch_size // 2,
+    samples_per_class=lambda batch_size: batch_size // 2, final_samples_per_class=classes_per_batch(4),
     lead_metric="map_at_r",
     lead_reason=("Recall@1 saturates on Fashion-MNIST's 5 test classes of 7,000 images: an untrained network "
                  "already puts a same-class image first for about 90 % of the queries, and training moves "

@@ -10,6 +10,14 @@ from optuna.trial import FrozenTrial
 from .optuna import trial_run
 
 
+def trial_budget(runs: int, folds: int = 1) -> int:
+    """Trials a budget of `runs` training runs buys when each trial trains `folds` validation folds."""
+    if runs < folds:
+        raise ValueError(f"a budget of {runs} runs cannot train one trial on {folds} validation folds: "
+                         f"give --budget {folds} or more")
+    return runs // folds
+
+
 def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:
     """Trials a sampler proposes itself. cd's engine plans every one of its `budget` trials; tpe and
     random with `confirm` leave the last budget // 4 to re-runs of their top 3 points."""

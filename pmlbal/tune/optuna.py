@@ -160,11 +160,11 @@ class Pick:
 
 def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     """The point (trial parameters) with the highest mean of its complete runs (lowest for a
-    minimising study), by the one ranking rule (`ranking.ranked`: ties go to the point with more
-    runs, then the earlier one). None when no trial is complete. As the search engine counts them,
-    a point with a run that failed for good (pruned, diverged, or raised more than `retries` times
-    without completing; a lost worker counts only past LOST_RETRIES) is never the pick. For any
-    sampler: a point that ran once is picked by its one value."""
+    minimising study) among the confirmed points, those with two runs or more, if any
+    (`ranking.pick_best`: a single run is never ranked against a re-measured mean); ties go to more
+    runs, then the earlier point. None when no trial is complete. A point with a run that failed
+    for good (pruned, diverged, or raised more than `retries` times without completing; a lost
+    worker counts only past LOST_RETRIES) is never the pick."""
     if len(study.directions) > 1:
         raise ValueError("pick needs a single-objective study")
     groups: dict[tuple, list[FrozenTrial]] = {}
@@ -188,7 +188,7 @@ def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
     if not groups:
         return None
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    top = ranking.best(groups, lambda k: sign * float(np.mean([t.value for t in groups[k]])), lambda k: len(groups[k]),
+    top = ranking.pick_best(groups, lambda k: sign * float(np.mean([t.value for t in groups[k]])), lambda k: len(groups[k]),
                        lambda k: min(t.number for t in groups[k]))
     ts = sorted(groups[top], key=lambda t: t.number)
     return Pick(dict(ts[0].params), float(np.mean([t.value for t in ts])), len(ts), tuple(t.number for t in ts))

@@ -38,8 +38,8 @@ def trajectory(study: optuna.Study) -> list[dict[str, Any]]:
             key = tuple(sorted((k, key_value(v)) for k, v in params.items()))
             groups.setdefault(key, []).append(t.value)
             before = pick_key
-            pick_key = ranking.best(groups, lambda k: sign * sum(groups[k]) / len(groups[k]), lambda k: len(groups[k]),
-                                    list(groups).index)
+            pick_key = ranking.pick_best(groups, lambda k: sign * sum(groups[k]) / len(groups[k]), lambda k: len(groups[k]),
+                                         list(groups).index)
             improved = pick_key != before
         best = sum(groups[pick_key]) / len(groups[pick_key]) if pick_key is not None else None
         rows.append({"number": t.number, "state": t.state.name.lower(), "params": params, "run": trial_run(t),

@@ -39,6 +39,13 @@ def samples_per_class(dataset: str, batch_size: int) -> int:
     return dataset_spec(dataset).samples_per_class(batch_size)
 
 
+def final_samples_per_class(dataset: str, batch_size: int) -> int:
+    """m for the final run of a tuned batch size, on the full train split: the data set's rule for
+    that split (`pmlbal.registry.DatasetSpec.final_samples_per_class`), which keeps the classes a
+    batch of a default run holds where the tuning split has fewer classes (digits, Fashion-MNIST)."""
+    return dataset_spec(dataset).final_samples_per_class(batch_size)
+
+
 def suggest(trial: optuna.Trial, dim: Dim) -> Any:
     """Ask Optuna for `dim` with the distribution that maps back to the same scale."""
     if dim.scale == "categorical":

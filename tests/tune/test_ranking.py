@@ -71,3 +71,23 @@ def test_confirm_round_prefers_more_runs_at_an_equal_mean():
     d = CoordinateDescent(DIMS, budget=10).confirm(results(*rows))
     assert d.action == "probe" and [p["c"] for p in d.probes] == ["a", "b", "c"] and d.runs == [2, 2, 2]
     assert d.best == {"c": "a"} and d.best_runs == 2  # the decision's pick: the same rule
+
+
+# A lucky single run: "a" ran once at 0.9; "b" and "c" were re-run and hold means of 0.8 and 0.7.
+LUCKY = [("a", 0, 0.9), ("b", 0, 0.85), ("b", 1, 0.75), ("c", 0, 0.7), ("c", 1, 0.7)]
+
+
+def test_a_lucky_single_run_is_never_picked_over_a_confirmed_point():
+    chosen = pick(study_of(*LUCKY))
+    assert chosen.params == {"c": "b"} and chosen.runs == 2 and chosen.value == pytest.approx(0.8)
+    decision = CoordinateDescent(DIMS, budget=len(LUCKY)).confirm(results(*LUCKY))
+    assert decision.best == {"c": "b"} and decision.best_runs == 2  # the engine picks by the same rule
+    assert trajectory(study_of(*LUCKY))[-1]["best_runs"] == 2
+
+
+def test_confirmed_points_tie_by_more_runs_and_single_runs_count_only_without_any():
+    # b (3 runs) and c (2 runs) share the mean 0.6: more runs wins; a's single 0.9 is not ranked.
+    rows = [("a", 0, 0.9), ("c", 0, 0.5), ("c", 1, 0.7), ("b", 0, 0.6), ("b", 1, 0.6), ("b", 2, 0.6)]
+    assert pick(study_of(*rows)).params == {"c": "b"}
+    # No point re-run (a search without a confirm phase): the best single run, ties to the first seen.
+    assert pick(study_of(("b", 0, 0.5), ("a", 0, 0.5), ("c", 0, 0.25))).params == {"c": "b"}
