@@ -9,7 +9,7 @@ resumes without losing a trial, and several workers share one search.
 Version 2 spends a budget of B trials in three phases (R = B // 4):
 explore (R scrambled-Sobol points), descend (version 1's coordinate descent from the best explored
 point, then the next, then random points, never re-running a point), confirm (re-run the top 3
-by mean with new seeds). The pick is the point with the highest mean of its runs.
+by mean with new seeds). The pick is the point with the highest mean of its runs among those re-run (`ranking.pick_best`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class CoordinateDescent:
        coordinate descent below until budget - R trials are spent; no point runs twice here.
     3. confirm: until `budget` trials are spent, re-run (new run index) the one of the 3 points with
        the highest mean that has the fewest runs.
-    The pick (`Decision.best`) is the point with the highest mean of its runs.
+    The pick (`Decision.best`) is the point with the highest mean of its runs among the confirmed ones.
 
     Descent (version 1): per sweep, each coordinate in `order` is probed one step up and one step
     down (both at once, so workers run them in parallel); if the best probe beats f(x) by more than

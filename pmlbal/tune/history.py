@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .dims import Dim, point_key
-from .ranking import ranked
+from .ranking import pick_best, ranked
 
 FAILED = float("-inf")  # a failed or pruned run: never an improvement, never picked
 
@@ -33,7 +33,7 @@ class Result:
 class Decision:
     """What to do next: run `probes` (with their run indices `runs`), `wait` for running trials, or `done`.
 
-    `best` is the pick so far (highest mean of a point's runs), `best_value` that mean and
+    `best` is the pick so far (`ranking.pick_best`: highest mean among confirmed points), `best_value` that mean and
     `best_runs` the number of runs behind it; `phase` is "explore", "descend" or "confirm".
     """
 
@@ -133,9 +133,9 @@ class History:
         return dict(self.points[k]), max(used) + 1
 
     def decide(self, action: str, probes=None, runs=None, phase: str = "") -> Decision:
-        order = [k for k in self.ranked() if self.mean(k) > FAILED]
-        if not order:
+        alive = [k for k in self.values if self.values[k] and self.mean(k) > FAILED]
+        k = pick_best(alive, self.mean, lambda k: len(self.values[k]), self.seen)  # the pick's rule
+        if k is None:
             return Decision(action, probes or [], runs or [], phase, spent=self.n_trials)
-        k = order[0]
         return Decision(action, probes or [], runs or [], phase, dict(self.points[k]), self.mean(k), len(self.values[k]),
                         self.n_trials)
