@@ -1,0 +1,127 @@
+"""Do validation scores transfer to test? (issue 29: the transfer table.)
+
+For a fixed set of BalancedNTXentLoss configurations on one data set, trains (or reads back from the
+results folder: every run is an ordinary record, so the script resumes where it stopped and shares
+runs with the boards) three things per configuration:
+
+- ``val_single``: one run on today's fixed validation split (train-sub / val, seed 0);
+- ``val_folds``: the mean over K class-disjoint validation folds (`TrainConfig.val_folds`, the tuner's
+  `--val-folds K` objective, `pmlbal.tune.folds`);
+- ``test_mean`` / ``test_std``: the test MAP@R over `--seeds` seeds (the board's runs).
+
+It writes ``results/transfer_<dataset>.csv`` (columns ``config,val_single,val_folds,test_mean,test_std,
+test_seeds``) and prints, for each validation scheme, Spearman's and Kendall's rank correlation with
+the test means and the regret of picking by it (best test mean less the test mean of the scheme's
+pick). Configurations whose runs are not all recorded yet are listed as missing, not guessed.
+
+    python benchmarks/transfer_table.py --dataset cjk-glyphs [--folds 4] [--seeds 3] [--train]
+    python benchmarks/transfer_table.py --dataset cjk-glyphs --table-only   # no training: what is recorded
+
+Several processes may run it at once on one results folder (each run is locked while it trains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pmlbal.config import TrainConfig, identity
+from pmlbal.files import atomic_write_text
+from pmlbal.records import config_key, find_existing
+from pmlbal.tune.folds import fold_configs, score_folds
+
+METRIC = "map_at_r"
+#: balance x batch size at the default temperature, and two temperatures at balance 2 and 1.
+CONFIGS = [({"balance": b}, batch) for b in (0.25, 0.5, 1.0, 2.0, 4.0) for batch in (64, 128)] + [
+    ({"balance": 2.0, "temperature": 0.0625}, 128), ({"balance": 1.0, "temperature": 0.2}, 128)]
+
+
+def label(kwargs: dict, batch: int) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) + f", batch={batch}"
+
+
+def runs_of(dataset: str, kwargs: dict, batch: int, folds: int, seeds: int, results: str) -> dict[str, list]:
+    """The configurations each column needs (seed 0 of the fixed split, the K folds, the test seeds)."""
+    base = TrainConfig(dataset=dataset, loss="BalancedNTXentLoss", loss_kwargs=dict(kwargs), batch_size=batch,
+                       results_dir=results, progress=False)
+    val = replace(base, train_split="train-sub", eval_split="val")
+    return {"val_single": [val], "val_folds": fold_configs(replace(val, val_folds=folds), 0),
+            "test": [replace(base, seed=s) for s in range(seeds)]}
+
+
+def lookup(cfg: TrainConfig, train: bool) -> dict | None:
+    cfg = cfg.resolved()
+    if train:
+        from pmlbal.train import train as train_run
+
+        return train_run(cfg, reuse=True)
+    return find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed)
+
+
+def table(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for kwargs, batch in CONFIGS:
+        need = runs_of(args.dataset, kwargs, batch, args.folds, args.seeds, args.results_dir)
+        got = {col: [lookup(c, args.train) for c in cfgs] for col, cfgs in need.items()}
+        missing = {col: sum(r is None for r in rs) for col, rs in got.items() if any(r is None for r in rs)}
+        row = {"config": label(kwargs, batch), "missing": missing}
+        if not missing:
+            test = [r["final"][METRIC] for r in got["test"]]
+            row.update(val_single=got["val_single"][0]["final"][METRIC],
+                       val_folds=score_folds(got["val_folds"], METRIC).value, test_mean=float(np.mean(test)),
+                       test_std=float(np.std(test, ddof=1)) if len(test) > 1 else 0.0, test_seeds=len(test))
+        rows.append(row)
+    return rows
+
+
+def report(rows: list[dict]) -> str:
+    from scipy.stats import kendalltau, spearmanr
+
+    done = [r for r in rows if not r["missing"]]
+    lines = [f"{len(done)} of {len(rows)} configurations complete"]
+    for r in rows:
+        if r["missing"]:
+            lines.append(f"  missing runs for {r['config']}: {r['missing']}")
+    if len(done) < 3:
+        return "\n".join(lines + ["too few complete configurations for rank correlations"])
+    test = np.array([r["test_mean"] for r in done])
+    for col in ("val_single", "val_folds"):
+        val = np.array([r[col] for r in done])
+        regret = test.max() - test[int(np.argmax(val))]
+        lines.append(f"{col:10s}  Spearman {spearmanr(val, test).statistic:+.3f}  Kendall {kendalltau(val, test).statistic:+.3f}"
+                     f"  regret {100 * regret:.2f} MAP@R points (pick: {done[int(np.argmax(val))]['config']})")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["config", "val_single", "val_folds", "test_mean", "test_std", "test_seeds"])
+    for r in rows:
+        if not r["missing"]:
+            w.writerow([r["config"], f"{r['val_single']:.6f}", f"{r['val_folds']:.6f}", f"{r['test_mean']:.6f}",
+                        f"{r['test_std']:.6f}", r["test_seeds"]])
+    atomic_write_text(path, out.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="cjk-glyphs")
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--train", action="store_true", help="train the runs that are not recorded yet")
+    ap.add_argument("--table-only", action="store_true", help="only read what is recorded (the default)")
+    args = ap.parse_args()
+    rows = table(args)
+    write_csv(rows, Path(args.results_dir) / f"transfer_{args.dataset}.csv")
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
