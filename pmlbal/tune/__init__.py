@@ -14,8 +14,8 @@ from .coordinate_descent import FAILED, CoordinateDescent, Decision, Dim, Result
 from .optuna import CoordinateDescentSampler, Pick, dim_from_distribution, distribution_of, pick
 
 _LAZY = {
-    "SEARCHES": "run", "find_tuned": "run", "make_sampler": "run", "make_spec": "run", "open_storage": "run",
-    "open_study": "run", "retrain_best": "run", "run_search": "run", "training_objective": "run",
+    "SEARCHES": "run", "find_tuned": "run", "make_sampler": "run", "make_spec": "spec", "open_storage": "storage",
+    "open_study": "spec", "retrain_best": "run", "run_search": "run", "training_objective": "run",
     "grid_values": "spaces", "search_space": "spaces",
     "claim_queued": "workers", "coordinate": "workers", "work": "workers",
 }

@@ -1,237 +1,40 @@
 """Searches over training runs on Optuna storage: cd, tpe, random or grid; final retrain; lookup.
 
-A study made by `pmlbal tune` carries its own description (the "spec": loss, data set, search
-space, base training configuration, metric) in its user attributes, so a `pmlbal tune-worker`
-on another machine needs only the storage URL and the study name to rebuild the objective.
+A study made by `pmlbal tune` carries its own description (the "spec", `spec.py`) in its user
+attributes, so a `pmlbal tune-worker` on another machine needs only the storage URL (`storage.py`)
+and the study name to rebuild the objective.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import LOCAL
 from ..train import DivergedError, MetricsError, TrainConfig, train
 from .budget import sampling_budget
 from .coordinate_descent import CoordinateDescent, Dim
 from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
-from .spaces import grid_values, samples_per_class, suggest
+from .spaces import grid_values, suggest
+# The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
+from .spec import SEARCH_VERSION, SPEC, config_for, dims_of, load_spec, make_spec, open_study
+from .storage import open_storage, storage_exists
 from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
+__all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "confirm_next", "dims_of",
+           "final_config", "find_tuned", "load_spec", "make_sampler", "make_spec", "objective_from_spec",
+           "open_storage", "open_study", "retrain_best", "retry_failed_once", "run_search", "storage_exists",
+           "supervise", "training_objective"]
+
 SEARCHES = ("cd", "tpe", "random", "grid")
-SPEC = "pmlbal:spec"
 FINAL = "pmlbal:final_run_id"
 
 
-# -- storage and studies --------------------------------------------------------------------
-def open_storage(url: str, read_only: bool = False) -> optuna.storages.BaseStorage:
-    """`sqlite:///PATH` (its folder is made), `journal:PATH` (an append-only journal file, for
-    several processes sharing a file system), or any SQLAlchemy URL such as `postgresql://...`
-    (several machines). `read_only` (looking, as `tune --show`): a SQLite file is opened read-only
-    and must already hold Optuna's tables, so that looking never creates or alters a file."""
-    if read_only and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return _open_sqlite_read_only(url, Path(url[len("sqlite:///"):]))
-    if url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
-        _make_parent(url, path)
-        _check_journal(url, path)
-        try:
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
-        except OSError as err:
-            raise ValueError(f"cannot open storage {url}: {err.strerror or err}") from None
-        return optuna.storages.JournalStorage(backend)
-    if url.startswith("sqlite:///"):
-        _make_parent(url, Path(url[len("sqlite:///"):]))
-    if "://" not in url:
-        raise ValueError(f"storage {url!r} is not a URL: use sqlite:///PATH, journal:PATH or postgresql://...")
-    try:
-        # Connect now: a bad dialect, a missing driver, an unreachable server or a file that is
-        # not a database should stop the command here, in one line, before any trial starts.
-        return optuna.storages.RDBStorage(url)
-    except Exception as err:  # SQLAlchemy and DB-API errors have no common base
-        shown = _hide_password(url)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, ImportError) and url.startswith("postgresql"):
-            reason += " (pip install 'pmlbal[postgres]')"
-        raise ValueError(f"cannot open storage {shown}: {reason}") from None
-
-
-def _open_sqlite_read_only(url: str, path: Path) -> optuna.storages.BaseStorage:
-    import sqlite3
-
-    if not path.is_file():
-        raise ValueError(f"cannot open storage {url}: {path} does not exist")
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as err:
-        raise ValueError(f"cannot open storage {url}: {err}") from None
-    if not {"studies", "trials", "version_info"} <= tables:
-        raise ValueError(f"cannot open storage {url}: {path} is a SQLite file without Optuna's tables "
-                         f"(no study was ever stored there)")
-    try:
-        return optuna.storages.RDBStorage(f"sqlite:///file:{path}?mode=ro&uri=true")
-    except Exception as err:  # SQLAlchemy and DB-API errors have no common base
-        raise ValueError(f"cannot open storage {url}: {str(err).strip().splitlines()[0]}") from None
-
-
-def _make_parent(url: str, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot open storage {url}: cannot make its folder {path.parent} "
-                         f"({err.strerror or err})") from None
-
-
-def _check_journal(url: str, path: Path) -> None:
-    """Read the journal once now: a file that is not an Optuna journal fails here, naming its line,
-    instead of with a bare JSON error at the first study lookup. A last line without its newline
-    is one another process is still writing (Optuna skips it too)."""
-    import json
-
-    if not path.exists():
-        return
-    try:
-        with open(path, "rb") as f:
-            for n, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    entry = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"cannot open storage {url}: not an Optuna journal file (line {n}: {err})") from None
-                if not isinstance(entry, dict) or "op_code" not in entry:
-                    raise ValueError(f"cannot open storage {url}: not an Optuna journal file (line {n} has no op_code)")
-    except OSError as err:
-        raise ValueError(f"cannot open storage {url}: {err.strerror or err}") from None
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
-
-
-def storage_exists(url: str) -> bool:
-    """False for a sqlite or journal file that is not there (looking must not create it)."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):]).is_file()
-    if url.startswith("journal:"):
-        return Path(url[len("journal:"):]).is_file()
-    return True
-
-
-#: Version of the search a study was made with (SPEC section 5): a version-1 study cannot be resumed
-#: by version 2, whose phases read the trials differently.
-SEARCH_VERSION = 2
-
-
-def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
-              metric: str = "recall@1", confirm: bool = False) -> dict[str, Any]:
-    """A study's description: what a worker needs to rebuild the objective, and what a resume must match."""
-    base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
-    return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
-            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
-            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
-
-
-_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed")
-
-
-def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
-               direction: str = "maximize", sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create `name`, or load it; a stored spec must agree with `spec` (else resuming would mix searches)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
-                                    load_if_exists=True)
-    except SQLAlchemyError as err:  # e.g. a read-only database file: before any trial, in one line
-        raise ValueError(f"cannot create or open study {name!r}: {str(err.orig if getattr(err, 'orig', None) else err)}"
-                         .splitlines()[0]) from None
-    stored = study.user_attrs.get(SPEC)
-    if spec is not None:
-        spec = _jsonable(spec)
-        if stored is None:
-            study.set_user_attr(SPEC, spec)
-        else:
-            stored = _with_new_defaults(stored)
-            diff = [_describe(k, stored.get(k), spec.get(k)) for k in _SAME if stored.get(k) != spec.get(k)]
-            if diff:
-                raise ValueError(f"study {name!r} was made with another {'; '.join(diff)}; "
-                                 f"resume it with the same options or pick another --study")
-            if stored.get("budget") != spec.get("budget"):
-                study.set_user_attr(SPEC, {**stored, "budget": spec["budget"]})
-    return study
-
-
-def _with_new_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored spec as it reads today: TrainConfig fields added since the study was made take
-    their defaults (which reproduce the old behaviour, as `train.identity` assumes), so a study
-    made before e.g. `save_model` existed resumes with the same options."""
-    out = dict(stored)
-    if isinstance(out.get("base"), dict):
-        defaults = _jsonable(asdict(TrainConfig()))
-        out["base"] = {**{k: v for k, v in defaults.items() if k not in _NOT_IN_SPEC}, **out["base"]}
-    return out
-
-
-_NOT_IN_SPEC = LOCAL  # each worker sets its own (`pmlbal.config.FIELD_ROLES`)
-
-
-def _describe(key: str, stored: Any, now: Any) -> str:
-    """Name what differs: for dicts the differing fields, else the two values."""
-    if isinstance(stored, dict) and isinstance(now, dict):
-        fields = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
-        parts = [f"{k}: {stored.get(k, 'absent')!r} then, {now.get(k, 'absent')!r} now" for k in fields]
-        return f"{key} ({'; '.join(parts)})"
-    if stored is None:
-        return f"{key} (absent in the stored study: it predates it; now {now!r})"
-    return f"{key} ({stored!r} then, {now!r} now)"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-def load_spec(study: optuna.Study) -> dict[str, Any]:
-    spec = study.user_attrs.get(SPEC)
-    if spec is None:
-        raise ValueError(f"study {study.study_name!r} was not made by `pmlbal tune` (no {SPEC} attribute)")
-    return spec
-
-
-def dims_of(spec: Mapping[str, Any]) -> list[Dim]:
-    return [Dim(**{**d, "choices": tuple(d.get("choices", ()))}) for d in spec["dims"]]
-
-
 # -- objectives -------------------------------------------------------------------------------
-def config_for(base: TrainConfig, loss: str, params: Mapping[str, Any], dims: Sequence[Dim]) -> TrainConfig:
-    """`base` with a trial's hyper-parameters: loss arguments, batch size (and m) and lr."""
-    loss_names = {d.name for d in dims} - {"batch_size", "lr"}
-    cfg = replace(base, loss=loss, loss_kwargs={**base.loss_kwargs, **{k: params[k] for k in sorted(loss_names)}},
-                  batch_size=params.get("batch_size", base.batch_size), lr=params.get("lr", base.lr))
-    if "batch_size" in params:
-        cfg = replace(cfg, samples_per_class=samples_per_class(base.dataset, params["batch_size"]))
-    return cfg
-
-
 def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric: str = "recall@1") -> Callable:
     """Each trial: one recorded training run on train-sub, scored by `metric` on the class-disjoint val split.
     Run k of a point (``trial.user_attrs["run"]``) trains with seed ``base.seed + k``; a configuration

@@ -1,0 +1,117 @@
+"""A study's spec and a trial's configuration.
+
+A study made by `pmlbal tune` carries its own description (the "spec": loss, data set, search
+space, base training configuration, metric) in its user attributes; a resume must match it, and a
+`pmlbal tune-worker` rebuilds the objective from it. `config_for` turns a trial's point into the
+`TrainConfig` it trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Any, Mapping, Sequence
+
+import optuna
+
+from ..config import LOCAL, TrainConfig
+from .dims import Dim
+from .spaces import samples_per_class
+
+SPEC = "pmlbal:spec"
+
+#: Version of the search a study was made with (SPEC section 5): a version-1 study cannot be resumed
+#: by version 2, whose phases read the trials differently.
+SEARCH_VERSION = 2
+
+
+def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
+              metric: str = "recall@1", confirm: bool = False) -> dict[str, Any]:
+    """A study's description: what a worker needs to rebuild the objective, and what a resume must match."""
+    base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
+    return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
+            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
+            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
+
+
+_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed")
+
+
+def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
+               direction: str = "maximize", sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create `name`, or load it; a stored spec must agree with `spec` (else resuming would mix searches)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                    load_if_exists=True)
+    except SQLAlchemyError as err:  # e.g. a read-only database file: before any trial, in one line
+        raise ValueError(f"cannot create or open study {name!r}: {str(err.orig if getattr(err, 'orig', None) else err)}"
+                         .splitlines()[0]) from None
+    stored = study.user_attrs.get(SPEC)
+    if spec is not None:
+        spec = _jsonable(spec)
+        if stored is None:
+            study.set_user_attr(SPEC, spec)
+        else:
+            stored = _with_new_defaults(stored)
+            diff = [_describe(k, stored.get(k), spec.get(k)) for k in _SAME if stored.get(k) != spec.get(k)]
+            if diff:
+                raise ValueError(f"study {name!r} was made with another {'; '.join(diff)}; "
+                                 f"resume it with the same options or pick another --study")
+            if stored.get("budget") != spec.get("budget"):
+                study.set_user_attr(SPEC, {**stored, "budget": spec["budget"]})
+    return study
+
+
+def _with_new_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored spec as it reads today: TrainConfig fields added since the study was made take
+    their defaults (which reproduce the old behaviour, as `train.identity` assumes), so a study
+    made before e.g. `save_model` existed resumes with the same options."""
+    out = dict(stored)
+    if isinstance(out.get("base"), dict):
+        defaults = _jsonable(asdict(TrainConfig()))
+        out["base"] = {**{k: v for k, v in defaults.items() if k not in _NOT_IN_SPEC}, **out["base"]}
+    return out
+
+
+_NOT_IN_SPEC = LOCAL  # each worker sets its own (`pmlbal.config.FIELD_ROLES`)
+
+
+def _describe(key: str, stored: Any, now: Any) -> str:
+    """Name what differs: for dicts the differing fields, else the two values."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        fields = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        parts = [f"{k}: {stored.get(k, 'absent')!r} then, {now.get(k, 'absent')!r} now" for k in fields]
+        return f"{key} ({'; '.join(parts)})"
+    if stored is None:
+        return f"{key} (absent in the stored study: it predates it; now {now!r})"
+    return f"{key} ({stored!r} then, {now!r} now)"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def load_spec(study: optuna.Study) -> dict[str, Any]:
+    spec = study.user_attrs.get(SPEC)
+    if spec is None:
+        raise ValueError(f"study {study.study_name!r} was not made by `pmlbal tune` (no {SPEC} attribute)")
+    return spec
+
+
+def dims_of(spec: Mapping[str, Any]) -> list[Dim]:
+    return [Dim(**{**d, "choices": tuple(d.get("choices", ()))}) for d in spec["dims"]]
+
+
+def config_for(base: TrainConfig, loss: str, params: Mapping[str, Any], dims: Sequence[Dim]) -> TrainConfig:
+    """`base` with a trial's hyper-parameters: loss arguments, batch size (and m) and lr."""
+    loss_names = {d.name for d in dims} - {"batch_size", "lr"}
+    cfg = replace(base, loss=loss, loss_kwargs={**base.loss_kwargs, **{k: params[k] for k in sorted(loss_names)}},
+                  batch_size=params.get("batch_size", base.batch_size), lr=params.get("lr", base.lr))
+    if "batch_size" in params:
+        cfg = replace(cfg, samples_per_class=samples_per_class(base.dataset, params["batch_size"]))
+    return cfg
