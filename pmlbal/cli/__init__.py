@@ -1,0 +1,30 @@
+"""The `pmlbal` command line: thin click commands over the library.
+
+`main` is the click group (the `pmlbal` entry point); each module holds one family of commands:
+`training` (train, eval), `benchmarking` (bench, sweep), `tuning` (tune, tune-worker) and
+`utilities` (leaderboard, datasets, records). `options` holds the options they share, `configs`
+turns those into a `TrainConfig`, `errors` the one-line failures. Importing this package imports
+nothing heavier than `import pmlbal` does: each command imports what it runs when it runs, so
+`pmlbal --help` starts as fast as the package.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .benchmarking import bench, sweep
+from .training import eval_, train
+from .tuning import tune, tune_worker
+from .utilities import datasets, leaderboard, records
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pmlbal")
+def main() -> None:
+    """pmlbal: balanced, fast, tuned contrastive losses for pytorch-metric-learning."""
+
+
+for _command in (train, eval_, bench, sweep, tune, tune_worker, leaderboard, datasets, records):
+    main.add_command(_command)

@@ -1,0 +1,169 @@
+"""Options and parameter types the commands share; `train_options` is every `TrainConfig` flag.
+
+Only light modules are imported here (the registry, the data sets' names, the protocols' names):
+`pmlbal --help` builds every option below and must not start the heavy libraries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..data.cache import CACHE_MODES
+from ..models import HEAD_INITS, POOLINGS
+from ..protocols import list_protocols
+from ..registry import list_batch_sources, list_datasets
+
+DATASET = click.Choice(list_datasets())
+POSITIVE_INT = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+LEAD_METRICS = ["recall@1", "map_at_r", "r_precision", "precision_at_1"]
+
+
+class PositiveFloatOrNone(click.ParamType):
+    """A float > 0, or 'none' (unset: what a preset set is switched off)."""
+
+    name = "float|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "none":
+            return value
+        try:
+            v = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+        if not v > 0:
+            self.fail(f"{value!r} must be > 0", param, ctx)
+        return v
+
+
+POSITIVE_FLOAT_OR_NONE = PositiveFloatOrNone()
+
+
+def default_storage(results_dir: str) -> str:
+    """The tuning studies live with the run records they produced."""
+    return f"sqlite:///{Path(results_dir, 'tuning.db')}"
+
+
+def check_device_option(ctx, param, value):
+    """`--device`'s callback: click's usage error for a device pmlbal does not run on."""
+    from ..devices import check_device
+
+    try:
+        return check_device(value) if value is not None else None
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _data_options() -> list:
+    return [
+        click.option("--dataset", type=DATASET, default="digits", show_default=True, help="Data set to train and evaluate on."),
+        click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder holding the data set's official layout (not needed for digits)."),
+        click.option("--protocol", type=click.Choice(list_protocols()), default=None,
+                     help="A published recipe's values (docs/protocols.md); other flags override them."),
+    ]
+
+
+def _network_options() -> list:
+    return [
+        click.option("--backbone", default=None,
+                     help="timm model name, optionally with a weights tag: resnet50.tv_in1k (default: per data set)."),
+        click.option("--pretrained", default=None,
+                     help="'timm', a local state-dict file, or 'none' (random init, the default)."),
+        click.option("--embedding-dim", type=POSITIVE_INT, default=None, help="Embedding size."),
+        click.option("--pooling", type=click.Choice(POOLINGS), default=None,
+                     help="Backbone pooling; avg+max sums GAP and GMP (Proxy-Anchor) [avg]."),
+        click.option("--head-init", type=click.Choice(HEAD_INITS), default=None, help="[default]"),
+        click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm statistics and affine parameters."),
+    ]
+
+
+def _training_options() -> list:
+    return [
+        click.option("--epochs", type=POSITIVE_INT, default=None, help="Training epochs."),
+        click.option("--batch-size", type=POSITIVE_INT, default=None, help="Batch size (P classes x m samples)."),
+        click.option("--samples-per-class", type=click.IntRange(min=2), default=None, help="m, samples per class in a batch."),
+        click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Learning rate (of the trunk)."),
+        click.option("--head-lr", type=POSITIVE_FLOAT_OR_NONE, default=None, help="Embedding head's learning rate [lr]."),
+        click.option("--loss-lr", type=POSITIVE_FLOAT_OR_NONE, default=None,
+                     help="Learning rate of the loss's own parameters, e.g. proxies [100 x lr]."),
+        click.option("--optimizer", type=click.Choice(["adamw", "adam", "rmsprop"]), default=None, help="[adamw]"),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="[1e-4]"),
+        click.option("--schedule", type=click.Choice(["cosine", "constant", "step"]), default=None,
+                     help="After the warm-up: cosine to 0, constant, or x --lr-gamma every --lr-step-epochs [cosine]."),
+        click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None, help="Linear lr warm-up [1]."),
+        click.option("--lr-step-epochs", type=POSITIVE_INT, default=None, help="--schedule step: epochs per step [10]."),
+        click.option("--lr-gamma", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="--schedule step: factor per step [0.5]."),
+        click.option("--freeze-trunk-epochs", type=click.IntRange(min=0), default=None,
+                     help="Train only the head and the loss's parameters for the first N epochs [0]."),
+        click.option("--clip-grad-value", type=POSITIVE_FLOAT_OR_NONE, default=None,
+                     help="Clip each gradient element to [-V, V] [none]."),
+        click.option("--sampler", type=click.Choice(list_batch_sources()), default=None,
+                     help="Batches: random P classes x m (m-per-class, the default), spectral clusters of confusable "
+                          "classes, or random samples."),
+        click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
+                     help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),
+    ]
+
+
+def _input_options() -> list:
+    return [
+        click.option("--cache-size", type=POSITIVE_INT, default=None, help="Cached image side in px (default: per data set)."),
+        click.option("--input-size", type=POSITIVE_INT, default=None, help="Crop size fed to the model (default: per data set)."),
+        click.option("--crop-scale", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="Smallest area fraction of a training crop (default: per data set)."),
+        click.option("--hflip/--no-hflip", default=None,
+                     help="Random horizontal flips of training crops (default: per data set; glyphs: off)."),
+        click.option("--cache-mode", type=click.Choice(CACHE_MODES), default=None,
+                     help="Training views from a centre square, or the whole image with its aspect kept [square]."),
+    ]
+
+
+def _evaluation_options() -> list:
+    return [
+        click.option("--eval-on", type=click.Choice(["head", "backbone"]), default=None,
+                     help="Evaluate the head's embeddings or the pooled backbone output [head]."),
+        click.option("--cv-folds", type=click.IntRange(min=0), default=None,
+                     help="k >= 2: k models on class-disjoint folds of the train classes, embeddings concatenated [0]."),
+        click.option("--lead-metric", type=click.Choice(LEAD_METRICS), default=None,
+                     help="Metric that picks the best epoch with --eval-every [recall@1]."),
+        click.option("--eval-split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+                     help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
+        click.option("--train-split", type=click.Choice(["train", "train-sub"]), default=None,
+                     help="Training split [train; train-sub with --eval-split val]."),
+        click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Evaluate every N epochs as well as at the end (0: only at the end)."),
+    ]
+
+
+def _machine_options() -> list:
+    return [
+        click.option("--device", default="auto", show_default=True, callback=check_device_option,
+                     help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+                     help="Run records go to DIR/runs/."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Decoded-image cache (default ~/.cache/pmlbal or $PMLBAL_CACHE)."),
+    ]
+
+
+def train_options(f):
+    """Every flag of a `TrainConfig` (`configs.base_config` turns them into one), in --help's order."""
+    options = [*_data_options(), *_network_options(), *_training_options(), *_input_options(),
+               *_evaluation_options(), *_machine_options()]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def without(*names: str):
+    """Drop options of a shared group that this command ignores, so its --help does not offer them."""
+    def decorator(f):
+        f.__click_params__ = [p for p in getattr(f, "__click_params__", []) if p.name not in names]
+        return f
+
+    return decorator

@@ -1,0 +1,167 @@
+"""`pmlbal tune` (a study on the validation split, then the retrained pick) and `pmlbal tune-worker`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .configs import base_config
+from .errors import fail, user_errors
+from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, default_storage, train_options, without
+
+
+@click.command()
+@without("eval_split")  # tuning always scores on the class-disjoint validation split
+@train_options
+@click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
+@click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")
+@click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
+              help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
+@click.option("--storage", default=None,
+              help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several "
+                   "machines); default sqlite:///RESULTS_DIR/tuning.db.")
+@click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--space", multiple=True, metavar="NAME=LOW:HIGH", help="Override a coordinate's range (repeatable).")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Trials run at once: 1 = in this process; N > 1 = N local worker processes (one per GPU when "
+                   "there are several); 0 = none here, `pmlbal tune-worker` processes elsewhere do the work.")
+@click.option("--final/--no-final", default=True, show_default=True,
+              help="Retrain the best configuration on train and evaluate it once on test (recorded).")
+@click.option("--show", is_flag=True, help="Print the study's trajectory and write its plot; runs nothing.")
+@click.option("--grace", type=POSITIVE_FLOAT, default=120.0, show_default=True,
+              help="Seconds without a heartbeat before a running trial is declared lost and queued again.")
+@click.option("--metric", type=click.Choice(LEAD_METRICS), default="recall@1", show_default=True,
+              help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
+@click.option("--confirm", is_flag=True,
+              help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
+def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
+    """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
+    from ..tune import open_storage, pick
+    from ..tune.progress import format_params, runs_text
+    from ..tune.run import retrain_best, storage_exists
+
+    storage = storage or default_storage(kw["results_dir"])
+    name = study_name or f"{kw['dataset']}-{loss}-{search}"
+    try:
+        if show:
+            if not storage_exists(storage):  # looking must not create a database
+                raise ValueError(f"no study {name!r}: {storage} does not exist")
+            return _show_study(open_storage(storage, read_only=True), name, kw["results_dir"])
+        study = _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw)
+    except user_errors() as err:
+        fail(err)
+    best = pick(study)
+    if best is None:
+        raise click.ClickException(f"study {name!r}: no trial finished")
+    click.echo(f"study {name}: {len(study.trials)} trials; pick: val {metric} {best.value:.4f} "
+               f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}")
+    if final:
+        try:
+            record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
+                                  device=kw["device"], progress=True)
+        except user_errors() as err:
+            fail(err)
+        f = record["final"]
+        click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
+                   f"(record {record['path']})")
+
+
+def _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw):
+    """Create or resume study `name` and spend its budget: in this process, or in worker processes."""
+    from ..records import check_writable
+    from ..tune import make_spec, open_storage, run_search, search_space, training_objective
+    from ..tune.progress import progress_bar, update_bar
+    from ..tune.workers import start_workers, stop_workers
+
+    check_writable(Path(kw["results_dir"]) / "runs")  # before the first trial, not after it
+    store = open_storage(storage)
+    dims = search_space(loss, kw["dataset"], _parse_space(space))
+    base = base_config(**{**kw, "eval_split": "val"})
+    if confirm and search not in ("tpe", "random"):
+        raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
+    spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
+    if workers > 1 and not _is_shared(storage):
+        raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
+    bar, log = progress_bar(name, budget)
+    procs = start_workers(storage, name, workers, kw["device"], kw["results_dir"], kw["cache_dir"]) \
+        if workers > 1 else []
+    try:
+        return run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, budget,
+                          store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
+                          progress=lambda st: update_bar(bar, st), log=log)
+    finally:
+        bar.close()
+        stop_workers(procs)
+
+
+def _parse_space(items) -> dict[str, tuple[float, float]]:
+    out = {}
+    for item in items:
+        name, _, rng = item.partition("=")
+        low, _, high = rng.partition(":")
+        try:
+            out[name.strip()] = (float(low), float(high))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected NAME=LOW:HIGH, e.g. balance=0.25:4", param_hint="--space")
+    return out
+
+
+def _is_shared(storage: str) -> bool:
+    return storage.startswith("journal:") or ("://" in storage and not storage.startswith("sqlite:///:memory:"))
+
+
+def _show_study(storage, name: str, results_dir: str) -> None:
+    import optuna
+
+    from ..tune.report import format_trajectory, plot_trajectory
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise click.ClickException(f"no study {name!r} in this storage; pass --study (see `optuna studies --storage URL`)")
+    click.echo(format_trajectory(study))
+    if any(t.value is not None for t in study.trials):
+        click.echo(f"plot: {plot_trajectory(study, Path(results_dir, f'tuning-{name}.png'))}")
+
+
+@click.command("tune-worker")
+@click.option("--storage", required=True, help="The study's storage URL (as given to `pmlbal tune`).")
+@click.option("--study", "study_name", required=True, help="The study to work for.")
+@click.option("--device", default=None, callback=check_device_option, help="Override the study's device (e.g. cuda:1).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--heartbeat", type=POSITIVE_FLOAT, default=30.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--idle-timeout", type=POSITIVE_FLOAT, default=None,
+              help="Leave after this many seconds with nothing queued (default: wait for the search to end).")
+def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, idle_timeout):
+    """Claim a study's queued trials, train each and report, until the search is done."""
+    import os
+
+    import optuna
+
+    from ..tune import open_storage
+    from ..tune.budget import sampling_budget
+    from ..tune.run import dims_of, load_spec, make_sampler, objective_from_spec
+    from ..tune.workers import work
+
+    try:
+        store = open_storage(storage)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=store)
+        except KeyError:
+            raise ValueError(f"no study {study_name!r} in {storage}; start it with `pmlbal tune --workers 0`")
+        spec = load_spec(study)
+        if spec["search"] != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
+            study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid())
+        overrides = {"results_dir": results_dir, "cache_dir": cache_dir, "progress": False}
+        if device:
+            overrides["device"] = device
+        objective = objective_from_spec(spec, **overrides)
+    except user_errors() as err:
+        fail(err)
+    n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd",
+             budget=sampling_budget(spec["budget"], spec.get("confirm", False), spec["search"]),
+             total=spec["budget"], idle_timeout=idle_timeout, log=click.echo)
+    click.echo(f"worker done: {n} trials run")

@@ -1,0 +1,90 @@
+"""`pmlbal leaderboard`, and the `datasets` and `records` utility groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..data import SPLITS
+from .errors import fail
+from .options import DATASET, POSITIVE_INT
+
+
+@click.command()
+@click.option("--dataset", type=DATASET, default=None, help="Only this data set (default: every one with records).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--seeds", type=POSITIVE_INT, default=None, help="Seeds a complete row should have (rows with fewer are marked).")
+@click.option("--no-plots", is_flag=True, help="Tables only.")
+def leaderboard(dataset, results_dir, seeds, no_plots):
+    """Rebuild DIR/<dataset>.md/.csv, plots and DIR/README.md from DIR/runs/*.json."""
+    from ..leaderboard import write_leaderboards
+    from ..records import check_writable, iter_records
+
+    try:
+        check_writable(results_dir, create=False)  # before reading hundreds of records
+        boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
+                                    warn=lambda m: click.echo(m, err=True))
+    except OSError as err:
+        fail(err)
+    if not boards:
+        held = sorted({r["config"]["dataset"] for r in iter_records(results_dir, on_error=lambda msg: None)})
+        what = f"{dataset} test-split records" if dataset else "usable run records"
+        raise click.ClickException(f"no {what} under {Path(results_dir) / 'runs'}"
+                                   + (f"; it holds records of: {', '.join(held)}" if held else ""))
+    for ds in boards:
+        click.echo(Path(results_dir, f"{ds}.md").read_text())
+
+
+@click.group()
+def datasets():
+    """Data set utilities."""
+
+
+@datasets.command("check")
+@click.argument("name", type=DATASET)
+@click.argument("root", type=click.Path(file_okay=False), required=False)
+@click.option("--decode", is_flag=True, help="Also open every image (slow), reporting unreadable files by path.")
+def datasets_check(name, root, decode):
+    """Verify NAME's layout under ROOT: image and class counts per split; exit 1 naming what is wrong."""
+    from ..data import CorruptImageError, DatasetLayoutError, create
+    from ..evaluation import check_retrievable
+
+    try:
+        for split in SPLITS:
+            ds = create(name, root, split)
+            missing = [p for p in ds.paths if ds.paths_are_files and not Path(p).is_file()]
+            if missing:
+                raise DatasetLayoutError(f"{name}: {len(missing)} image file(s) missing, first: {missing[0]}")
+            if decode:
+                for i in range(len(ds)):
+                    ds.load_image(i)
+            click.echo(f"{name} {split:<9} {len(ds):>7} images {ds.num_classes:>6} classes")
+            if split in ("test", "val") and not check_retrievable(ds.labels):
+                raise DatasetLayoutError(f"{name}: every class of the {split} split has a single image, so no query "
+                                         f"has a same-class reference and every retrieval metric would be NaN")
+        for line in getattr(ds, "report", lambda: [])():  # what a data set says of its own sources
+            click.echo(line)
+    except (DatasetLayoutError, CorruptImageError, ValueError) as err:
+        fail(err)
+
+
+@click.group()
+def records():
+    """Run record utilities."""
+
+
+@records.command("migrate")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+def records_migrate(results_dir):
+    """Rename DIR/runs/ and DIR/failed/ records written before records were named by their key
+    (<dataset>-<loss>-<config_key>-s<seed>-<id>.json), so that look-ups find them; run once."""
+    from ..records import migrate
+
+    try:
+        moved = migrate(results_dir)
+    except OSError as err:
+        fail(err)
+    for old, new in moved:
+        click.echo(f"{old} -> {new.name}")
+    click.echo(f"{len(moved)} record(s) renamed")
