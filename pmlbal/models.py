@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
+
+# timm (and torchvision, huggingface_hub under it) is imported by the functions that use it: the names
+# below are all that `pmlbal --help` and a config's validation of its choices need.
 
 #: How the backbone's last feature map becomes one vector (``pmlbal train --pooling``).
 POOLINGS = ("avg", "max", "avg+max")
@@ -18,6 +20,8 @@ HEAD_INITS = ("default", "kaiming")
 def check_backbone_name(backbone: str) -> None:
     """ValueError unless `backbone` is a timm model name, optionally with a pretrained tag
     (``resnet50.tv_in1k``) that timm knows for it."""
+    import timm
+
     base, _, tag = backbone.partition(".")
     if base not in timm.list_models():
         raise ValueError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
@@ -65,6 +69,8 @@ def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 def check_weights_available(backbone: str) -> None:
     """OSError in one line, within seconds, when timm's pretrained weights for `backbone` are neither
     cached nor reachable (``HF_HUB_OFFLINE`` set, or no answer from the Hub): name the two ways out."""
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(backbone)  # an untagged name resolves to its default tag
     if _weights_cached(cfg.to_dict() if cfg is not None else {}) or _hub_reachable():
         return
@@ -97,6 +103,8 @@ class EmbeddingModel(nn.Module):
 
     def __init__(self, backbone: str, embedding_dim: int = 128, pretrained: str | None = None,
                  freeze_bn: bool | str = False, pooling: str = "avg", head_init: str = "default"):
+        import timm
+
         super().__init__()
         check_backbone_name(backbone)
         if embedding_dim < 1:
