@@ -33,6 +33,8 @@ from tests.data.layouts import make_sop
         (["train", "--loss-lr", "-1"], "must be > 0"),
         (["train", "--cv-folds", "1"], "cv_folds must be 0 (off) or >= 2"),
         (["train", "--pooling", "gem"], "'gem' is not one of"),
+        (["train", "--freeze-bn-stats", "--no-freeze-bn"], "--freeze-bn-stats conflicts with --freeze-bn/--no-freeze-bn"),
+        (["bench", "--freeze-bn", "--freeze-bn-stats"], "--freeze-bn-stats conflicts with --freeze-bn/--no-freeze-bn"),
         (["bench", "--protocol", "roth", "--losses", "ProxyAnchorLoss(margin=0.1),KCLLoss(t=-1)"], "t must be a positive"),
     ],
 )

@@ -125,6 +125,17 @@ def test_every_recorded_command_reparses_to_its_config(monkeypatch, tmp_path):
         assert _same(_parsed(command_for(cfg), monkeypatch), cfg), command_for(cfg)
 
 
+def test_freeze_bn_stats_flag_sets_stats_and_its_command_reparses(monkeypatch, tmp_path):
+    assert _parsed("pmlbal train --freeze-bn-stats", monkeypatch).freeze_bn == "stats"
+    (tmp_path / "run.yaml").write_text("freeze_bn: true\n")
+    assert _parsed(f"pmlbal train --config {tmp_path / 'run.yaml'} --freeze-bn-stats", monkeypatch).freeze_bn == "stats"
+    for cfg in (TrainConfig(freeze_bn="stats", epochs=2),
+                protocol_config("proxy-anchor", "cub", root=str(tmp_path), freeze_bn="stats")):  # the preset: True
+        cfg = cfg.resolved()
+        assert "--freeze-bn-stats" in shlex.split(command_for(cfg))
+        assert _same(_parsed(command_for(cfg), monkeypatch), cfg), command_for(cfg)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["proxy-anchor", "mlrc", "roth"])
 def test_miniature_cub_trains_under_each_preset(name, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 #: TrainConfig fields a flag sets, where they are not the flag's own name.
-FLAG_FIELDS = {"eval_split": ("eval_split", "train_split"), "compile_": ("compile",), "loss": ("loss", "loss_kwargs")}
+FLAG_FIELDS = {"eval_split": ("eval_split", "train_split"), "compile_": ("compile",), "loss": ("loss", "loss_kwargs"),
+               "freeze_bn_stats": ("freeze_bn",)}
 #: Keys a configuration file cannot give `bench` and `sweep`: they have their own options for them.
 NOT_SHARED = {"loss": "--losses / --loss", "loss_kwargs": "--losses / --loss", "seed": "--seeds",
               "tuned_from": "bench --config tuned", "tuned_runs": "bench --config tuned"}
@@ -23,6 +24,10 @@ def base_config(**kw):
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in kw.items() if k in names and v is not None}
     given["compile"] = kw["compile_"]
+    if kw.get("freeze_bn_stats"):
+        if kw.get("freeze_bn") is not None:
+            raise click.UsageError("--freeze-bn-stats conflicts with --freeze-bn/--no-freeze-bn: give one of them")
+        given["freeze_bn"] = "stats"
     given["train_split"] = kw.get("train_split") or implied_train_split(kw["eval_split"])
     values = protocol_values(kw["protocol"], kw["dataset"]) if kw.get("protocol") else {}
     values.update({k: None if v == "none" else v for k, v in given.items()})

@@ -77,6 +77,9 @@ def _network_options() -> list:
                      help="Backbone pooling; avg+max sums GAP and GMP (Proxy-Anchor) [avg]."),
         click.option("--head-init", type=click.Choice(HEAD_INITS), default=None, help="[default]"),
         click.option("--freeze-bn/--no-freeze-bn", default=None, help="Freeze BatchNorm statistics and affine parameters."),
+        click.option("--freeze-bn-stats", is_flag=True,
+                     help="BatchNorm in eval mode (statistics frozen), its affine parameters trained (PML's trainer "
+                          "freeze_trunk_batchnorm); not with --freeze-bn/--no-freeze-bn."),
     ]
 
 
