@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from .benchmarking import bench, sweep
+from .errors import ARGV
 from .training import eval_, train
 from .tuning import tune, tune_worker
 from .utilities import datasets, leaderboard, records
@@ -20,7 +21,16 @@ from .utilities import datasets, leaderboard, records
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The group that keeps its arguments (`ctx.meta[ARGV]`): an interrupted command names the command
+    line that continues it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pmlbal")
 def main() -> None:
     """pmlbal: balanced, fast, tuned contrastive losses for pytorch-metric-learning."""

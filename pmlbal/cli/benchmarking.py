@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .configs import base_config, shared_file, with_file
-from .errors import fail, user_errors
+from .errors import fail, interrupted, user_errors
 from .options import POSITIVE_INT, default_storage, train_options
 
 
@@ -35,6 +35,7 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
 
     tuned, files = _config_words(config_)
     specs = list(DEFAULT_LOSSES) if losses == "default" else list_losses() if losses == "all" else split_specs(losses)
+    base = None
     try:
         base = with_file(ctx, base_config(**kw), shared_file(files[0] if files else None, "bench"))
         storage = storage or default_storage(base.results_dir)
@@ -45,10 +46,18 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
         boards = write_leaderboards(base.results_dir, base.dataset, expected_seeds=seeds, warn=click.echo)
     except user_errors() as err:
         fail(err)
+    except KeyboardInterrupt:
+        _interrupted(ctx, base.results_dir if base else kw["results_dir"])
     click.echo(Path(base.results_dir, f"{base.dataset}.md").read_text() if boards else "no records")
     if not records:  # every run diverged (or failed before): a script must not read this as success
         fail(RuntimeError(f"no run succeeded: none of the {len(specs)} loss(es) x {seeds} seed(s) has a record; "
                           f"see {Path(base.results_dir) / 'failed'}"))
+
+
+def _interrupted(ctx, results_dir: str) -> None:
+    """Ctrl-C during `bench` or `sweep`: the same command skips what is recorded and resumes the rest."""
+    interrupted(ctx, f"finished runs keep their records and the interrupted one the checkpoint of its last "
+                     f"finished epoch ({Path(results_dir) / 'runs'}/*.ckpt)")
 
 
 def _config_words(config_: tuple[str, ...]) -> tuple[bool, list[str]]:
@@ -83,6 +92,7 @@ def sweep(ctx, loss, balances, batch_sizes, seeds, config_file, **kw):
         sizes = [int(b) for b in batch_sizes.split(",")] if batch_sizes else None
     except ValueError:
         fail(ValueError(f"--balance and --batch-sizes take comma lists of numbers, got {balances!r} / {batch_sizes!r}"))
+    shared = None
     try:
         shared = with_file(ctx, base_config(**kw), shared_file(config_file, "sweep"))
         for size in sizes or [shared.batch_size]:
@@ -91,4 +101,6 @@ def sweep(ctx, loss, balances, batch_sizes, seeds, config_file, **kw):
         write_leaderboards(shared.results_dir, shared.dataset, expected_seeds=seeds, warn=click.echo)
     except user_errors() as err:
         fail(err)
+    except KeyboardInterrupt:
+        _interrupted(ctx, shared.results_dir if shared else kw["results_dir"])
     click.echo(f"plot: {Path(shared.results_dir, shared.dataset + '_balance.png')}")

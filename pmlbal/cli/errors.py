@@ -18,3 +18,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..records import RunLockedError
 
     return (ValueError, OSError, DivergedError, RunLockedError)
+
+
+#: Key of `ctx.meta` under which the group `main` keeps the arguments `pmlbal` was called with.
+ARGV = "pmlbal.argv"
+
+
+def interrupted(ctx: click.Context, kept: str, add: tuple[str, ...] = ()) -> None:
+    """Ctrl-C: one line on stderr saying what the interrupted work kept and the command that continues
+    it (the arguments given, plus `add` where not given), then exit 130 (128 + SIGINT), as a shell does,
+    instead of click's bare "Aborted!"."""
+    import shlex
+
+    argv = list(ctx.meta.get(ARGV, ctx.command_path.split()[1:]))
+    argv += [a for a in add if a not in argv]
+    click.echo(f"Interrupted: {kept}; to continue, run: {shlex.join(['pmlbal', *argv])}", err=True)
+    ctx.exit(130)

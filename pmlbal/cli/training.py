@@ -8,7 +8,7 @@ from dataclasses import replace
 import click
 
 from .configs import base_config, given_fields, with_file
-from .errors import fail, user_errors
+from .errors import fail, interrupted, user_errors
 from .options import check_device_option, train_options
 
 
@@ -38,6 +38,7 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
 
     if config_file and from_record:
         raise click.UsageError("give --config or --from-record, not both")
+    cfg = None
     try:
         cfg = _train_config(ctx, loss, loss_arg, seed, save_model, config_file, from_record, kw)
         if resume and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun: train says why it cannot resume
@@ -50,6 +51,8 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
         record = run_train(cfg, resume=resume, tensorboard=tensorboard, log=click.echo)
     except (*user_errors(), ImportError) as err:
         fail(err)
+    except KeyboardInterrupt:
+        _interrupted(ctx, cfg)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return
     f = record["final"]
@@ -59,6 +62,19 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
         click.echo(f"replaced the earlier record of this configuration and seed: {old}")
     if record.get("model_path"):
         click.echo(f"model: {record['model_path']}")
+
+
+def _interrupted(ctx, cfg) -> None:
+    """Ctrl-C during `train`: the checkpoint of the last finished epoch (`pmlbal.resume`) stays where
+    `--resume` finds it."""
+    from ..resume import checkpoint_path
+
+    path = checkpoint_path(cfg.resolved()) if cfg is not None else None
+    if path is not None and path.exists():
+        kept = f"the checkpoint of the last finished epoch is kept: {path}"
+    else:
+        kept = "no epoch had finished, so no checkpoint is kept"
+    interrupted(ctx, kept, ("--resume",))
 
 
 def _train_config(ctx, loss, loss_arg, seed, save_model, config_file, from_record, kw):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .configs import base_config
-from .errors import fail, user_errors
+from .errors import fail, interrupted, user_errors
 from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, default_storage, train_options, without
 
 
@@ -36,7 +36,8 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
               help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
 @click.option("--confirm", is_flag=True,
               help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
-def tune(loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
+@click.pass_context
+def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
     """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
     from ..tune import open_storage, pick
     from ..tune.progress import format_params, runs_text
@@ -52,6 +53,8 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
         study = _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw)
     except user_errors() as err:
         fail(err)
+    except KeyboardInterrupt:
+        interrupted(ctx, f"study {name} keeps its finished trials (the interrupted one runs again)")
     best = pick(study)
     if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
@@ -63,6 +66,8 @@ def tune(loss, budget, search, storage, study_name, seed, space, workers, final,
                                   device=kw["device"], progress=True)
         except user_errors() as err:
             fail(err)
+        except KeyboardInterrupt:
+            interrupted(ctx, f"study {name} is complete; only its final retrain starts again")
         f = record["final"]
         click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
                    f"(record {record['path']})")
