@@ -89,7 +89,7 @@ def tuned_config(base: TrainConfig, name: str, kwargs: dict[str, Any], storage: 
                  log: Callable[[str], None] = print, study_name: str | None = None) -> TrainConfig:
     """`base` with the pick of the tuning study for this data set and loss in `storage` (`study_name`,
     else the most recent one); the loss's own defaults (with a note) when there is none."""
-    from .tune.run import config_for, dims_of, find_tuned, load_spec, storage_exists
+    from .tune.run import find_tuned, picked_config, storage_exists
 
     found = find_tuned(storage, base.dataset, name, study_name) if storage_exists(storage) else None
     cfg = replace(base, loss=name, loss_kwargs=kwargs)
@@ -99,8 +99,7 @@ def tuned_config(base: TrainConfig, name: str, kwargs: dict[str, Any], storage: 
     study, best = found
     log(f"{name}: tuned configuration from study {study.study_name!r} (val {best.value:.4f}, mean of "
         f"{best.runs} run{'s' if best.runs != 1 else ''}): {best.params}")
-    cfg = config_for(cfg, name, best.params, dims_of(load_spec(study)))
-    return replace(cfg, tuned_from=f"{storage}#{study.study_name}", tuned_runs=best.runs)
+    return replace(picked_config(cfg, study, best, storage), train_split=base.train_split, eval_split=base.eval_split)
 
 
 def run_bench(base: TrainConfig, losses: list[str], seeds: int,

@@ -34,8 +34,9 @@ def loss_label(config: dict[str, Any]) -> str:
         label += f" [protocol {config['protocol']}]"
     if not config.get("tuned_from"):
         return label
-    runs = config.get("tuned_runs")
-    return label + (f" [tuned, {runs} val run{'s' if runs != 1 else ''}]" if runs else " [tuned]")
+    runs, by = config.get("tuned_runs"), config.get("tuned_by")
+    tuned = f"tuned by {by}" if by else "tuned"
+    return label + (f" [{tuned}, {runs} val run{'s' if runs != 1 else ''}]" if runs else f" [{tuned}]")
 
 
 def metric_label(name: str) -> str:

@@ -76,6 +76,8 @@ class TrainConfig:
     tuned_from: str | None = None
     #: Validation runs behind the tuned pick (SPEC section 5: its score is their mean).
     tuned_runs: int | None = None
+    #: How the pick was found: the search and its validation folds ("cd on 3 folds"; provenance only).
+    tuned_by: str | None = None
     #: Also save the trained model (weights + this config) to DIR/models/<run_id>.pt, for `pmlbal eval`.
     save_model: bool = False
     # Recipe options (published protocols, `pmlbal.protocols`); each default is the harness as it was,
@@ -240,7 +242,7 @@ FIELD_ROLES: Mapping[str, FieldRole] = {
     # which validation fold (the classes evaluated on, and those trained on)
     "val_folds": _I, "val_fold": _I,
     # where the values came from
-    "tuned_from": _PX, "tuned_runs": _PX, "protocol": _PX,
+    "tuned_from": _PX, "tuned_runs": _PX, "tuned_by": _PX, "protocol": _PX,
     # where and how it ran
     "device": _BL, "compile": _B, "save_model": _BX, "progress": _BLX, "results_dir": _BLX, "cache_dir": _BLX,
 }

@@ -85,7 +85,7 @@ def _parsed(command: str, monkeypatch) -> TrainConfig:
     return seen[0]
 
 
-BOOKKEEPING = {"results_dir", "cache_dir", "progress", "tuned_from", "tuned_runs", "save_model"}
+BOOKKEEPING = {"results_dir", "cache_dir", "progress", "tuned_from", "tuned_runs", "tuned_by", "save_model"}
 
 
 def _same(a: TrainConfig, b: TrainConfig) -> bool:
@@ -116,6 +116,8 @@ def test_every_recorded_command_reparses_to_its_config(monkeypatch, tmp_path):
         protocol_config("proxy-anchor", "sop", root=str(tmp_path), freeze_bn=True, pretrained=None, epochs=3,
                         clip_grad_value=None, sampler="m-per-class"),
         protocol_config("mlrc", "cars", root=str(tmp_path), cv_folds=0, eval_split="val", train_split="train-sub"),
+        TrainConfig(eval_split="val", train_split="train-sub", val_folds=3, val_fold=2, seed=5),  # a tuning fold
+        TrainConfig(freeze_bn="stats"),
     ]
     # The configurations of the committed records, too.
     for path in sorted(Path(__file__).parents[1].glob("results/runs/*.json")):

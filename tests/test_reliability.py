@@ -332,7 +332,7 @@ def test_readme_tuning_commands_run_as_written_on_the_committed_study(tmp_path, 
 
     text = (REPO / "README.md").read_text()
     commands = [line.split("#")[0].split() for line in text.splitlines()
-                if re.match(r"pmlbal tune --dataset digits --loss BalancedNTXentLoss (--budget 20 --metric map_at_r|--show)",
+                if re.match(r"pmlbal tune --dataset digits --loss BalancedNTXentLoss (--budget 36 --metric map_at_r|--show)",
                             line)]
     assert len(commands) == 2
     shutil.copytree(REPO / "results", tmp_path / "results")  # the study and its records, as in a fresh clone

@@ -9,7 +9,8 @@ FLAG_FIELDS = {"eval_split": ("eval_split", "train_split"), "compile_": ("compil
                "freeze_bn_stats": ("freeze_bn",)}
 #: Keys a configuration file cannot give `bench` and `sweep`: they have their own options for them.
 NOT_SHARED = {"loss": "--losses / --loss", "loss_kwargs": "--losses / --loss", "seed": "--seeds",
-              "tuned_from": "bench --config tuned", "tuned_runs": "bench --config tuned"}
+              "tuned_from": "bench --config tuned", "tuned_runs": "bench --config tuned",
+              "tuned_by": "bench --config tuned"}
 
 
 def base_config(**kw):

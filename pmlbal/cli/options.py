@@ -137,6 +137,11 @@ def _evaluation_options() -> list:
                      help="'val' (class-disjoint, carved from train classes) for tuning, 'test' to report."),
         click.option("--train-split", type=click.Choice(["train", "train-sub"]), default=None,
                      help="Training split [train; train-sub with --eval-split val]."),
+        click.option("--val-folds", type=click.IntRange(min=1), default=None,
+                     help="K class-disjoint validation folds of the train classes, for validation runs [1: the "
+                          "fixed split; tune: the data set's default, a trial's value is the folds' mean]."),
+        click.option("--val-fold", type=click.IntRange(min=0), default=None,
+                     help="Which of the --val-folds folds this run validates on [0]."),
         click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Evaluate every N epochs as well as at the end (0: only at the end)."),
     ]

@@ -12,10 +12,11 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
 
 
 @click.command()
-@without("eval_split")  # tuning always scores on the class-disjoint validation split
+@without("eval_split", "val_fold")  # tuning scores on the class-disjoint validation split, every fold
 @train_options
 @click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
-@click.option("--budget", type=POSITIVE_INT, default=30, show_default=True, help="Training runs at most.")
+@click.option("--budget", type=POSITIVE_INT, default=30, show_default=True,
+              help="Training runs at most (a trial on K validation folds is K runs).")
 @click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
               help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
 @click.option("--storage", default=None,
@@ -38,7 +39,8 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
               help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
 @click.pass_context
 def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
-    """Tune LOSS on the class-disjoint validation split; each trial is one recorded training run."""
+    """Tune LOSS on class-disjoint validation folds of the train classes (--val-folds, default per data
+    set); each fold of a trial is one recorded training run and the trial's value is the folds' mean."""
     from ..tune import open_storage, pick
     from ..tune.progress import format_params, runs_text
     from ..tune.run import retrain_best, storage_exists
@@ -75,25 +77,31 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, f
 
 def _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw):
     """Create or resume study `name` and spend its budget: in this process, or in worker processes."""
+    from dataclasses import replace
+
     from ..records import check_writable
+    from ..registry import dataset_spec
     from ..tune import make_spec, open_storage, run_search, search_space, training_objective
+    from ..tune.budget import trial_budget
     from ..tune.progress import progress_bar, update_bar
     from ..tune.workers import start_workers, stop_workers
 
     check_writable(Path(kw["results_dir"]) / "runs")  # before the first trial, not after it
     store = open_storage(storage)
     dims = search_space(loss, kw["dataset"], _parse_space(space))
-    base = base_config(**{**kw, "eval_split": "val"})
+    folds = kw["val_folds"] or dataset_spec(kw["dataset"]).val_folds
+    base = replace(base_config(**{**kw, "eval_split": "val"}), val_folds=folds)
+    trials = trial_budget(budget, folds)
     if confirm and search not in ("tpe", "random"):
         raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
     spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
     if workers > 1 and not _is_shared(storage):
         raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
-    bar, log = progress_bar(name, budget)
+    bar, log = progress_bar(name, trials)
     procs = start_workers(storage, name, workers, kw["device"], kw["results_dir"], kw["cache_dir"]) \
         if workers > 1 else []
     try:
-        return run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, budget,
+        return run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, trials,
                           store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
                           progress=lambda st: update_bar(bar, st), log=log)
     finally:
@@ -147,7 +155,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
     import optuna
 
     from ..tune import open_storage
-    from ..tune.budget import sampling_budget
+    from ..tune.budget import sampling_budget, spec_trials
     from ..tune.run import dims_of, load_spec, make_sampler, objective_from_spec
     from ..tune.workers import work
 
@@ -167,6 +175,6 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
     except user_errors() as err:
         fail(err)
     n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd",
-             budget=sampling_budget(spec["budget"], spec.get("confirm", False), spec["search"]),
-             total=spec["budget"], idle_timeout=idle_timeout, log=click.echo)
+             budget=sampling_budget(spec_trials(spec), spec.get("confirm", False), spec["search"]),
+             total=spec_trials(spec), idle_timeout=idle_timeout, log=click.echo)
     click.echo(f"worker done: {n} trials run")

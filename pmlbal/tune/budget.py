@@ -18,6 +18,11 @@ def trial_budget(runs: int, folds: int = 1) -> int:
     return runs // folds
 
 
+def spec_trials(spec: dict) -> int:
+    """Trials a study's budget buys: its `budget` (training runs) over its base's validation folds."""
+    return trial_budget(spec["budget"], int((spec.get("base") or {}).get("val_folds", 1)))
+
+
 def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:
     """Trials a sampler proposes itself. cd's engine plans every one of its `budget` trials; tpe and
     random with `confirm` leave the last budget // 4 to re-runs of their top 3 points."""

@@ -19,7 +19,8 @@ from ..train import DivergedError, MetricsError, TrainConfig, train
 from .budget import sampling_budget
 from .coordinate_descent import CoordinateDescent, Dim
 from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
-from .spaces import grid_values, suggest
+from .folds import train_trial
+from .spaces import final_samples_per_class, grid_values, suggest
 # The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
 from .spec import SEARCH_VERSION, SPEC, config_for, dims_of, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
@@ -36,24 +37,26 @@ FINAL = "pmlbal:final_run_id"
 
 # -- objectives -------------------------------------------------------------------------------
 def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric: str = "recall@1") -> Callable:
-    """Each trial: one recorded training run on train-sub, scored by `metric` on the class-disjoint val split.
-    Run k of a point (``trial.user_attrs["run"]``) trains with seed ``base.seed + k``; a configuration
-    and seed already recorded under the results folder is read back instead of trained again."""
+    """Each trial: one recorded training run on train-sub per validation fold (`base.val_folds`, K),
+    each scored by `metric` on its class-disjoint val classes; the trial's value is the folds' mean
+    (`pmlbal.tune.folds`), their values, spread and gain over the untrained network are its user
+    attributes. Run k of a point (``trial.user_attrs["run"]``) trains fold i with seed
+    ``base.seed + k * K + i``; a run already recorded under the results folder is read back."""
 
     def objective(trial: optuna.Trial) -> float:
         values = {d.name: suggest(trial, d) for d in dims}
         run = int(trial.user_attrs.get(RUN, 0))  # a re-run of a point trains with the next seed
-        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False,
-                      seed=base.seed + run).resolved()
-        # A trial retried after its process died may have written its record already: read it back.
+        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False)
+        # A trial retried after its process died may have written some fold records already: read back.
         try:
-            record = train(cfg, reuse=True)
+            score = train_trial(cfg, run, metric, train)
         except (DivergedError, MetricsError) as err:
             # Failed for good: the same seed fails again, so the search never retries it.
             trial.set_user_attr(FAILED_FOR_GOOD, str(err))
             raise
-        trial.set_user_attr("run_id", record["run_id"])
-        return record["final"][metric]
+        for key, value in score.attrs().items():
+            trial.set_user_attr(key, value)
+        return score.value
 
     return objective
 
@@ -187,10 +190,22 @@ def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> Tra
     best = pick(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no finished trial")
-    base = TrainConfig(**{**spec["base"], **overrides})
+    return picked_config(TrainConfig(**{**spec["base"], **overrides}), study, best, storage_url)
+
+
+def picked_config(base: TrainConfig, study: optuna.Study, best: Pick, storage_url: str) -> TrainConfig:
+    """`base` with the pick `best` of `study`, as its final run trains it: on the full train split,
+    evaluated on test, with the train split's batch composition (samples per class from the data
+    set's rule for train, `final_samples_per_class`, not the tuning split's), and its provenance."""
+    spec = load_spec(study)
     cfg = config_for(base, spec["loss"], best.params, dims_of(spec))
-    return replace(cfg, train_split="train", eval_split="test", tuned_from=f"{storage_url}#{study.study_name}",
-                   tuned_runs=best.runs)
+    if "batch_size" in best.params:
+        cfg = replace(cfg, samples_per_class=final_samples_per_class(base.dataset, best.params["batch_size"]))
+    folds = int(spec["base"].get("val_folds", 1))
+    search = spec["search"] + ("+confirm" if spec.get("confirm") and spec["search"] != "cd" else "")
+    return replace(cfg, train_split="train", eval_split="test", val_folds=1, val_fold=0,
+                   tuned_from=f"{storage_url}#{study.study_name}", tuned_runs=best.runs,
+                   tuned_by=f"{search} on {folds} fold{'s' if folds != 1 else ''}")
 
 
 def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def test_cli_tune_with_two_workers_then_show_retrain_and_bench_tuned(tmp_path):
     url = f"journal:{tmp_path}/tuning.log"
     common = ["--dataset", "digits", "--epochs", "1", "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     result = CliRunner().invoke(main, ["tune", "--loss", "BalancedNTXentLoss", "--budget", "4", "--storage", url,
-                                       "--study", "t", "--workers", "2", "--space", "balance=0.5:2"] + common)
+                                       "--study", "t", "--workers", "2", "--space", "balance=0.5:2", "--val-folds", "1"]
+                               + common)
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="t", storage=open_storage(url))
     trials = study.trials
@@ -106,7 +107,30 @@ def test_cli_tune_with_two_workers_then_show_retrain_and_bench_tuned(tmp_path):
                                + common)
     assert bench.exit_code == 0, bench.output
     assert "tuned configuration from study 't'" in bench.output and "recorded already" in bench.output
-    assert "BalancedNTXentLoss(balance=" in bench.output and f"[tuned, {best.runs} val run" in bench.output
+    assert "BalancedNTXentLoss(balance=" in bench.output and f"[tuned by cd on 1 fold, {best.runs} val run" in bench.output
+
+
+def test_tune_on_two_validation_folds_records_a_run_on_each(tmp_path):
+    """Issue 29's `pmlbal tune --val-folds 2 --budget 4` on digits: two trials of two fold runs each,
+    every fold a recorded run on its own classes and seed, the trial's value their mean; the final
+    run trains on the full train split with a default batch's classes a batch."""
+    common = ["--dataset", "digits", "--epochs", "1", "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, ["tune", "--val-folds", "2", "--budget", "4", "--study", "f", "--metric",
+                                       "map_at_r", "--space", "balance=0.5:2", "--space", "batch_size=16:32"] + common)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="f", storage=open_storage(f"sqlite:///{tmp_path}/tuning.db"))
+    assert len(study.trials) == 2  # the budget counts training runs: 4 runs = 2 trials of 2 folds
+    records = {r["run_id"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json"))}
+    for t in study.trials:
+        folds = [records[i] for i in t.user_attrs["fold_run_ids"]]
+        assert [r["config"]["val_fold"] for r in folds] == [0, 1] and {r["config"]["val_folds"] for r in folds} == {2}
+        assert [r["seed"] for r in folds] == [0, 1]  # run 0: fold i trains with seed base + i
+        assert t.value == pytest.approx(sum(r["final"]["map_at_r"] for r in folds) / 2)
+        assert t.user_attrs["fold_spread"] >= 0 and "val_gain" in t.user_attrs
+    final = [r for r in records.values() if r["config"]["eval_split"] == "test"]
+    assert len(final) == 1 and final[0]["config"]["val_folds"] == 1 and final[0]["config"]["tuned_by"] == "cd on 2 folds"
+    batch = final[0]["config"]["batch_size"]
+    assert batch // final[0]["config"]["samples_per_class"] == 4  # not the tuning split's 2 classes a batch
 
 
 def test_cli_tune_refuses_bad_options(tmp_path):
