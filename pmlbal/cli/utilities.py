@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..data import SPLITS
-from .errors import fail
+from .errors import fail, interrupted, user_errors
 from .options import DATASET, POSITIVE_INT
 
 
@@ -88,3 +88,27 @@ def records_migrate(results_dir):
     for old, new in moved:
         click.echo(f"{old} -> {new.name}")
     click.echo(f"{len(moved)} record(s) renamed")
+
+
+@records.command("remake")
+@click.option("--dataset", type=DATASET, default=None, help="Only this data set's records (default: every one).")
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="The runs evaluated on test (the boards' runs), or all of them, tuning trials included.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.pass_context
+def records_remake(ctx, dataset, split, results_dir):
+    """Re-train, with this code, every run whose records an earlier numerics version computed (stale), its
+    new record replacing the old; exit 1 if some are left (diverged, or another process trains them)."""
+    from ..remake import remake
+
+    try:
+        done, left = remake(results_dir, dataset, None if split == "all" else split, log=click.echo)
+    except user_errors() as err:
+        fail(err)
+    except KeyboardInterrupt:
+        interrupted(ctx, "re-made runs keep their new records and the interrupted one the checkpoint of its last "
+                         f"finished epoch ({Path(results_dir) / 'runs'}/*.ckpt)")
+    click.echo(f"{len(done) + len(left)} stale run(s): {len(done)} re-made, {len(left)} left"
+               + (" (diverged, or trained by another process)" if left else ""))
+    if left:
+        ctx.exit(1)
