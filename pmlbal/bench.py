@@ -117,15 +117,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     losses = [spec for spec in losses if spec.strip()]
     if not losses:
         raise ValueError("no loss to run: --losses is empty (give 'default', 'all' or a comma list of loss specs)")
-    configs = {}
-    for spec in losses:
-        name, kwargs = parse_loss_spec(spec)
-        configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log, tuned_study) if tuned_storage
-                         else replace(base, loss=name, loss_kwargs=kwargs))
-    for cfg in configs.values():  # a bad spec late in the list must not fail after hours of training
-        resolved = cfg.resolved()
-        # Two classes stand in for the training classes, known only once the data is loaded.
-        make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, 2, resolved.embedding_dim))
+    configs = _loss_configs(base, losses, log, tuned_storage, tuned_study)
     check_writable(Path(base.results_dir) / "runs")  # before any training, not after the first run
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     done: dict[int, dict[str, Any]] = {}
@@ -166,6 +158,21 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     bar.close()
     return [done[n] for n in sorted(done)]
 
+
+def _loss_configs(base: TrainConfig, losses: list[str], log: Callable[[str], None], tuned_storage: str | None,
+                  tuned_study: str | None) -> dict[str, TrainConfig]:
+    """Each loss spec's configuration (its tuned one with `tuned_storage`), every one checked first:
+    a bad spec late in the list must not fail after hours of training."""
+    configs = {}
+    for spec in losses:
+        name, kwargs = parse_loss_spec(spec)
+        configs[spec] = (tuned_config(base, name, kwargs, tuned_storage, log, tuned_study) if tuned_storage
+                         else replace(base, loss=name, loss_kwargs=kwargs))
+    for cfg in configs.values():
+        resolved = cfg.resolved()
+        # Two classes stand in for the training classes, known only once the data is loaded.
+        make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, 2, resolved.embedding_dim))
+    return configs
 
 def _overall_bar(base: TrainConfig, configs: dict[str, TrainConfig], plan: list[tuple[str, int]],
                  log: Callable[[str], None]):

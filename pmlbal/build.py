@@ -137,6 +137,41 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     # Rank 0 draws the augmentations a single process would; other ranks their own stream.
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
 
+    train_set, eval_set, train_bank, eval_bank, held_out = _load_data(cfg, device, fold)
+    loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
+    # A loss with parameters (Proxy-Anchor's proxies) draws them from a fork of the seeded generator,
+    # so every loss of one seed starts from the same network: paired comparisons, one untrained row.
+    with torch.random.fork_rng(devices=[]):
+        loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
+                                                       cfg.embedding_dim))
+    if hasattr(loss_fn, "check_finite"):
+        # The trainer checks every loss itself (`DivergedError`, naming epoch and step), without a
+        # host sync per step on a GPU; non-finite embeddings show there as a non-finite loss.
+        loss_fn.check_finite = False
+
+    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn, cfg.pooling,
+                           cfg.head_init).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    forward, train_loss = _distributed(model, loss_fn, device, world)
+    forward = torch.compile(forward) if cfg.compile else forward
+    opt = make_optimizer(cfg.optimizer, param_groups(model, loss_fn, cfg.lr, cfg.head_lr, cfg.loss_lr), cfg.lr,
+                         cfg.weight_decay)
+    # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
+    batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
+                                               seed=cfg.seed, resample_every=cfg.resample_every)
+    sched = make_schedule(opt, cfg.schedule, cfg.epochs, batches_per_epoch(len(train_set), cfg.batch_size),
+                          cfg.warmup_epochs, cfg.lr_step_epochs, cfg.lr_gamma)
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
+               train_loss, opt, sched, batches, loss_labels, trunk, fold, held_out)
+
+
+def _load_data(cfg: TrainConfig, device: torch.device, fold: int | None) -> tuple[Any, Any, ImageBank, ImageBank, Any]:
+    """The train and eval splits (of the run's validation fold, `data_splits`) and their decoded
+    images (opened from the cache, or decoded into it first); with `fold`, the train split keeps
+    only the classes outside that cross-validation fold, and the fifth value is the held-out
+    classes' evaluation bank and labels (else None)."""
     train_split, eval_split = data_splits(cfg)
     train_set = data_mod.create(cfg.dataset, cfg.root, train_split)
     eval_set = data_mod.create(cfg.dataset, cfg.root, eval_split)
@@ -154,37 +189,18 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
         images, boxes = images[keep], None if boxes is None else boxes[keep]
     train_bank = ImageBank(images, device, boxes)
     eval_bank = ImageBank(load_or_build(eval_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress), device)
-    loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
-    # A loss with parameters (Proxy-Anchor's proxies) draws them from a fork of the seeded generator,
-    # so every loss of one seed starts from the same network: paired comparisons, one untrained row.
-    with torch.random.fork_rng(devices=[]):
-        loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
-                                                       cfg.embedding_dim))
-    if hasattr(loss_fn, "check_finite"):
-        # The trainer checks every loss itself (`DivergedError`, naming epoch and step), without a
-        # host sync per step on a GPU; non-finite embeddings show there as a non-finite loss.
-        loss_fn.check_finite = False
+    return train_set, eval_set, train_bank, eval_bank, held_out
 
-    model = EmbeddingModel(cfg.backbone, cfg.embedding_dim, cfg.pretrained, cfg.freeze_bn, cfg.pooling,
-                           cfg.head_init).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    forward, train_loss = model, loss_fn
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        from .distributed import DistributedLoss
+def _distributed(model: EmbeddingModel, loss_fn: torch.nn.Module, device: torch.device,
+                 world: int) -> tuple[Callable, Callable]:
+    """The model and the loss as training calls them: as they are in one process; under torchrun the
+    model DDP-wrapped and the loss seeing the global batch."""
+    if world == 1:
+        return model, loss_fn
+    from torch.nn.parallel import DistributedDataParallel
 
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        train_loss = DistributedLoss(loss_fn)  # the loss sees the global batch; its own parameters stay in sync
-    forward = torch.compile(forward) if cfg.compile else forward
-    opt = make_optimizer(cfg.optimizer, param_groups(model, loss_fn, cfg.lr, cfg.head_lr, cfg.loss_lr), cfg.lr,
-                         cfg.weight_decay)
-    # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
-    batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
-                                               seed=cfg.seed, resample_every=cfg.resample_every)
-    sched = make_schedule(opt, cfg.schedule, cfg.epochs, batches_per_epoch(len(train_set), cfg.batch_size),
-                          cfg.warmup_epochs, cfg.lr_step_epochs, cfg.lr_gamma)
-    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
-    return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
-               train_loss, opt, sched, batches, loss_labels, trunk, fold, held_out)
+    from .distributed import DistributedLoss
+
+    forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return forward, DistributedLoss(loss_fn)  # the loss sees the global batch; its own parameters stay in sync

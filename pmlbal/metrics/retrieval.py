@@ -192,11 +192,7 @@ def retrieval_metrics(
     reference, reference_labels = _to_tensor(reference), _to_tensor(reference_labels)
     ks = tuple(int(k) for k in ks)
     _validate(query, query_labels, reference, reference_labels, ks)
-    unknown = set(include) - set(METRICS)
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
-    if metric not in ("euclidean", "inner_product"):
-        raise ValueError(f"metric must be 'euclidean' or 'inner_product', got {metric!r}")
+    _validate_options(include, metric)
     self_ref = reference is None
     if self_ref:
         reference, reference_labels = query, query_labels
@@ -206,24 +202,8 @@ def retrieval_metrics(
 
     dev = torch.device(device) if device is not None else query.device
     backend = _pick_backend(backend, dev)
-    labels_q = query_labels.to(dev).long() if query_labels.dtype != torch.long else query_labels.to(dev)
-    labels_r = reference_labels.to(dev).long() if reference_labels.dtype != torch.long else reference_labels.to(dev)
-
-    # R per query: same-class references (minus the query itself); R = 0 means lone.
-    uniq, inverse = torch.unique(torch.cat([labels_q, labels_r]), return_inverse=True)
-    ref_counts = torch.bincount(inverse[len(labels_q):], minlength=len(uniq))
-    r_per_query = ref_counts[inverse[: len(labels_q)]] - int(self_ref)
-    not_lone = r_per_query > 0
-
-    # Every read of a device value waits for the device: the finiteness checks, the number of
-    # non-lone queries and the largest R are read together, once (on CUDA each read is a sync).
-    checks = [_all_finite(query)] + ([] if self_ref else [_all_finite(reference)])
-    head = torch.stack([c.to(dev) for c in checks] + [not_lone.sum(), torch.where(not_lone, r_per_query, 0).max()])
-    *finite, n_valid, max_r = head.tolist()
-    for ok, name in zip(finite, ("query", "reference")):
-        if not ok:
-            raise ValueError(f"{name} contains NaN or infinite values")
-
+    labels = _Labels.of(query_labels, reference_labels, self_ref, dev)
+    n_valid, max_r = _checked_counts(query, None if self_ref else reference, labels, dev)
     k_need = 1
     if "recall" in include:
         k_need = max(k_need, max(ks))
@@ -236,6 +216,64 @@ def retrieval_metrics(
         block_size = max(1, min(len(query), (1 << 26) // max(len(reference), 1)))
     names = [f"recall@{k}" for k in ks] if "recall" in include else []
     names += [m for m in ("precision_at_1", "r_precision", "map_at_r") if m in include]
+    sums = _summed_over_blocks(search, query, labels, names, ks, k_need, block_size, dev)
+    out = {name: (total / n_valid if n_valid else math.nan) for name, total in zip(names, sums.tolist())}
+    out["lone_queries"] = int(len(query) - n_valid)
+    return out
+
+
+def _validate_options(include: Sequence[str], metric: str) -> None:
+    unknown = set(include) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    if metric not in ("euclidean", "inner_product"):
+        raise ValueError(f"metric must be 'euclidean' or 'inner_product', got {metric!r}")
+
+
+@dataclass
+class _Labels:
+    """The labels on the search's device, and per query R, its number of same-class references
+    (minus the query itself when the queries are the references); R = 0 means lone."""
+
+    query: torch.Tensor
+    reference: torch.Tensor
+    r_per_query: torch.Tensor
+    not_lone: torch.Tensor
+    self_ref: bool
+
+    @classmethod
+    def of(cls, query_labels: torch.Tensor, reference_labels: torch.Tensor, self_ref: bool,
+           dev: torch.device) -> "_Labels":
+        def on_dev(labels: torch.Tensor) -> torch.Tensor:
+            return labels.to(dev).long() if labels.dtype != torch.long else labels.to(dev)
+
+        labels_q, labels_r = on_dev(query_labels), on_dev(reference_labels)
+        uniq, inverse = torch.unique(torch.cat([labels_q, labels_r]), return_inverse=True)
+        ref_counts = torch.bincount(inverse[len(labels_q):], minlength=len(uniq))
+        r_per_query = ref_counts[inverse[: len(labels_q)]] - int(self_ref)
+        return cls(labels_q, labels_r, r_per_query, r_per_query > 0, self_ref)
+
+
+def _checked_counts(query: torch.Tensor, reference: torch.Tensor | None, labels: _Labels,
+                    dev: torch.device) -> tuple[int, int]:
+    """The number of non-lone queries and the largest R; ValueError for NaN or infinite embeddings
+    (`reference` None: the queries are the references)."""
+    # Every read of a device value waits for the device: the finiteness checks, the number of
+    # non-lone queries and the largest R are read together, once (on CUDA each read is a sync).
+    checks = [_all_finite(query)] + ([] if reference is None else [_all_finite(reference)])
+    not_lone, r = labels.not_lone, labels.r_per_query
+    head = torch.stack([c.to(dev) for c in checks] + [not_lone.sum(), torch.where(not_lone, r, 0).max()])
+    *finite, n_valid, max_r = head.tolist()
+    for ok, name in zip(finite, ("query", "reference")):
+        if not ok:
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return n_valid, max_r
+
+
+def _summed_over_blocks(search: _Search, query: torch.Tensor, labels: _Labels, names: list[str],
+                        ks: tuple[int, ...], k_need: int, block_size: int, dev: torch.device) -> torch.Tensor:
+    """Each metric in `names` summed over the non-lone queries, searching `block_size` queries at a time."""
+    self_ref = labels.self_ref
     # Per-block sums stay on the device (fp64, added in block order) and are read once at the end,
     # not once per metric per block (each read is a sync on CUDA: 7 metrics x 55 blocks at SOP size).
     sums = torch.zeros(len(names), dtype=torch.float64, device=dev)
@@ -245,13 +283,10 @@ def retrieval_metrics(
         idx = idx.to(dev)
         if self_ref:
             idx = _drop(idx, _self_mask(idx, torch.arange(q0, q1, device=dev)))
-        valid = not_lone[q0:q1]
-        same = labels_r[idx] == labels_q[q0:q1, None]
-        sums += _block_sums(names, same, r_per_query[q0:q1], valid, ks)
-
-    out = {name: (total / n_valid if n_valid else math.nan) for name, total in zip(names, sums.tolist())}
-    out["lone_queries"] = int(len(query) - n_valid)
-    return out
+        valid = labels.not_lone[q0:q1]
+        same = labels.reference[idx] == labels.query[q0:q1, None]
+        sums += _block_sums(names, same, labels.r_per_query[q0:q1], valid, ks)
+    return sums
 
 
 def _block_sums(names: list[str], same: torch.Tensor, r: torch.Tensor, valid: torch.Tensor,
