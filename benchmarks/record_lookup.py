@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pmlbal.records import SCHEMA_VERSION, config_key, find_existing, find_failed, new_run_id, write_record
+from pmlbal.records import NUMERICS_VERSION, SCHEMA_VERSION, config_key, find_existing, find_failed, new_run_id, write_record
 
 
 def make_records(folder: Path, n: int) -> list[tuple[str, int]]:
@@ -30,7 +30,8 @@ def make_records(folder: Path, n: int) -> list[tuple[str, int]]:
                "seed": i % 2, "batch_size": 50}
         key = config_key(cfg)
         write_record({"schema": SCHEMA_VERSION, "run_id": new_run_id(cfg), "config": cfg, "config_key": key,
-                      "seed": cfg["seed"], "command": "pmlbal train", "final": {"recall@1": 0.5}, "steps": steps},
+                      "seed": cfg["seed"], "command": "pmlbal train", "final": {"recall@1": 0.5}, "steps": steps,
+                      "numerics": {"version": NUMERICS_VERSION, "threads": 1, "device": "cpu"}},
                      folder)
         out.append((key, cfg["seed"]))
     return out
