@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (a doctest walk, a tool) must not run the command
+    sys.exit(main())
