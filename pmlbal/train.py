@@ -58,7 +58,9 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     whose checkpoint exists continues after the checkpoint's epoch and ends with the record an
     uninterrupted run would have written (timing fields aside). `tensorboard`: also log the loss and
     its terms per step, the metrics per evaluation and the configuration as hparams to
-    TENSORBOARD/<run name> (needs the `tensorboard` extra). `log` receives notes such as "resuming".
+    TENSORBOARD/<run name> (needs the `tensorboard` extra). `log` receives notes such as "resuming", and
+    a line before each step that can take minutes before the first epoch: preparing the image cache,
+    evaluating the untrained network (not when its metrics are memoised).
 
     One run per configuration and seed: the run holds a lock file (`pmlbal.records.run_lock`;
     `RunLockedError` if another live process trains it) and its record replaces any earlier one
@@ -104,76 +106,108 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
             with torch.random.fork_rng(devices=cuda):
                 return _train_folds(config, on_epoch, log if resume else None)
         with torch.random.fork_rng(devices=cuda):
-            run = build_run(config)
-            cfg, t_start = run.cfg, time.perf_counter()
-            ckpt = checkpoint_path(cfg) if run.world == 1 else None
-            if resume and ckpt is None and log and run.rank == 0:
-                log("no resuming under torchrun (checkpoints are single-process): the run starts from epoch 1")
-            if resume and ckpt is not None and ckpt.exists():
-                done = load_run_state(ckpt, run)
-                if log:
-                    log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}")
-            else:
-                if ckpt is not None and ckpt.exists() and log:
-                    log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (resume continues it)")
-                done = Progress(initial=untrained_metrics(run) if run.rank == 0 else None)
-            steps_per_epoch = batches_per_epoch(len(run.train_set), cfg.batch_size)
-            if board is not None and run.rank == 0:
-                board.open(run_name(cfg), done.initial, start_step=done.epoch * steps_per_epoch)
-            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=done.epoch * steps_per_epoch,
-                       desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
-                       leave=False)
-            try:
-                for epoch in range(done.epoch + 1, cfg.epochs + 1):
-                    entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
-                    done.steps += epoch_steps
-                    done.train_time += seconds
-                    done.images_seen += images
-                    if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
-                        entry["metrics"] = run.evaluate()
-                    done.epochs.append(entry)
-                    done.epoch = epoch
-                    if cfg.progress:  # above the bar on a terminal; the only sign of life in a log
-                        tqdm.write(epoch_line(cfg, entry, seconds, run.rank, run.world), file=sys.stdout)
-                        sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
-                    if board is not None and run.rank == 0:
-                        board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
-                    if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
-                        _checkpoint(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
-                    if on_epoch:
-                        on_epoch(entry)
-            except DivergedError as err:
-                bar.close()
-                if ckpt is not None:  # resuming would only diverge again
-                    ckpt.unlink(missing_ok=True)
-                if run.rank == 0:
-                    path = write_record(failure_record(run, err, done.epochs, done.elapsed + time.perf_counter() - t_start),
-                                        cfg.results_dir, folder="failed")
-                    raise DivergedError(f"{err} (recorded in {path})", err.epoch, err.step) from None
-                raise
-            bar.close()
-            if run.rank != 0:
-                return None  # rank 0 evaluates and writes the one record of the run
-            final = run.evaluate()
-            done.epochs[-1]["metrics"] = final
-            record = run_record(run, done.epochs, done.steps, done.initial, final,
-                                done.elapsed + time.perf_counter() - t_start, done.train_time, done.images_seen)
-            best = best_epoch(done.epochs, cfg.lead_metric)
-            if best is not None:
-                record["best"] = best
-            if cfg.save_model:
-                record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
-            _store(record, cfg.results_dir)
-            if ckpt is not None:
-                ckpt.unlink(missing_ok=True)
-            if board is not None:
-                board.close(cfg, final, cfg.epochs * steps_per_epoch)
-            return record
+            return _train_model(config, on_epoch, resume, board, log)
     finally:
         np.random.set_state(host_rngs[0])
         random.setstate(host_rngs[1])
         if board is not None:
             board.close_quietly()
+
+
+def _train_model(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
+                 log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """One model: build the run, start it (or resume it), train its epochs, then evaluate and record it."""
+    if log and int(os.environ.get("RANK", "0")) == 0:
+        # Decoding a data set into the cache can take minutes the first time: say so before it starts.
+        planned = config.resolved()
+        log(f"{planned.dataset}: preparing the image cache ({planned.train_split} and {planned.eval_split} "
+            f"at {planned.cache_size} px; decoded once, then reused)")
+    run = build_run(config)
+    cfg, t_start = run.cfg, time.perf_counter()
+    ckpt = checkpoint_path(cfg) if run.world == 1 else None
+    done = _start(run, ckpt, resume, log)
+    steps_per_epoch = batches_per_epoch(len(run.train_set), cfg.batch_size)
+    if board is not None and run.rank == 0:
+        board.open(run_name(cfg), done.initial, start_step=done.epoch * steps_per_epoch)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=done.epoch * steps_per_epoch,
+               desc=f"{cfg.dataset}/{cfg.loss} seed {cfg.seed}", disable=None if cfg.progress else True,
+               leave=False)
+    _train_epochs(run, done, bar, ckpt, board, on_epoch, t_start, steps_per_epoch)
+    bar.close()
+    if run.rank != 0:
+        return None  # rank 0 evaluates and writes the one record of the run
+    return _finish(run, done, ckpt, board, t_start, steps_per_epoch)
+
+
+def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None] | None) -> Progress:
+    """Where the run starts: the checkpoint's epoch when resuming one, else epoch 0 with the untrained
+    network's metrics (rank 0 evaluates them)."""
+    cfg = run.cfg
+    if resume and ckpt is None and log and run.rank == 0:
+        log("no resuming under torchrun (checkpoints are single-process): the run starts from epoch 1")
+    if resume and ckpt is not None and ckpt.exists():
+        done = load_run_state(ckpt, run)
+        if log:
+            log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}")
+        return done
+    if ckpt is not None and ckpt.exists() and log:
+        log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (resume continues it)")
+    return Progress(initial=untrained_metrics(run, log) if run.rank == 0 else None)
+
+
+def _train_epochs(run: Run, done: Progress, bar, ckpt: Path | None, board, on_epoch: Callable[[dict], None] | None,
+                  t_start: float, steps_per_epoch: int) -> None:
+    """The epochs after `done.epoch`, each recorded in `done` (and checkpointed but the last); a
+    divergence is recorded under failed/ and raised again with the record's path."""
+    cfg = run.cfg
+    try:
+        for epoch in range(done.epoch + 1, cfg.epochs + 1):
+            entry, epoch_steps, seconds, images = train_epoch(run, epoch, bar)
+            done.steps += epoch_steps
+            done.train_time += seconds
+            done.images_seen += images
+            if run.rank == 0 and cfg.eval_every and epoch % cfg.eval_every == 0 and epoch != cfg.epochs:
+                entry["metrics"] = run.evaluate()
+            done.epochs.append(entry)
+            done.epoch = epoch
+            if cfg.progress:  # above the bar on a terminal; the only sign of life in a log
+                tqdm.write(epoch_line(cfg, entry, seconds, run.rank, run.world), file=sys.stdout)
+                sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
+            if board is not None and run.rank == 0:
+                board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
+            if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
+                _checkpoint(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
+            if on_epoch:
+                on_epoch(entry)
+    except DivergedError as err:
+        bar.close()
+        if ckpt is not None:  # resuming would only diverge again
+            ckpt.unlink(missing_ok=True)
+        if run.rank == 0:
+            path = write_record(failure_record(run, err, done.epochs, done.elapsed + time.perf_counter() - t_start),
+                                cfg.results_dir, folder="failed")
+            raise DivergedError(f"{err} (recorded in {path})", err.epoch, err.step) from None
+        raise
+
+
+def _finish(run: Run, done: Progress, ckpt: Path | None, board, t_start: float, steps_per_epoch: int) -> dict[str, Any]:
+    """The final evaluation and the run's record, written; the checkpoint removed, the TensorBoard log closed."""
+    cfg = run.cfg
+    final = run.evaluate()
+    done.epochs[-1]["metrics"] = final
+    record = run_record(run, done.epochs, done.steps, done.initial, final,
+                        done.elapsed + time.perf_counter() - t_start, done.train_time, done.images_seen)
+    best = best_epoch(done.epochs, cfg.lead_metric)
+    if best is not None:
+        record["best"] = best
+    if cfg.save_model:
+        record["model_path"] = str(save_checkpoint(run.model, cfg, record["run_id"]))
+    _store(record, cfg.results_dir)
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
+    if board is not None:
+        board.close(cfg, final, cfg.epochs * steps_per_epoch)
+    return record
 
 
 def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,

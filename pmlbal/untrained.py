@@ -15,7 +15,7 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -98,10 +98,17 @@ def _memoised(run: "Run", name: str, compute) -> dict[str, float]:
     return metrics
 
 
-def untrained_metrics(run: "Run") -> dict[str, float]:
+def untrained_metrics(run: "Run", log: Callable[[str], None] | None = None) -> dict[str, float]:
     """`run.evaluate()` of the untrained model, from the memo when this exact network and evaluation
-    were seen before (the file is written atomically; an unreadable one is re-evaluated)."""
-    return _memoised(run, untrained_key(run), run.evaluate)
+    were seen before (the file is written atomically; an unreadable one is re-evaluated). `log` hears
+    of an evaluation before it starts (on a large test split it takes minutes), not of a memo read."""
+
+    def evaluate() -> dict[str, float]:
+        if log is not None:
+            log(f"{run.cfg.dataset}: evaluating the untrained network on {run.cfg.eval_split}")
+        return run.evaluate()
+
+    return _memoised(run, untrained_key(run), evaluate)
 
 
 #: Largest evaluation split (images x pixels) the raw-pixel baseline is computed for: on the small data

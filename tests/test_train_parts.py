@@ -211,3 +211,34 @@ def test_bookkeeping_fields_are_not_part_of_a_runs_identity():
     assert set(FIELD_ROLES) == {f.name for f in fields(TrainConfig)}
     assert config_key(identity(TrainConfig(seed=1).resolved())) == config_key(identity(base))
     assert config_key(identity(TrainConfig(lr=1e-3).resolved())) != config_key(identity(base))
+
+
+@pytest.mark.slow
+def test_a_run_says_what_it_prepares_before_its_first_epoch_line(tmp_path):
+    # Decoding the image cache and evaluating the untrained network take minutes on the large data
+    # sets: a user must see a line about each before the first epoch line, not minutes of silence.
+    import re
+
+    from click.testing import CliRunner
+
+    from pmlbal.cli import main
+
+    args = ["train", "--dataset", "digits", "--backbone", "test_resnet", "--embedding-dim", "16", "--epochs", "1",
+            "--batch-size", "40", "--samples-per-class", "10", "--results-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+
+    def first(pattern):
+        return next(i for i, line in enumerate(lines) if re.search(pattern, line))
+
+    cache = first(r"^digits: preparing the image cache \(train and test at \d+ px")
+    untrained = first(r"^digits: evaluating the untrained network on test$")
+    epoch = first(r"^digits/BalancedNTXentLoss seed 0: epoch 1/1: loss")
+    assert cache < untrained < epoch, lines
+    # Another loss from the same seed starts from the same network: its untrained metrics are read
+    # from the memo, and nothing claims an evaluation that does not happen.
+    again = CliRunner().invoke(main, args + ["--loss", "KCLLoss"])
+    assert again.exit_code == 0, again.output
+    assert "preparing the image cache" in again.output and "evaluating the untrained" not in again.output
