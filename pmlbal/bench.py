@@ -29,7 +29,7 @@ from .train import DivergedError, TrainConfig, identity, loss_data_args, make_lo
 #:   against 42.9 % at 16).
 #: The rule and the 8-epoch sweep replaced, on 2026-11-26, a plain best mean over a 3-epoch, 2-seed sweep
 #: that picked balanced contrastive's balance 4 (40.5 % against 38.9 %), whose test runs end below the
-#: untrained model (23.3 % MAP@R against 24.1 %; balance 1: 28.4 %). That change was made after seeing
+#: untrained model (23.3 % MAP@R against 24.1 %; balance 1: 27.7 %; records of numerics version 0). That change was made after seeing
 #: that test result; no choice was made on test figures. Digits' val split has only 2 classes, on which
 #: the untrained network already scores ~58 % MAP@R: a val sweep ranks balances but cannot show the gain
 #: over the untrained model, which the test board does.
