@@ -63,9 +63,9 @@ def test_interrupted_tune_keeps_the_study_and_fails_the_trial_for_a_retry(tmp_pa
 
     monkeypatch.setattr(pmlbal.tune.run, "train", interrupted)
     storage = f"sqlite:///{tmp_path / 'tuning.db'}"
-    args = ["tune", "--budget", "2", "--storage", storage, "--results-dir", str(tmp_path)]
+    args = ["tune", "--budget", "2", "--val-folds", "1", "--storage", storage, "--results-dir", str(tmp_path)]
     line = _interrupted_line(CliRunner().invoke(main, args))
     assert "study digits-BalancedNTXentLoss-cd keeps its finished trials" in line
-    assert line.endswith(f"to continue, run: pmlbal tune --budget 2 --storage {storage} --results-dir {tmp_path}")
+    assert line.endswith(f"to continue, run: pmlbal tune --budget 2 --val-folds 1 --storage {storage} --results-dir {tmp_path}")
     study = optuna.load_study(study_name="digits-BalancedNTXentLoss-cd", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
