@@ -174,6 +174,7 @@ def _loss_configs(base: TrainConfig, losses: list[str], log: Callable[[str], Non
         make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, 2, resolved.embedding_dim))
     return configs
 
+
 def _overall_bar(base: TrainConfig, configs: dict[str, TrainConfig], plan: list[tuple[str, int]],
                  log: Callable[[str], None]):
     """A bar over the runs this call has to train (recorded and failed ones left out, so its ETA is

@@ -109,8 +109,8 @@ def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
     listing, a substring test per name), then only those parsed and checked."""
     tag = f"-{key}-s{int(seed)}-"
     try:
-        # os.listdir gives plain names from C (no DirEntry per file): what still grows with the folder
-        # is this listing, about 50 ns a name, not the parsing of every record.
+        # os.listdir gives plain names (no DirEntry per file): what still grows with the folder is
+        # this listing (benchmarks/record_lookup.py), not the parsing of every record.
         names = sorted(n for n in os.listdir(folder) if tag in n and n.endswith(".json"))
     except FileNotFoundError:
         return []

@@ -82,7 +82,7 @@ def _search(loss, budget, search, storage, name, seed, space, workers, grace, me
     from ..records import check_writable
     from ..registry import dataset_spec
     from ..tune import make_spec, open_storage, run_search, search_space, training_objective
-    from ..tune.budget import trial_budget
+    from ..tune.budget import spec_trials
     from ..tune.progress import progress_bar, update_bar
     from ..tune.workers import start_workers, stop_workers
 
@@ -91,10 +91,10 @@ def _search(loss, budget, search, storage, name, seed, space, workers, grace, me
     dims = search_space(loss, kw["dataset"], _parse_space(space))
     folds = kw["val_folds"] or dataset_spec(kw["dataset"]).val_folds
     base = replace(base_config(**{**kw, "eval_split": "val"}), val_folds=folds)
-    trials = trial_budget(budget, folds)
     if confirm and search not in ("tpe", "random"):
         raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
     spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
+    trials = spec_trials(spec)  # what the budget in runs buys on its folds, as the workers count it
     if workers > 1 and not _is_shared(storage):
         raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
     bar, log = progress_bar(name, trials)
