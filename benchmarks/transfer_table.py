@@ -14,10 +14,15 @@ test_seeds``) and prints, for each validation scheme, Spearman's and Kendall's r
 the test means and the regret of picking by it (best test mean less the test mean of the scheme's
 pick). Configurations whose runs are not all recorded yet are listed as missing, not guessed.
 
-    python benchmarks/transfer_table.py --dataset cjk-glyphs [--folds 4] [--seeds 3] [--train]
+    python benchmarks/transfer_table.py --dataset cjk-glyphs [--folds 4] [--seeds 3] [--val-epochs 2] [--train]
     python benchmarks/transfer_table.py --dataset cjk-glyphs --table-only   # no training: what is recorded
 
-Several processes may run it at once on one results folder (each run is locked while it trains).
+Validation runs (both columns) train `--val-epochs` epochs, the length the tuner's validation runs use
+(`pmlbal tune --tune-epochs`); the test runs train the data set's default length, as the board's do. So
+the table asks what a study asks: does a cheap validation run rank configurations as the final runs do?
+
+Several processes may run it at once on one results folder: give each its own ``--shard I/N`` (every
+N-th configuration from the I-th), so that they do not queue on each other's locked runs.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ def label(kwargs: dict, batch: int) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) + f", batch={batch}"
 
 
-def runs_of(dataset: str, kwargs: dict, batch: int, folds: int, seeds: int, results: str) -> dict[str, list]:
+def runs_of(dataset: str, kwargs: dict, batch: int, folds: int, seeds: int, results: str,
+            val_epochs: int | None = None) -> dict[str, list]:
     """The configurations each column needs (seed 0 of the fixed split, the K folds, the test seeds)."""
     base = TrainConfig(dataset=dataset, loss="BalancedNTXentLoss", loss_kwargs=dict(kwargs), batch_size=batch,
                        results_dir=results, progress=False)
-    val = replace(base, train_split="train-sub", eval_split="val")
+    val = replace(base, train_split="train-sub", eval_split="val", epochs=val_epochs)
     return {"val_single": [val], "val_folds": fold_configs(replace(val, val_folds=folds), 0),
             "test": [replace(base, seed=s) for s in range(seeds)]}
 
@@ -65,8 +71,9 @@ def lookup(cfg: TrainConfig, train: bool) -> dict | None:
 
 def table(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for kwargs, batch in CONFIGS:
-        need = runs_of(args.dataset, kwargs, batch, args.folds, args.seeds, args.results_dir)
+    shard, shards = args.shard
+    for kwargs, batch in CONFIGS[shard::shards]:
+        need = runs_of(args.dataset, kwargs, batch, args.folds, args.seeds, args.results_dir, args.val_epochs)
         got = {col: [lookup(c, args.train) for c in cfgs] for col, cfgs in need.items()}
         missing = {col: sum(r is None for r in rs) for col, rs in got.items() if any(r is None for r in rs)}
         row = {"config": label(kwargs, batch), "missing": missing}
@@ -109,16 +116,31 @@ def write_csv(rows: list[dict], path: Path) -> None:
     atomic_write_text(path, out.getvalue())
 
 
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(i), int(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="cjk-glyphs")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--val-epochs", type=int, default=None,
+                    help="epochs of the validation runs (default: the data set's, as a test run)")
+    ap.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                    help="only every N-th configuration from the I-th (one process each); the CSV is written "
+                         "by a run without --shard")
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--train", action="store_true", help="train the runs that are not recorded yet")
     ap.add_argument("--table-only", action="store_true", help="only read what is recorded (the default)")
     args = ap.parse_args()
     rows = table(args)
+    if args.shard != (0, 1):
+        print(report(rows))
+        return
     write_csv(rows, Path(args.results_dir) / f"transfer_{args.dataset}.csv")
     print(report(rows))
 

@@ -37,8 +37,12 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
               help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
 @click.option("--confirm", is_flag=True,
               help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
+@click.option("--tune-epochs", type=POSITIVE_INT, default=None,
+              help="Epochs of each validation run, fewer than the final run's --epochs to save time "
+                   "(recorded in the study; default: --epochs).")
 @click.pass_context
-def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm, **kw):
+def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm,
+         tune_epochs, **kw):
     """Tune LOSS on class-disjoint validation folds of the train classes (--val-folds, default per data
     set); each fold of a trial is one recorded training run and the trial's value is the folds' mean."""
     from ..tune import open_storage, pick
@@ -52,7 +56,8 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, f
             if not storage_exists(storage):  # looking must not create a database
                 raise ValueError(f"no study {name!r}: {storage} does not exist")
             return _show_study(open_storage(storage, read_only=True), name, kw["results_dir"])
-        study = _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw)
+        study = _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm,
+                        tune_epochs, kw)
     except user_errors() as err:
         fail(err)
     except KeyboardInterrupt:
@@ -75,7 +80,7 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, f
                    f"(record {record['path']})")
 
 
-def _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, kw):
+def _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, tune_epochs, kw):
     """Create or resume study `name` and spend its budget: in this process, or in worker processes."""
     from dataclasses import replace
 
@@ -93,7 +98,13 @@ def _search(loss, budget, search, storage, name, seed, space, workers, grace, me
     base = replace(base_config(**{**kw, "eval_split": "val"}), val_folds=folds)
     if confirm and search not in ("tpe", "random"):
         raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
-    spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm)
+    final_epochs = None
+    if tune_epochs is not None:
+        final_epochs = base.resolved().epochs
+        if tune_epochs > final_epochs:
+            raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {final_epochs} epochs")
+        base = replace(base, epochs=tune_epochs)
+    spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm, final_epochs)
     trials = spec_trials(spec)  # what the budget in runs buys on its folds, as the workers count it
     if workers > 1 and not _is_shared(storage):
         raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")

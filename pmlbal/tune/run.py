@@ -185,11 +185,14 @@ def best_point(study: optuna.Study) -> Pick | None:
 
 
 def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> TrainConfig:
-    """The picked configuration, trained on the full train split and evaluated on test."""
+    """The picked configuration, trained on the full train split and evaluated on test, for the
+    spec's `final_epochs` where its validation runs were shorter (`pmlbal tune --tune-epochs`)."""
     spec = load_spec(study)
     best = pick(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no finished trial")
+    if spec.get("final_epochs") is not None:
+        overrides = {"epochs": spec["final_epochs"], **overrides}
     return picked_config(TrainConfig(**{**spec["base"], **overrides}), study, best, storage_url)
 
 

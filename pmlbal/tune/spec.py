@@ -25,15 +25,19 @@ SEARCH_VERSION = 2
 
 
 def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
-              metric: str = "recall@1", confirm: bool = False) -> dict[str, Any]:
-    """A study's description: what a worker needs to rebuild the objective, and what a resume must match."""
+              metric: str = "recall@1", confirm: bool = False, final_epochs: int | None = None) -> dict[str, Any]:
+    """A study's description: what a worker needs to rebuild the objective, and what a resume must match.
+    `final_epochs`: the final run's length when the validation runs (`base.epochs`) are shorter."""
     base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
-    return {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
+    spec = {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
             "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
             "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
+    if final_epochs is not None and final_epochs != base.epochs:
+        spec["final_epochs"] = final_epochs
+    return spec
 
 
-_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed")
+_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed", "final_epochs")
 
 
 def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,

@@ -133,6 +133,24 @@ def test_tune_on_two_validation_folds_records_a_run_on_each(tmp_path):
     assert batch // final[0]["config"]["samples_per_class"] == 4  # not the tuning split's 2 classes a batch
 
 
+def test_tune_epochs_shorten_the_validation_runs_not_the_final_run(tmp_path):
+    """`--tune-epochs 1 --epochs 2`: every validation run trains 1 epoch, the study records the final
+    length, and the retrained pick trains 2."""
+    common = ["--dataset", "digits", "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, ["tune", "--tune-epochs", "1", "--epochs", "2", "--val-folds", "1", "--budget",
+                                       "2", "--study", "e", "--space", "balance=0.5:2"] + common)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="e", storage=open_storage(f"sqlite:///{tmp_path}/tuning.db"))
+    assert study.user_attrs["pmlbal:spec"]["final_epochs"] == 2 and study.user_attrs["pmlbal:spec"]["base"]["epochs"] == 1
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    val = [r for r in records if r["config"]["eval_split"] == "val"]
+    final = [r for r in records if r["config"]["eval_split"] == "test"]
+    assert len(val) == 2 and {len(r["epochs"]) for r in val} == {1}
+    assert len(final) == 1 and final[0]["config"]["epochs"] == 2 and len(final[0]["epochs"]) == 2
+    longer = CliRunner().invoke(main, ["tune", "--tune-epochs", "3", "--epochs", "2", "--study", "e2"] + common)
+    assert longer.exit_code != 0 and "--tune-epochs 3 is more than the final run's 2 epochs" in longer.output
+
+
 def test_cli_tune_refuses_bad_options(tmp_path):
     url = f"sqlite:///{tmp_path}/tuning.db"
     for args, word in [(["--loss", "TripletMarginLoss"], "no default search space"),
