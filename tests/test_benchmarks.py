@@ -121,3 +121,20 @@ def test_tuning_table_refuses_a_bad_shard(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             _run_table(monkeypatch, table, tmp_path / "grid.csv", "--shard", bad)
         assert f"--shard '{bad}'" in capsys.readouterr().err
+
+
+def test_transfer_table_scores_each_validation_scheme_against_test():
+    """Closed forms: folds ordered as test give Spearman = Kendall = 1 and no regret; a fold ordered
+    the other way gives -1 and the largest regret; the fresh-fold draws lie between."""
+    tt = _load("transfer_table")
+    test = [0.1, 0.2, 0.3, 0.4]
+    rows = [{"config": f"c{i}", "missing": {}, "test_mean": t, "val_single": t, "val_folds": 0.0,
+             "fold_values": (t, t + 0.5, 1 - t)} for i, t in enumerate(test)]
+    got = tt.schemes(rows, draws=200)
+    assert got["val_single"] == pytest.approx((1.0, 1.0, 0.0))
+    assert got["fold 0 alone"] == pytest.approx((1.0, 1.0, 0.0)) and got["fold 1 alone"] == pytest.approx((1.0, 1.0, 0.0))
+    assert got["fold 2 alone"] == pytest.approx((-1.0, -1.0, 0.3))
+    assert got["val_folds"][0] == pytest.approx(1.0)  # the mean, (t + 1.5) / 3, rises with t
+    rho, tau, regret = got["fresh fold per config"]
+    assert -1 < rho < 1 and -1 < tau < 1 and 0 < regret < 0.3
+    assert "regret" in tt.report(rows) and "fresh fold per config" in tt.report(rows)
