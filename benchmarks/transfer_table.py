@@ -42,7 +42,7 @@ from pmlbal.records import config_key, find_existing
 from pmlbal.tune.folds import fold_configs, score_folds
 
 METRIC = "map_at_r"
-#: balance x batch size at the default temperature, and two temperatures at balance 2 and 1.
+#: balance x batch size at the default temperature (0.07), and temperature 1/16 at balance 2, 0.2 at balance 1.
 CONFIGS = [({"balance": b}, batch) for b in (0.25, 0.5, 1.0, 2.0, 4.0) for batch in (64, 128)] + [
     ({"balance": 2.0, "temperature": 0.0625}, 128), ({"balance": 1.0, "temperature": 0.2}, 128)]
 
