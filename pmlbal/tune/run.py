@@ -21,6 +21,7 @@ from .coordinate_descent import CoordinateDescent, Dim
 from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
 from .folds import train_trial
 from .spaces import final_samples_per_class, grid_values, suggest
+from .powers import PowersOfTwo
 # The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
 from .spec import SEARCH_VERSION, SPEC, config_for, dims_of, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
@@ -69,12 +70,13 @@ def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
 
 # -- searches -------------------------------------------------------------------------------------
 def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
+    """The search's sampler; Optuna's TPE and random draw batch sizes as powers of two, as cd and grid do."""
     if search == "cd":
         return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims)
     if search == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return PowersOfTwo(optuna.samplers.TPESampler(seed=seed))
     if search == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return PowersOfTwo(optuna.samplers.RandomSampler(seed=seed))
     if search == "grid":
         return optuna.samplers.GridSampler({d.name: grid_values(d) for d in dims}, seed=seed)
     raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
