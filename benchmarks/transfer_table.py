@@ -97,8 +97,9 @@ def _scores(val: np.ndarray, test: np.ndarray) -> tuple[float, float, float]:
 def schemes(done: list[dict], draws: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """(Spearman, Kendall, regret) of each validation scheme the recorded runs can score: the fixed
     split, the folds' mean, the folds' rank average, each fold alone as a fixed split, and a fresh
-    split per configuration (one fold drawn at random for each, as Nagler et al. 2024 reshuffle; the
-    mean over `draws` draws) -- the last ones at the cost of one run, from the fold runs already made."""
+    split per configuration (one of the K folds drawn at random for each, a stand-in for Nagler et al.
+    2024's reshuffling: configurations that draw the same fold share a split, where a true reshuffle
+    would draw a new one; the mean over `draws` draws) -- the last ones at the cost of one run, from the fold runs already made."""
     from scipy.stats import rankdata
 
     test = np.array([r["test_mean"] for r in done])
@@ -111,7 +112,7 @@ def schemes(done: list[dict], draws: int = 2000, seed: int = 0) -> dict[str, tup
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, folds.shape[1], size=(draws, len(done)))
     drawn = np.array([_scores(folds[np.arange(len(done)), p], test) for p in picks])
-    out["fresh fold per config"] = tuple(drawn.mean(axis=0))
+    out["random fold per config"] = tuple(drawn.mean(axis=0))
     return out
 
 

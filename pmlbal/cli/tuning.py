@@ -99,7 +99,7 @@ def _search(loss, budget, search, storage, name, seed, space, workers, grace, me
     if confirm and search not in ("tpe", "random"):
         raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
     final_epochs = None
-    if tune_epochs is not None:
+    if tune_epochs is not None and tune_epochs != base.resolved().epochs:  # equal: the study an unflagged run makes
         final_epochs = base.resolved().epochs
         if tune_epochs > final_epochs:
             raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {final_epochs} epochs")

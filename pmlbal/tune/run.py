@@ -71,12 +71,13 @@ def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
 # -- searches -------------------------------------------------------------------------------------
 def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
     """The search's sampler; Optuna's TPE and random draw batch sizes as powers of two, as cd and grid do."""
+    powers = [d.name for d in dims if d.scale == "log2-int"]
     if search == "cd":
         return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims)
     if search == "tpe":
-        return PowersOfTwo(optuna.samplers.TPESampler(seed=seed))
+        return PowersOfTwo(optuna.samplers.TPESampler(seed=seed), powers)
     if search == "random":
-        return PowersOfTwo(optuna.samplers.RandomSampler(seed=seed))
+        return PowersOfTwo(optuna.samplers.RandomSampler(seed=seed), powers)
     if search == "grid":
         return optuna.samplers.GridSampler({d.name: grid_values(d) for d in dims}, seed=seed)
     raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")

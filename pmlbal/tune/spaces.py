@@ -50,7 +50,7 @@ def suggest(trial: optuna.Trial, dim: Dim) -> Any:
     """Ask Optuna for `dim` with the distribution that maps back to the same scale."""
     if dim.scale == "categorical":
         return trial.suggest_categorical(dim.name, list(dim.choices))
-    if dim.scale == "log2-int":
+    if dim.scale in ("log2-int", "log-int"):
         return trial.suggest_int(dim.name, int(dim.low), int(dim.high), log=True)
     if dim.scale == "int":
         return trial.suggest_int(dim.name, int(dim.low), int(dim.high))
