@@ -97,6 +97,7 @@ def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str
         row = {
             "loss": UNTRAINED + ("" if cfg.get("pretrained") is None else f" (pretrained={cfg['pretrained']})"),
             "untrained": True, "seeds": len(by_seed), "stale": stale, "threads": _thread_set(runs),
+            "cpus": _cpu_set(runs),
             "config_key": "untrained-" + config_key(dict(key)),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": None, "epochs": 0,
             "train_time_s": 0.0, "command": "", "device": next(iter(by_seed.values()))[0].get("device", "?"),
@@ -131,7 +132,7 @@ def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
     rows = []
     for size, r in sorted(groups.items()):
         row = {"loss": f"{PIXELS} ({size} px, L2-normalised)", "untrained": True, "pixels": True, "seeds": 1,
-               "config_key": f"pixels-{size}", "stale": False, "threads": (), "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
+               "config_key": f"pixels-{size}", "stale": False, "threads": (), "cpus": {}, "backbone": "–", "embedding_dim": 3 * int(size) ** 2,
                "batch_size": None, "epochs": 0, "train_time_s": 0.0, "command": "", "device": r.get("device", "?"),
                "eval_split": "test"}
         for name in dataset_spec(dataset).metrics:
@@ -156,7 +157,7 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         cfg = runs[0]["config"]
         row = {
             "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),
-            "stale": stale, "threads": _thread_set(runs),
+            "stale": stale, "threads": _thread_set(runs), "cpus": _cpu_set(runs),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": cfg["batch_size"],
             "epochs": cfg["epochs"], "train_time_s": mean(r.get("train_time_s") or 0.0 for r in runs),
             "command": runs[0]["command"], "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
@@ -177,6 +178,17 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
 
 def _thread_set(runs: list[dict[str, Any]]) -> tuple[int, ...]:
     return tuple(sorted({t for t in map(threads, runs) if t is not None}))
+
+
+def cpu_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The fingerprint of the CPU that computed a run (`pmlbal.cpu`), None where its record predates them."""
+    numerics = record.get("numerics")
+    return numerics.get("cpu") if isinstance(numerics, dict) and numerics.get("device") == "cpu" else None
+
+
+def _cpu_set(runs: list[dict[str, Any]]) -> dict[str | None, dict[str, Any] | None]:
+    """Fingerprint id -> fingerprint of the CPUs a row's runs came from (None: not recorded); {} on a GPU."""
+    return {(fp or {}).get("id"): fp for r in runs if threads(r) is not None for fp in [cpu_of(r)]}
 
 
 def _best(record: dict[str, Any]) -> dict[str, Any] | None:

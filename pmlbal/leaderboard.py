@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .board_rows import (METRIC_LABELS, PIXELS, UNTRAINED, UNTRAINED_FIELDS, UNTRAINED_KEYS,  # noqa: F401
                          _sort_value, board_metrics, build_rows, loss_label, metric_label, pixel_rows, untrained_rows)
+from .cpu import summary
 from .records import NUMERICS_VERSION, atomic_write_text, iter_records
 from .registry import dataset_spec
 
@@ -30,7 +31,7 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
            if any(r["seeds"] < expected_seeds for r in rows if not r.get("pixels")) else "")
         + "Every row comes from the run records in `runs/`; rebuild with `pmlbal leaderboard`. "
-        + _threads_note(rows)
+        + _threads_note(rows) + _cpus_note(rows)
         + (f" Metrics are the final epoch's; *best epoch* is the highest test R@{spec.ks[0]} among the "
            "epochs evaluated (`--eval-every`), picked by the run's lead metric, with its epoch per seed: the number "
            "papers that report their best epoch give, chosen on test and so optimistic."
@@ -71,6 +72,32 @@ def _threads_note(rows: list[dict[str, Any]]) -> str:
     return "CPU runs used the thread counts in the *threads* column (`torch.get_num_threads()`)."
 
 
+def cpu_letters(rows: list[dict[str, Any]]) -> dict[str | None, str]:
+    """A letter per CPU fingerprint the rows' runs came from, in order of first appearance; '?' for
+    records that predate fingerprints."""
+    letters: dict[str | None, str] = {}
+    for r in rows:
+        for fid in r.get("cpus", {}):
+            if fid not in letters:
+                letters[fid] = "?" if fid is None else "abcdefghijklmnopqrstuvwxyz"[sum(k is not None for k in letters)]
+    return letters
+
+
+def _cpus_note(rows: list[dict[str, Any]]) -> str:
+    """Which CPUs computed the rows (a CPU model rounds differently from another from the first step
+    on, so a run re-made elsewhere lands like another seed): one sentence, and a *cpu* column when they differ."""
+    letters = cpu_letters(rows)
+    if not letters:
+        return ""
+    fps = {fid: fp for r in rows for fid, fp in r.get("cpus", {}).items()}
+    names = {fid: summary(fps[fid]) if fid else "not recorded (records written before CPU fingerprints, 2026-12-07)"
+             for fid in letters}
+    if len(letters) == 1:
+        return f" CPU: {next(iter(names.values()))}."
+    return (" CPU runs were computed on the CPUs of the *cpu* column: "
+            + "; ".join(f"[{letters[fid]}] {name}" for fid, name in names.items()) + ".")
+
+
 def _mixed_threads(rows: list[dict[str, Any]]) -> bool:
     return len({t for r in rows if not r.get("pixels") for t in r.get("threads", ())}) > 1
 
@@ -79,11 +106,14 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
     metrics = board_metrics(dataset)
     best_col = any("best" in r for r in rows)
     threads_col = _mixed_threads(rows)
+    letters = cpu_letters(rows)
+    cpu_col = len(letters) > 1
     lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
              "| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
-             + " | seeds" + (" | threads" if threads_col else "") + " | backbone | dim | batch | epochs | train s | command |",
+             + " | seeds" + (" | threads" if threads_col else "") + (" | cpu" if cpu_col else "")
+             + " | backbone | dim | batch | epochs | train s | command |",
              "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + ("---|" if threads_col else "")
-             + "---|---|---|---|---|---|---|"]
+             + ("---|" if cpu_col else "") + "---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
         cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
@@ -93,10 +123,11 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
                          + f" (epoch {', '.join(map(str, b[2]))})")
         mark = "" if row["seeds"] >= expected_seeds else " †"
         label = row["loss"] + (" ‡" if row.get("stale") else "")
-        seeds = f"{row['seeds']}{mark}" + (f" | {', '.join(map(str, row['threads'])) or '–'}" if threads_col else "")
+        seeds = (f"{row['seeds']}{mark}" + (f" | {', '.join(map(str, row['threads'])) or '–'}" if threads_col else "")
+                 + (f" | {', '.join(sorted(letters[f] for f in row.get('cpus', {}))) or '–'}" if cpu_col else ""))
         if row.get("pixels"):
             lines.append(f"| {i} | **{label}** | " + " | ".join(f"**{c}**" for c in cells)
-                         + (" | – | –" if threads_col else " | –")
+                         + " | –" * (1 + threads_col + cpu_col)
                          + f" | – | {row['embedding_dim']} | – | 0 | 0 | (no network: `pixels` in the records) |")
             continue
         if row["untrained"]:
@@ -119,14 +150,15 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["loss", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "seeds", "backbone",
-                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command", "threads", "stale"]
+                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command", "threads", "cpus", "stale"]
                + ([f"best_recall@{k}_mean", f"best_recall@{k}_std", "best_epochs"] if best_col else []))
     for row in rows:
         b = row.get("best")
         w.writerow([row["loss"], *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
                     row["embedding_dim"], "" if row["batch_size"] is None else row["batch_size"], row["epochs"],
                     f"{row['train_time_s']:.1f}", row["config_key"], row["command"],
-                    " ".join(map(str, row.get("threads", ()))), int(bool(row.get("stale")))]
+                    " ".join(map(str, row.get("threads", ()))), " ".join(f or "?" for f in row.get("cpus", {})),
+                    int(bool(row.get("stale")))]
                    + ([] if not best_col else ["", "", ""] if b is None
                       else [f"{b[0]:.6f}", f"{b[1]:.6f}", " ".join(map(str, b[2]))]))
     return buf.getvalue()

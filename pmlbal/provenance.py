@@ -14,6 +14,7 @@ import torch
 from .build import Run
 from .command import command_for
 from .config import identity
+from .cpu import fingerprint
 from .records import NUMERICS_VERSION, SCHEMA_VERSION, config_key, new_run_id
 from .untrained import pixel_metrics
 
@@ -65,9 +66,11 @@ def failure_record(run: Run, err: Exception, epochs: list[dict], wall_time: floa
 
 def numerics(device: torch.device) -> dict[str, Any]:
     """What fixes a run's rounding besides its configuration: the code's numerics version, the CPU
-    thread count (1 and 2 threads give runs that drift apart after a few hundred steps) and the
-    device type. The same three reproduce a record exactly."""
-    return {"version": NUMERICS_VERSION, "threads": torch.get_num_threads(), "device": device.type}
+    thread count (1 and 2 threads give runs that drift apart after a few hundred steps), the device
+    type and the CPU's fingerprint (`pmlbal.cpu`: model, vector ISA, caches, BLAS/oneDNN builds; another
+    CPU model rounds differently from the first step on). Equal numerics reproduce a record exactly."""
+    return {"version": NUMERICS_VERSION, "threads": torch.get_num_threads(), "device": device.type,
+            "cpu": fingerprint()}
 
 
 def _git_commit() -> str | None:
@@ -79,10 +82,14 @@ def _git_commit() -> str | None:
 
 
 def _versions() -> dict[str, str]:
+    """The versions of what computes a run (numpy and Pillow prepare its images)."""
+    import numpy
+    import PIL
     import pytorch_metric_learning
     import timm
 
     from . import __version__
 
     return {"pmlbal": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "pytorch_metric_learning": pytorch_metric_learning.__version__, "python": platform.python_version()}
+            "pytorch_metric_learning": pytorch_metric_learning.__version__, "numpy": numpy.__version__,
+            "pillow": PIL.__version__, "python": platform.python_version()}

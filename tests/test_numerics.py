@@ -54,7 +54,7 @@ def test_the_board_marks_stale_rows_and_prefers_current_runs():
     assert "BalancedNTXentLoss(balance=2.0) ‡" in md and "BalancedNTXentLoss(balance=1.0) ‡" not in md
     assert f"earlier numerics version than the current code's ({NUMERICS_VERSION}" in md
     assert "Every CPU run used 2 threads" in md and "| threads |" not in md
-    assert render_csv(rows, "digits").splitlines()[0].endswith(",threads,stale")
+    assert render_csv(rows, "digits").splitlines()[0].endswith(",threads,cpus,stale")
 
 
 def test_a_board_mixing_thread_counts_shows_them_per_row():
@@ -62,6 +62,25 @@ def test_a_board_mixing_thread_counts_shows_them_per_row():
     md = render_markdown(rows, "digits", 1)
     assert "| seeds | threads |" in md and "*threads* column" in md
     assert "‡" not in md
+
+
+def test_the_board_names_the_cpus_its_rows_come_from_and_marks_them_per_row_when_they_differ():
+    from pmlbal.cpu import fingerprint
+
+    here = fingerprint(threads=2)
+    other = {**here, "model": "Intel(R) Xeon(R) Platinum", "isa": here["isa"] + ["avx512f", "amx_tile"]}
+    other["id"] = "0123456789"
+    runs = [record(seed=0), record(seed=1), record(seed=0, balance=3.0), record(seed=0, balance=4.0)]
+    for r, fp in zip(runs, (here, other, here)):
+        r["numerics"]["cpu"] = fp
+    md = render_markdown(build_rows(runs, "digits"), "digits", 1)
+    assert "| seeds | cpu |" in md and f"[a] {here['model']} (family" in md and "[b] Intel(R) Xeon(R)" in md
+    assert "[?] not recorded" in md
+    lines = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| ") and "balance=" in line}
+    assert " | 2 | a, b | " in lines["BalancedNTXentLoss(balance=1.0)"]
+    assert " | 1 | ? | " in lines["BalancedNTXentLoss(balance=4.0)"]
+    one = render_markdown(build_rows(runs[2:3], "digits"), "digits", 1)
+    assert "| cpu |" not in one and f"CPU: {here['model']} (family {here['family']}" in one
 
 
 def test_stale_runs_are_the_configurations_and_seeds_without_a_current_record(tmp_path):
