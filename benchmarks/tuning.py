@@ -1,4 +1,4 @@
-"""Tuner comparison at equal budgets (SPEC section 5): which configuration does each search pick?
+"""Tuner comparison at equal budgets (docs/tuner.md): which configuration does each search pick?
 
 Usage:
     python benchmarks/tuning.py [--seeds 50] [--budgets 16,33,66] [--jobs 2]
@@ -6,7 +6,7 @@ Usage:
                                 [--tables digits=results/tuning_digits_grid.csv,...] [--out results/tuning.png]
 
 Methods, each given the same number of training runs B (one trial = one run):
-  cd         SPEC section 5 version 2 (`CoordinateDescentSampler(budget=B)`, what `pmlbal tune` runs);
+  cd         docs/tuner.md, search version 3 (`CoordinateDescentSampler(budget=B)`, what `pmlbal tune` runs, x0 = the box's centre);
              pick = the point with the highest mean of its runs (`pmlbal.tune.pick`)
   cd-v1      version 1 (one descent from the centre, stops when converged; reference only);
              pick = its best trial among the first B

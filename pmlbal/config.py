@@ -74,7 +74,7 @@ class TrainConfig:
     progress: bool = True
     #: "storage-url#study" when the hyper-parameters come from a tuning study (provenance only).
     tuned_from: str | None = None
-    #: Validation runs behind the tuned pick (SPEC section 5: its score is their mean).
+    #: Validation runs behind the tuned pick (docs/tuner.md: its score is their mean).
     tuned_runs: int | None = None
     #: How the pick was found: the search and its validation folds ("cd on 3 folds"; provenance only).
     tuned_by: str | None = None

@@ -178,7 +178,9 @@ class DatasetSpec:
     search space of the training coordinates (``{"batch_size": ("log2-int", 32, 512), ...}``);
     `samples_per_class(batch_size)` is m for a tuned batch size on the tuning split (train-sub).
     `val_folds` is the tuner's default number of class-disjoint validation folds (1: the fixed
-    split; `pmlbal.data.base.held_out_classes` says how folds are drawn). `lead_metric` is the metric its
+    split; `pmlbal.data.base.held_out_classes` says how folds are drawn); `val_noise` maps a validation
+    metric to the measured s.d. of the paired difference of two runs (same seeds, two configurations),
+    the tuner's noise floor (docs/tuner.md, "Noise"). `lead_metric` is the metric its
     leaderboard is sorted by and leads with (``"recall@<first k>"`` unless the data set says
     otherwise); `lead_reason` is the sentence the board prints to say why, when that is not Recall@1.
     """
@@ -193,6 +195,7 @@ class DatasetSpec:
     lead_metric: str = ""
     lead_reason: str = ""
     val_folds: int = 1
+    val_noise: Mapping[str, float] = field(default_factory=dict)
     #: m for a tuned batch size on the full train split (None: `samples_per_class`).
     final_rule: Callable[[int], int] | None = None
 
@@ -225,7 +228,8 @@ class DatasetSpec:
 def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, Any], tune: Mapping[str, tuple],
                      samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True,
                      lead_metric: str | None = None, lead_reason: str = "", val_folds: int = 1,
-                     final_samples_per_class: Callable[[int], int] | None = None) -> Callable[[T], T]:
+                     final_samples_per_class: Callable[[int], int] | None = None,
+                     val_noise: Mapping[str, float] | None = None) -> Callable[[T], T]:
     """Class decorator for a `RetrievalDataset`: register it as `name` with its spec.
 
     `lead_metric` (default Recall@ks[0]) must be one of the board's metrics; any other lead needs
@@ -238,7 +242,7 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
                                       MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
                                       needs_root, lead_metric or "", lead_reason, val_folds,
-                                      final_samples_per_class)
+                                      MappingProxyType(dict(val_noise or {})), final_samples_per_class)
         return cls
 
     return decorator

@@ -2,7 +2,7 @@
 
 The run record stays the source of truth (`pmlbal leaderboard` reads records only); this mirrors it
 for people who watch runs in TensorBoard: per step the loss and, for pmlbal's balanced losses, its
-two terms (`train/pos_term`, `train/entropy_term`, SPEC section 1); per evaluation every metric
+two terms (`train/pos_term`, `train/entropy_term`, docs/method.md, 'Balanced contrastive losses'); per evaluation every metric
 (`eval/<metric>`, the untrained model at step 0); and the configuration as hparams with the final
 metrics. Each run writes to DIR/<dataset>-<loss>-<config key>-s<seed>, so runs logged to one DIR are
 compared side by side, and a resumed run continues its own curves.

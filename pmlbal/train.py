@@ -1,4 +1,4 @@
-"""One training run -> one result record (SPEC sections 6-7): the orchestration, nothing else.
+"""One training run -> one result record (docs/method.md, 'Evaluation' and 'Data sets'): the orchestration, nothing else.
 
 `train(TrainConfig)` composes the building blocks below it, as timm's train script composes its
 factories: `build.build_run` (config resolved, process, data, model, loss, optimiser, batch source)

@@ -342,9 +342,9 @@ def test_readme_tuning_commands_run_as_written_on_the_committed_study(tmp_path, 
     shown = CliRunner().invoke(main, commands[1][1:])
     assert shown.exit_code == 0 and "pick:" in shown.output, shown.output
     assert (tmp_path / "results" / "tuning.db").read_bytes() == before
-    ran = CliRunner().invoke(main, commands[0][1:])
-    assert ran.exit_code == 0, ran.output
-    assert "pick: val map_at_r" in ran.output and "best configuration on test" in ran.output
+    ran = CliRunner().invoke(main, commands[0][1:])  # the committed study is of search version 2 (README)
+    assert ran.exit_code == 1 and "search version (2 then, 3 now" in ran.output, ran.output
+    assert (tmp_path / "results" / "tuning.db").read_bytes() == before
 
 
 # -- bad values with one-line errors ----------------------------------------------------------------------

@@ -14,7 +14,9 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
 @click.command()
 @without("eval_split", "val_fold")  # tuning scores on the class-disjoint validation split, every fold
 @train_options
-@click.option("--loss", default="BalancedNTXentLoss", show_default=True, help="Loss to tune (see pmlbal.tune.search_space).")
+@click.option("--loss", default="BalancedNTXentLoss", show_default=True,
+              help="Loss to tune, optionally with arguments that every trial shares and that are the defaults of its "
+                   "coordinates: 'Name(key=value, ...)' (see pmlbal.tune.search_space).")
 @click.option("--budget", type=POSITIVE_INT, default=30, show_default=True,
               help="Training runs at most (a trial on K validation folds is K runs).")
 @click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
@@ -25,39 +27,55 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
 @click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--space", multiple=True, metavar="NAME=LOW:HIGH", help="Override a coordinate's range (repeatable).")
+@click.option("--x0", "x0_items", multiple=True, metavar="NAME=VALUE",
+              help="A coordinate's default, the study's first point and the pick's reference (repeatable; default: "
+                   "--loss's arguments, the data set's batch size and lr, the loss class's defaults).")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
               help="Trials run at once: 1 = in this process; N > 1 = N local worker processes (one per GPU when "
                    "there are several); 0 = none here, `pmlbal tune-worker` processes elsewhere do the work.")
 @click.option("--final/--no-final", default=True, show_default=True,
-              help="Retrain the best configuration on train and evaluate it once on test (recorded).")
+              help="Retrain the pick on train and evaluate it once on test (recorded).")
 @click.option("--show", is_flag=True, help="Print the study's trajectory and write its plot; runs nothing.")
 @click.option("--grace", type=POSITIVE_FLOAT, default=120.0, show_default=True,
               help="Seconds without a heartbeat before a running trial is declared lost and queued again.")
-@click.option("--metric", type=click.Choice(LEAD_METRICS), default="recall@1", show_default=True,
-              help="Validation metric to maximise (map_at_r where Recall@1 saturates, as on digits).")
+@click.option("--metric", type=click.Choice(LEAD_METRICS), default=None,
+              help="Validation metric to maximise (default: the data set's lead metric, e.g. map_at_r on digits).")
 @click.option("--confirm", is_flag=True,
-              help="tpe/random: spend the last budget/4 trials re-running the top 3 points with new seeds, as cd does.")
+              help="tpe/random: spend the last budget/4 runs re-running the 3 best points and the defaults, as cd does.")
 @click.option("--tune-epochs", type=POSITIVE_INT, default=None,
               help="Epochs of each validation run, fewer than the final run's --epochs to save time "
-                   "(recorded in the study; default: --epochs).")
+                   "(recorded in the study; default: --epochs, the final run's length).")
 @click.pass_context
-def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, final, show, grace, metric, confirm,
-         tune_epochs, **kw):
+def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, workers, final, show, grace, metric,
+         confirm, tune_epochs, **kw):
     """Tune LOSS on class-disjoint validation folds of the train classes (--val-folds, default per data
-    set); each fold of a trial is one recorded training run and the trial's value is the folds' mean."""
+    set), starting from the defaults; the pick is the defaults unless a confirmed point beats them on
+    paired runs (docs/tuner.md)."""
+    from dataclasses import replace
+
+    from ..bench import parse_loss_spec
     from ..tune import open_storage, pick
     from ..tune.progress import format_params, runs_text
+    from ..tune.report import versus_defaults
     from ..tune.run import retrain_best, storage_exists
+    from ..tune.study import tune_study
 
     storage = storage or default_storage(kw["results_dir"])
-    name = study_name or f"{kw['dataset']}-{loss}-{search}"
+    try:
+        loss_name, loss_kwargs = parse_loss_spec(loss)
+    except ValueError as err:
+        fail(err)
+    name = study_name or f"{kw['dataset']}-{loss_name}-{search}"
     try:
         if show:
             if not storage_exists(storage):  # looking must not create a database
                 raise ValueError(f"no study {name!r}: {storage} does not exist")
             return _show_study(open_storage(storage, read_only=True), name, kw["results_dir"])
-        study = _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm,
-                        tune_epochs, kw)
+        base = replace(base_config(**{**kw, "eval_split": "val"}), loss=loss_name, loss_kwargs=loss_kwargs)
+        study = tune_study(base, loss_name, budget, search=search, storage=storage, study_name=name, seed=seed,
+                           space=_parse_space(space), x0=_parse_x0(x0_items), val_folds=kw["val_folds"],
+                           workers=workers, grace=grace, metric=metric, confirm=confirm, tune_epochs=tune_epochs,
+                           log=click.echo)
     except user_errors() as err:
         fail(err)
     except KeyboardInterrupt:
@@ -65,8 +83,8 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, f
     best = pick(study)
     if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
-    click.echo(f"study {name}: {len(study.trials)} trials; pick: val {metric} {best.value:.4f} "
-               f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}")
+    click.echo(f"study {name}: {len(study.trials)} trials; pick: val {best.value:.4f} "
+               f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}; {versus_defaults(best)}")
     if final:
         try:
             record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],
@@ -76,48 +94,8 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, workers, f
         except KeyboardInterrupt:
             interrupted(ctx, f"study {name} is complete; only its final retrain starts again")
         f = record["final"]
-        click.echo(f"best configuration on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
+        click.echo(f"the pick on test: recall@1 {f['recall@1']:.4f} map@r {f['map_at_r']:.4f} "
                    f"(record {record['path']})")
-
-
-def _search(loss, budget, search, storage, name, seed, space, workers, grace, metric, confirm, tune_epochs, kw):
-    """Create or resume study `name` and spend its budget: in this process, or in worker processes."""
-    from dataclasses import replace
-
-    from ..records import check_writable
-    from ..registry import dataset_spec
-    from ..tune import make_spec, open_storage, run_search, search_space, training_objective
-    from ..tune.budget import spec_trials
-    from ..tune.progress import progress_bar, update_bar
-    from ..tune.workers import start_workers, stop_workers
-
-    check_writable(Path(kw["results_dir"]) / "runs")  # before the first trial, not after it
-    store = open_storage(storage)
-    dims = search_space(loss, kw["dataset"], _parse_space(space))
-    folds = kw["val_folds"] or dataset_spec(kw["dataset"]).val_folds
-    base = replace(base_config(**{**kw, "eval_split": "val"}), val_folds=folds)
-    if confirm and search not in ("tpe", "random"):
-        raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
-    final_epochs = None
-    if tune_epochs is not None and tune_epochs != base.resolved().epochs:  # equal: the study an unflagged run makes
-        final_epochs = base.resolved().epochs
-        if tune_epochs > final_epochs:
-            raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {final_epochs} epochs")
-        base = replace(base, epochs=tune_epochs)
-    spec = make_spec(base, loss, dims, search, budget, seed, metric, confirm, final_epochs)
-    trials = spec_trials(spec)  # what the budget in runs buys on its folds, as the workers count it
-    if workers > 1 and not _is_shared(storage):
-        raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
-    bar, log = progress_bar(name, trials)
-    procs = start_workers(storage, name, workers, kw["device"], kw["results_dir"], kw["cache_dir"]) \
-        if workers > 1 else []
-    try:
-        return run_search(training_objective(base, loss, dims, metric) if workers == 1 else None, dims, search, trials,
-                          store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
-                          progress=lambda st: update_bar(bar, st), log=log)
-    finally:
-        bar.close()
-        stop_workers(procs)
 
 
 def _parse_space(items) -> dict[str, tuple[float, float]]:
@@ -132,8 +110,16 @@ def _parse_space(items) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _is_shared(storage: str) -> bool:
-    return storage.startswith("journal:") or ("://" in storage and not storage.startswith("sqlite:///:memory:"))
+def _parse_x0(items) -> dict[str, float]:
+    from ..bench import parse_value
+
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE, e.g. balance=2", param_hint="--x0")
+        out[name.strip()] = parse_value(value.strip())
+    return out
 
 
 def _show_study(storage, name: str, results_dir: str) -> None:

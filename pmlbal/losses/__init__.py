@@ -1,4 +1,4 @@
-"""pmlbal's losses: PML loss classes with an explicit balance (SPEC sections 1-3)."""
+"""pmlbal's losses: PML loss classes with an explicit balance (docs/method.md, the losses' sections)."""
 
 from . import pml  # noqa: F401  (registers PML's baselines)
 from .alpha_cl import AlphaCLLoss

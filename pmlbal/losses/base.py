@@ -41,7 +41,7 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
 class Refs(enum.Enum):
     """Where a call's references r_j come from, decided once from what the caller passed."""
 
-    BATCH = "batch"  # no ref_emb: the batch is its own reference set, (i, i) pairs excluded (SPEC section 0)
+    BATCH = "batch"  # no ref_emb: the batch is its own reference set, (i, i) pairs excluded (docs/method.md, 'Conventions')
     SEPARATE = "separate"  # ref_emb given (a second view, a memory bank, other ranks' rows): every pair counts
 
 
@@ -135,7 +135,7 @@ class BalancedLoss(BaseMetricLossFunction):
         return out.losses
 
     def excludes_self(self, refs: Refs, labels, ref_labels) -> bool:
-        """Whether the (i, i) pairs are left out: when the batch is its own reference set (SPEC section 0)."""
+        """Whether the (i, i) pairs are left out: when the batch is its own reference set (docs/method.md, 'Conventions')."""
         return refs is Refs.BATCH
 
     def _compute_loss(self, batch: Batch) -> Output:

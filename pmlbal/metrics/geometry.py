@@ -1,4 +1,4 @@
-"""Embedding geometry (Wang & Isola's alignment/uniformity; effective rank), SPEC section 2."""
+"""Embedding geometry (Wang & Isola's alignment/uniformity; effective rank), docs/method.md, 'DHEL and KCL'."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recall@K, precision@1, R-precision and MAP@R with exact k-NN search (SPEC section 6).
+"""Recall@K, precision@1, R-precision and MAP@R with exact k-NN search (docs/method.md, 'Evaluation').
 
 Definitions are PML's `AccuracyCalculator`'s (averaged over non-lone queries), plus
 Recall@K as used in the metric-learning literature. The search runs in blocks of
@@ -19,7 +19,7 @@ from ..registry import RegistryView, dataset_spec, list_datasets
 
 METRICS = ("recall", "precision_at_1", "r_precision", "map_at_r")
 
-#: The literature's K for each data set (SPEC section 6): a view of the data-set registry, where
+#: The literature's K for each data set (docs/method.md, 'Evaluation'): a view of the data-set registry, where
 #: each data set declares its own.
 STANDARD_KS = RegistryView(list_datasets, lambda name: dataset_spec(name).ks)
 

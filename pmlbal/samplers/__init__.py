@@ -1,4 +1,4 @@
-"""Batch samplers that choose which examples share a batch (SPEC section 4), and the training
+"""Batch samplers that choose which examples share a batch (docs/method.md, 'High-loss mini-batches'), and the training
 batch sources built on them (`pmlbal train --sampler`)."""
 
 from .batches import MPerClassBatches, SpectralBatches

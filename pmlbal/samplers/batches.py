@@ -89,7 +89,7 @@ class RandomBatches:
 
 @register("batches", "spectral")
 class SpectralBatches:
-    """Batches of mutually confusable classes (`SpectralBatchSampler`, SPEC section 4), rebuilt
+    """Batches of mutually confusable classes (`SpectralBatchSampler`, docs/method.md, 'High-loss mini-batches'), rebuilt
     from fresh embeddings every `resample_every` epochs."""
 
     def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0,

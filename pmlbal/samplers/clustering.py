@@ -1,4 +1,4 @@
-"""Spectral clustering into equal-size groups (Cho et al., arXiv 2307.05906, SPEC section 4)."""
+"""Spectral clustering into equal-size groups (Cho et al., arXiv 2307.05906, docs/method.md, 'High-loss mini-batches')."""
 
 from __future__ import annotations
 

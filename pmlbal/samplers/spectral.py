@@ -38,7 +38,7 @@ class SpectralBatchSampler(Sampler[list[int]]):
     """A batch sampler that groups samples (or classes) that incur a high loss together.
 
     Self-supervised mode (``labels=None``), the paper's algorithm: the (shuffled) indices
-    are split into chunks of k*B; per chunk, the affinity A of SPEC section 4 gives a
+    are split into chunks of k*B; per chunk, the affinity A of docs/method.md, 'High-loss mini-batches' gives a
     spectral embedding (normalised Laplacian, k components), k-means and an equal-size
     assignment make k batches of exactly B. ``len(dataset) mod k*B`` indices are left
     out of an epoch; the shuffle differs per update, so the left-out ones rotate.

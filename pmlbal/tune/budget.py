@@ -7,7 +7,7 @@ from typing import Iterable
 
 from optuna.trial import FrozenTrial
 
-from .optuna import trial_run
+from .trials import table_of_trials
 
 
 def trial_budget(runs: int, folds: int = 1) -> int:
@@ -32,5 +32,11 @@ def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:
 
 
 def runs_spent(trials: Iterable[FrozenTrial]) -> int:
-    """Runs the `trials` spent: a run that raised and was retried is one run, not two."""
-    return len({(tuple(sorted(t.params.items())), trial_run(t)) for t in trials})
+    """Runs the `trials` started (the trial table's count): a run that raised and was retried, or was
+    lost with its worker and run again, is one run, not two."""
+    return table_of_trials(list(trials)).spent
+
+
+def runs_ended(trials: Iterable[FrozenTrial]) -> int:
+    """Runs of `trials` that ended: with a value, or failed for good (a run to be retried has not)."""
+    return table_of_trials(list(trials)).ended

@@ -1,126 +1,85 @@
-"""Noise-aware coordinate descent (SPEC section 5, version 2) as a pure function of the finished trials.
+"""Noise-aware coordinate descent (docs/tuner.md, search version 3) as a pure function of the finished trials.
 
-The search is written as a deterministic procedure that asks for objective values. To decide
-what to run next, `CoordinateDescent.ask(results, running)` replays the procedure against the
-trials so far: every value it needs that a trial holds is answered from there; the first values
-it needs that are missing are the next probes. Nothing lives only in memory, so a killed search
-resumes without losing a trial, and several workers share one search.
-
-Version 2 spends a budget of B trials in three phases (R = B // 4):
-explore (R scrambled-Sobol points), descend (version 1's coordinate descent from the best explored
-point, then the next, then random points, never re-running a point), confirm (re-run the top 3
-by mean with new seeds). The pick is the point with the highest mean of its runs among those re-run (`ranking.pick_best`).
+The search is written as a deterministic procedure that asks for objective values. To decide what to
+run next, `CoordinateDescent.ask(results, running)` replays the procedure against the trial table:
+every value it needs that a trial holds is answered from there; the first values it needs that are
+missing are the next probes. Nothing lives only in memory, so a killed search resumes without losing
+a trial, and several workers share one search.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-# The engine's parts: the dimensions (`dims.py`), the trials as the search reads them (`history.py`)
-# and the phases (`phases.py`). Their public names are also importable from here, where the rest
-# of the tuner and its users have always found them.
-from .dims import SCALES, Dim, key_value, point_key, sobol_points
-from .history import FAILED, Decision, History, Result
-from .phases import confirm_extra, confirm_rounds, replay
-
-__all__ = ["FAILED", "SCALES", "CoordinateDescent", "Decision", "Dim", "Result", "key_value", "point_key",
-           "sobol_points"]
+from .dims import Dim
+from .phases import confirm_rounds, fill, replay
+from .plan import SearchPlan
+from .trials import Decision, Result, TrialTable
 
 
 class CoordinateDescent:
-    """Maximise a noisy f over `dims` with a budget of `budget` trials (SPEC section 5, version 2).
+    """Maximise a noisy f over `dims` with a budget of `budget` training runs (docs/tuner.md).
 
-    1. explore: R = budget // 4 distinct scrambled-Sobol points (Optuna's QMCSampler, `seed`).
-    2. descend: from the explored points, best first, then seeded uniform random points, run the
-       coordinate descent below until budget - R trials are spent; no point runs twice here.
-    3. confirm: until `budget` trials are spent, re-run (new run index) the one of the 3 points with
-       the highest mean that has the fewest runs.
-    The pick (`Decision.best`) is the point with the highest mean of its runs among the confirmed ones.
+    1. the defaults `x0` (default: each range's centre) and R = budget // 4 distinct scrambled-Sobol
+       points (`seed`), all first runs of one training seed, so every comparison is paired;
+    2. descend: from those points, best first (the defaults first on a tie), then seeded uniform random
+       points, run the coordinate descent of `phases.descend` until budget - R runs are spent; no point
+       runs twice here. A move needs a probe better than the current point by more than `tol`;
+    3. confirm: until `budget` runs are spent, re-run (new run index, new seeds) the one of the
+       `TOP_POINTS` best points by mean and the defaults that has the fewest runs.
+    The pick (`Decision.best`) is the best confirmed point if it beats the defaults on paired runs by
+    more than the standard error of the difference (never below ``noise / sqrt(pairs)``), else the
+    defaults (`TrialTable.pick`).
 
-    Descent (version 1): per sweep, each coordinate in `order` is probed one step up and one step
-    down (both at once, so workers run them in parallel); if the best probe beats f(x) by more than
-    `tol` the search moves there and keeps stepping that way while it improves, otherwise that
-    coordinate's step is halved (not below its minimum). A descent ends when a sweep moves nothing
-    with every step at its minimum. Phases 1 and 2 read a point's first run only.
-
-    With R = 0 (budget < 4) phases 1 and 3 are skipped and the descent starts at `x0` (default:
-    the centre of each range); with `budget=None` the search is one descent from `x0` that ends
-    when it converges (version 1). A run that raised is asked for again (`retries` times) before it
-    counts as FAILED.
+    With R = 0 (budget < 4) phases 1 and 3 are reduced to the defaults and the descent starts there;
+    with `budget=None` the search is one descent from `x0` that ends when it converges (version 1).
+    A run that raised is asked for again (`retries` times) before it fails for good. `coupled` moves
+    a coordinate's partner along with it (`SearchPlan`).
     """
 
     def __init__(self, dims: Sequence[Dim], x0: Mapping[str, Any] | None = None, tol: float = 0.0,
                  budget: int | None = None, order: Sequence[str] | None = None, seed: int = 0,
-                 retries: int = 1) -> None:
-        if not dims:
-            raise ValueError("the search space is empty")
-        names = [d.name for d in dims]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate coordinate names in {names}")
-        self.dims = list(dims)
-        self.by_name = {d.name: d for d in dims}
-        self.order = list(order) if order is not None else names
-        if sorted(self.order) != sorted(names):
-            raise ValueError(f"order {self.order} must list each coordinate once: {names}")
-        self.x0 = {d.name: d.centre() for d in dims}
-        for k, v in (x0 or {}).items():
-            if k not in self.by_name:
-                raise ValueError(f"x0 names an unknown coordinate {k!r}")
-            d = self.by_name[k]
-            if d.scale == "categorical" and v not in d.choices:
-                raise ValueError(f"x0[{k!r}] = {v!r} is not one of {d.choices}")
-            self.x0[k] = d.snap(v)
-        if budget is not None and budget < 1:
-            raise ValueError(f"budget must be >= 1, got {budget}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        if not tol >= 0:  # a negative tolerance lets two points beat each other in turn, forever
-            raise ValueError(f"tol must be >= 0, got {tol}")
-        self.tol, self.budget, self.seed, self.retries = float(tol), budget, int(seed), int(retries)
+                 retries: int = 1, coupled: Mapping[str, tuple[str, float]] | None = None, noise: float = 0.0) -> None:
+        self.plan = SearchPlan.make(dims, x0, tol, budget, order, seed, retries, coupled, noise)
 
-    # -- the plan ----------------------------------------------------------------------------
     @property
-    def explore_size(self) -> int:
-        """R = budget // 4 (0 without a budget or when budget < 4)."""
-        return self.budget // 4 if self.budget is not None and self.budget >= 4 else 0
+    def dims(self) -> list[Dim]:
+        return list(self.plan.dims)
 
-    def explore_points(self) -> list[dict[str, Any]]:
-        return [dict(p) for p in sobol_points(tuple(self.dims), self.explore_size, self.seed)] if self.explore_size else []
+    @property
+    def by_name(self) -> dict[str, Dim]:
+        return self.plan.by_name
 
-    def restart_point(self, k: int) -> dict[str, Any]:
-        """The k-th uniform random start of phase 2: a function of (seed, k) only."""
-        u = np.random.default_rng([self.seed, 2, k]).random(len(self.dims))
-        return {d.name: d.from_uniform(ui) for d, ui in zip(self.dims, u)}
+    def table(self, results: Sequence[Result] = (), running=()) -> TrialTable:
+        """The trial table of `results` and `running` as this search reads it (its x0, noise, retries)."""
+        return TrialTable(self.plan.dims, self.plan.retries, results, running, self.plan.x0, self.plan.noise)
 
-    # -- replay ----------------------------------------------------------------------------------
     def ask(self, results: Sequence[Result] = (), running: Sequence[Mapping[str, Any] | tuple[Mapping[str, Any], int]] = (),
-            fill: bool = False) -> Decision:
+            fill_in: bool = False) -> Decision:
         """Next decision from the finished trials (`Result`s, values to maximise) and the running
         ones (points, or (point, run index) pairs).
 
-        `fill`: never answer "wait" or "done" while a re-run is possible: at a barrier (probes still
-        running) or past the budget, propose the confirm rule's next re-run (phase "extra"). For a
+        `fill_in`: never answer "wait" or "done" while a re-run is possible: at a barrier (probes still
+        running) or past the budget, propose the confirm choice's next re-run (phase "fill"). For a
         caller that must return a point (an Optuna sampler under ``n_jobs > 1``, ask-and-tell past
-        the budget), so the trial re-measures a top-3 point instead of repeating a probe.
+        the budget), so the trial re-measures a top point instead of repeating a probe.
         """
-        h = History(self.dims, self.retries, results, running)
-        decision = replay(self, h)
+        plan, table = self.plan, self.table(results, running)
+        decision = replay(plan, table)
         if decision is None:  # phases 1 and 2 are over: budget spent, box exhausted, or converged
-            if self.budget is None or self.explore_size == 0:
-                decision = h.decide("done" if not h.n_running else "wait", phase="descend")
+            if plan.budget is None or plan.explore_size == 0:
+                decision = table.decide("done" if not table.n_running else "wait", phase="descend")
             else:
-                decision = confirm_rounds(h, self.budget)
-        if fill and decision.action != "probe":
-            extra = confirm_extra(h, self.dims, 1, "extra")
-            if extra.action == "probe":
-                return extra
+                decision = confirm_rounds(plan, table)
+        if fill_in and decision.action != "probe":
+            more = fill(plan, table, 1)
+            if more.action == "probe":
+                return more
         return decision
 
     def confirm(self, results: Sequence[Result] = (), running=()) -> Decision:
         """Phase 3 alone, on any search's trials: its first runs (run 0) are phases 1-2, and re-runs
-        fill `budget` trials by the confirm rule (for TPE or random search with ``--confirm``)."""
-        if self.budget is None:
+        fill `budget` runs by the confirm choice (for TPE or random search with ``--confirm``)."""
+        if self.plan.budget is None:
             raise ValueError("the confirm phase needs a budget")
-        return confirm_rounds(History(self.dims, self.retries, results, running), self.budget)
+        return confirm_rounds(self.plan, self.table(results, running))

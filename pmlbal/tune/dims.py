@@ -1,12 +1,12 @@
 """The search dimensions: `Dim` (one coordinate: its scale, bounds, lattice and steps), the key
-that identifies a point, and the scrambled-Sobol points of a box (the explore phase's plan).
+that identifies a point, the Optuna distribution of a coordinate, and the scrambled-Sobol points of a
+box (the explore phase's plan).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -46,7 +46,7 @@ class Dim:
             raise ValueError(f"{self.name}: a {self.scale} coordinate needs low > 0, got {self.low}")
         if self.scale == "log2-int" and (int(self.low) != self.low or int(self.high) != self.high):
             raise ValueError(f"{self.name}: log2-int bounds must be integers")
-        if self.scale == "log2-int" and math.floor(math.log2(self.high) + 1e-9) < math.ceil(math.log2(self.low) - 1e-9):
+        if self.scale == "log2-int" and not powers_of_two(self.low, self.high):
             raise ValueError(f"{self.name}: no power of two between {self.low} and {self.high}")
         if self.grid is not None:
             if self.scale not in ("linear", "int") or not self.grid > 0:
@@ -61,7 +61,7 @@ class Dim:
         return int(math.floor((self.high - self.low) / self._lattice + 1e-9))
 
     def _exponents(self) -> tuple[int, int]:
-        return math.ceil(math.log2(self.low) - 1e-9), math.floor(math.log2(self.high) + 1e-9)
+        return power_exponents(self.low, self.high)
 
     def to_unit(self, x: Any) -> float:
         if self.scale in ("log", "log2-int", "log-int"):
@@ -165,41 +165,61 @@ class Dim:
         return out
 
 
+def power_exponents(low: float, high: float) -> tuple[int, int]:
+    """(e_lo, e_hi): the exponents of the smallest and largest powers of two in [low, high] (low > 0)."""
+    return math.ceil(math.log2(low) - 1e-9), math.floor(math.log2(high) + 1e-9)
+
+
+def powers_of_two(low: float, high: float) -> list[float]:
+    """The powers of two in [low, high], ascending (1/4, 1/2, 1, 2, ... as floats)."""
+    lo, hi = power_exponents(low, high)
+    return [2.0**e for e in range(lo, hi + 1)]
+
+
 def key_value(v: Any) -> Any:
+    """A coordinate's value as a point key holds it: numbers rounded to 12 digits (1.0 and 1 agree)."""
     return round(float(v), 12) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
-def point_key(point: Mapping[str, Any], dims: Sequence[Dim]) -> tuple:
-    return tuple(key_value(point[d.name]) for d in dims)
+def point_key(point: Mapping[str, Any], dims: Sequence[Dim] | Sequence[str]) -> tuple:
+    """The one key of a point: its values (`key_value`) in the order of `dims` (coordinates or names;
+    a name the point lacks keys as None)."""
+    return tuple(key_value(point.get(d if isinstance(d, str) else d.name)) for d in dims)
+
+
+def distribution_of(dim: Dim):
+    """The Optuna distribution of a coordinate, the one mapping `suggest`, the samplers and the
+    report use: log2-int and log-int as a log-scaled IntDistribution (power-of-two bounds make it
+    "powers of two" to `dim_from_distribution`), int and linear with their grid as step."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if dim.scale == "categorical":
+        return CategoricalDistribution(list(dim.choices))
+    if dim.scale in ("log2-int", "log-int"):
+        return IntDistribution(int(dim.low), int(dim.high), log=True)
+    if dim.scale == "int":
+        return IntDistribution(int(dim.low), int(dim.high), step=int(dim.grid or 1))
+    return FloatDistribution(dim.low, dim.high, log=dim.scale == "log", step=dim.grid)
 
 
 @functools.lru_cache(maxsize=64)
 def sobol_points(dims: tuple[Dim, ...], n: int, seed: int) -> tuple[tuple[tuple[str, Any], ...], ...]:
-    """Up to `n` distinct points of the box from Optuna's scrambled Sobol sequence (seeded), each
-    coordinate mapped to its scale; fewer only when the box holds fewer distinct points."""
-    import optuna
-    from optuna.distributions import FloatDistribution
+    """Up to `n` distinct points of the box from scipy's scrambled Sobol sequence (`seed`), each
+    coordinate mapped to its scale (`Dim.from_uniform`); fewer only when the box holds fewer distinct
+    points. The sequence is drawn in powers of two (scipy's balance properties) and read in order."""
+    from scipy.stats import qmc
 
-    unit = {f"u{i}": FloatDistribution(0.0, 1.0) for i in range(len(dims))}
     out, seen = [], set()
-    verbosity = optuna.logging.get_verbosity()
-    with warnings.catch_warnings():
-        # QMCSampler is "experimental"; scipy notes Sobol balance is best at powers of two: we need n.
-        warnings.simplefilter("ignore")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per plan
-        try:
-            sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
-            study = optuna.create_study(sampler=sampler)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
-        for _ in range(max(64 * n, 256)):
-            if len(out) == n:
-                break
-            # QMCSampler.sample_relative reads only the study's QMC counter, never the trial.
-            u = sampler.sample_relative(study, None, unit)
-            point = tuple((d.name, d.from_uniform(u[f"u{i}"])) for i, d in enumerate(dims))
+    m = max(5, math.ceil(math.log2(max(n, 1))) + 2)
+    while len(out) < n and m <= 14:
+        out, seen = [], set()
+        for u in qmc.Sobol(d=len(dims), scramble=True, seed=seed).random_base2(m):
+            point = tuple((d.name, d.from_uniform(ui)) for d, ui in zip(dims, u))
             key = tuple(key_value(v) for _, v in point)
             if key not in seen:
                 seen.add(key)
                 out.append(point)
+                if len(out) == n:
+                    break
+        m += 2
     return tuple(out)

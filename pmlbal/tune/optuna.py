@@ -1,4 +1,4 @@
-"""CoordinateDescentSampler: SPEC section 5 (version 2) as an Optuna sampler; `pick`: the SPEC pick of any study."""
+"""CoordinateDescentSampler: the search of docs/tuner.md as an Optuna sampler; `pick`: the pick of any study."""
 
 from __future__ import annotations
 
@@ -11,24 +11,15 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from . import ranking, store
-from .coordinate_descent import CoordinateDescent, Decision, Dim, Result, key_value
+from . import store
+from .coordinate_descent import CoordinateDescent
+from .dims import Dim, distribution_of
+from .ranking import PairedGain
+from .trials import (FAILED_FOR_GOOD, LOST, LOST_RETRIES, ORPHAN, PLANNED, RUN, Decision, forgiven_losses,
+                     table_of_trials, trial_point, trial_run, trials_as_results)
 
-RUN = "run"  # trial user attribute: the run index k of a repeated point (objective seed = base + k)
-#: trial user attribute (the error): the run failed in a way the same configuration and seed would
-#: repeat (a diverged loss, NaN metrics). The trial is FAILED and, like a pruned one, final: it is
-#: never run again, so every training a search starts counts against its budget.
-FAILED_FOR_GOOD = "pmlbal:failed_for_good"
-PLANNED = "pmlbal:planned"
-#: How a trial whose worker died (killed, or silent past the grace time) is marked: its "error"
-#: user attribute starts with this. Such a run says nothing about its point, so it is run again,
-#: as if it had never started, up to LOST_RETRIES times (a run that kills its worker every time,
-#: e.g. out of memory, then counts as failed).
-LOST = "lost: "
-LOST_RETRIES = 3
-#: trial user attribute: lost with the search's own process (found when the search was started
-#: again): a killed job, not a failing configuration, so it is always run again.
-ORPHAN = "pmlbal:orphan"  # trial system attribute: the point the sampler chose, before any suggest
+#: The study attribute `pmlbal tune` keeps its spec in (`spec.SPEC`): the pick reads its defaults.
+SPEC = "pmlbal:spec"
 _logger = optuna.logging.get_logger(__name__)
 
 
@@ -38,9 +29,9 @@ def _is_power_of_two(x: float) -> bool:
 
 def dim_from_distribution(name: str, dist: BaseDistribution, step: float | None = None,
                           min_step: float | None = None) -> Dim:
-    """Optuna distribution -> coordinate. Floats: log or linear (its `step` is the grid); ints:
-    linear with their step as grid, and with ``log=True`` powers of two when both bounds are
-    powers of two (batch sizes), else whole numbers moved by factors; categorical as is."""
+    """Optuna distribution -> coordinate (the inverse of `dims.distribution_of`). Floats: log or linear
+    (its `step` is the grid); ints: linear with their step as grid, and with ``log=True`` powers of two
+    when both bounds are powers of two (batch sizes), else whole numbers moved by factors; categorical as is."""
     if isinstance(dist, CategoricalDistribution):
         return Dim(name, "categorical", choices=tuple(dist.choices))
     if isinstance(dist, IntDistribution):
@@ -55,143 +46,85 @@ def dim_from_distribution(name: str, dist: BaseDistribution, step: float | None 
     raise ValueError(f"{name}: unsupported distribution {dist!r}")
 
 
-def distribution_of(dim: Dim) -> BaseDistribution:
-    """The Optuna distribution `pmlbal.tune.spaces.suggest` asks for a coordinate."""
-    if dim.scale == "categorical":
-        return CategoricalDistribution(list(dim.choices))
-    if dim.scale in ("log2-int", "log-int"):
-        return IntDistribution(int(dim.low), int(dim.high), log=True)
-    if dim.scale == "int":
-        return IntDistribution(int(dim.low), int(dim.high), step=int(dim.grid or 1))
-    return FloatDistribution(dim.low, dim.high, log=dim.scale == "log", step=dim.grid)
-
-
-def trial_point(trial: FrozenTrial) -> dict[str, Any]:
-    """The point a trial runs: the sampler's plan, the params it was enqueued with, then its params."""
-    return {**trial.system_attrs.get(PLANNED, {}), **trial.system_attrs.get("fixed_params", {}), **trial.params}
-
-
-def trial_run(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(RUN, 0))
-
-
-def _lost(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and str(trial.user_attrs.get("error", "")).startswith(LOST)
-
-
-def _run_key(trial: FrozenTrial) -> tuple:
-    return tuple(sorted((k, key_value(v)) for k, v in trial_point(trial).items())), trial_run(trial)
-
-
-def forgiven_losses(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of the lost trials to read as never run: orphans of a killed search, and those of a
-    (point, run) whose worker died at most LOST_RETRIES times (a SIGKILL says nothing about the
-    configuration; a run that kills every worker does)."""
-    lost: dict[tuple, list[int]] = {}
-    orphans = set()
-    for t in trials:
-        if _lost(t):
-            if t.user_attrs.get(ORPHAN):
-                orphans.add(t.number)
-            else:
-                lost.setdefault(_run_key(t), []).append(t.number)
-    return orphans | {n for numbers in lost.values() if len(numbers) <= LOST_RETRIES for n in numbers}
-
-
-def trials_as_results(trials: Sequence[FrozenTrial], dims: Sequence[Dim], direction,
-                      extra: tuple[FrozenTrial, TrialState, float | None] | None = None, in_box: bool = True,
-                      ) -> tuple[list[Result], list[tuple[dict[str, Any], int]]]:
-    """A study's trials as the engine reads them: (finished `Result`s with values signed so that
-    the engine maximises, running and queued (point, run) pairs). Complete trials give values,
-    failed ones a retryable failure (a final one when FAILED_FOR_GOOD), pruned ones a failure,
-    lost ones nothing (`forgiven_losses`: the run is asked for again); trials that lack a coordinate, or with
-    `in_box` lie outside the box (a study resumed with another range), are left out; without it
-    any value counts (another sampler's, e.g. TPE's non-power-of-two batch sizes). `extra`: a trial
-    that has just finished but whose state is not yet in storage (Optuna's `after_trial`)."""
-    sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    results, running = [], []
-    forgiven = forgiven_losses(trials)
-
-    def add(t: FrozenTrial, state: TrialState, value: float | None) -> None:
-        point = trial_point(t)
-        if not all(d.name in point and (not in_box or d.contains(point[d.name])) for d in dims):
-            return
-        run = trial_run(t)
-        if state == TrialState.COMPLETE:
-            results.append(Result(point, run, sign * value if value is not None else None))
-        elif state == TrialState.FAIL and FAILED_FOR_GOOD in t.user_attrs:
-            results.append(Result(point, run, pruned=True))
-        elif state == TrialState.FAIL:
-            results.append(Result(point, run, None))
-        elif state == TrialState.PRUNED:  # a deliberate verdict, not an accident: no retry
-            results.append(Result(point, run, pruned=True))
-        elif state in (TrialState.RUNNING, TrialState.WAITING):
-            running.append((point, run))
-
-    for t in trials:
-        if (extra is not None and t.number == extra[0].number) or t.number in forgiven:
-            continue
-        add(t, t.state, t.value if t.state == TrialState.COMPLETE else None)
-    if extra is not None:
-        add(*extra)
-    return results, running
+def _maximize(direction) -> bool:
+    return direction == optuna.study.StudyDirection.MAXIMIZE
 
 
 def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction,
                        extra: tuple[FrozenTrial, TrialState, float | None] | None = None,
                        fill: bool = False) -> Decision:
-    """Replay `cd` on a study's trials (`trials_as_results`); failed runs are retried `cd.retries` times."""
-    results, running = trials_as_results(trials, cd.dims, direction, extra)
-    decision = cd.ask(results, running, fill=fill)
-    if decision.best_value is not None and direction != optuna.study.StudyDirection.MAXIMIZE:
+    """Replay `cd` on a study's trials (`trials.trials_as_results`); failed runs are retried `cd.plan.retries` times."""
+    results, running = trials_as_results(trials, cd.dims, _maximize(direction), extra)
+    decision = cd.ask(results, running, fill_in=fill)
+    if decision.best_value is not None and not _maximize(direction):
         decision.best_value *= -1.0
     return decision
 
 
 @dataclass(frozen=True)
 class Pick:
-    """The SPEC pick of a study: the point with the best mean over its complete runs."""
+    """A study's pick (`pick`): the point, its mean over `runs` complete runs (trial numbers `trials`),
+    its paired gain over the defaults (`vs_default`, None without defaults or when it is them) and
+    whether it is the defaults (`is_default`: no configuration beat them)."""
 
     params: dict[str, Any]
     value: float
     runs: int
     trials: tuple[int, ...]
+    vs_default: PairedGain | None = None
+    is_default: bool = False
+
+
+def study_defaults(study: optuna.Study) -> tuple[dict[str, Any] | None, float]:
+    """The defaults a study's pick is compared with, and the noise floor of that comparison: from the
+    spec of a `pmlbal tune` study, else from its `CoordinateDescentSampler` in this process, else none."""
+    spec = study.user_attrs.get(SPEC) or {}
+    if spec.get("x0") is not None:
+        return dict(spec["x0"]), float(spec.get("noise") or 0.0)
+    sampler = getattr(study, "sampler", None)
+    if isinstance(sampler, CoordinateDescentSampler) and sampler.last_plan is not None:
+        return dict(sampler.last_plan.x0), sampler.last_plan.noise
+    return None, 0.0
 
 
 def pick(study: optuna.Study, retries: int = 1) -> Pick | None:
-    """The point (trial parameters) with the highest mean of its complete runs (lowest for a
-    minimising study) among the confirmed points, those with two runs or more, if any
-    (`ranking.pick_best`: a single run is never ranked against a re-measured mean); ties go to more
-    runs, then the earlier point. None when no trial is complete. A point with a run that failed
-    for good (pruned, diverged, or raised more than `retries` times without completing; a lost
-    worker counts only past LOST_RETRIES) is never the pick."""
+    """The study's pick (`trials.TrialTable.pick`): the point with the highest mean of its complete runs
+    (lowest for a minimising study) among the confirmed points, those with two runs or more, if any,
+    ties to more runs, then the earlier point; where the study has defaults (`study_defaults`), that
+    point only if it beats them on paired runs by more than the standard error, else the defaults.
+    A point with a run that failed for good (pruned, diverged, raised more than `retries` times, or
+    lost with its worker more than LOST_RETRIES times) is never the pick. None when no trial is complete."""
     if len(study.directions) > 1:
         raise ValueError("pick needs a single-objective study")
-    groups: dict[tuple, list[FrozenTrial]] = {}
-    failed: dict[tuple, dict[int, int]] = {}
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
-    forgiven = forgiven_losses(trials)
-    for t in trials:
-        if t.number in forgiven:
-            continue
-        key = tuple(sorted((k, key_value(v)) for k, v in trial_point(t).items()))
-        if t.state == TrialState.COMPLETE:
-            groups.setdefault(key, []).append(t)
-        else:
-            runs = failed.setdefault(key, {})
-            final = t.state == TrialState.PRUNED or FAILED_FOR_GOOD in t.user_attrs
-            runs[trial_run(t)] = runs.get(trial_run(t), 0) + (retries + 1 if final else 1)
-    for key, runs in failed.items():
-        done = {trial_run(t) for t in groups.get(key, [])}
-        if any(n > retries and run not in done for run, n in runs.items()):
-            groups.pop(key, None)
-    if not groups:
+    trials = study.get_trials(deepcopy=False, states=ENDED)
+    table = study_table(study, trials, retries)
+    chosen = table.pick()
+    if chosen is None:
         return None
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    top = ranking.pick_best(groups, lambda k: sign * float(np.mean([t.value for t in groups[k]])), lambda k: len(groups[k]),
-                       lambda k: min(t.number for t in groups[k]))
-    ts = sorted(groups[top], key=lambda t: t.number)
-    return Pick(dict(ts[0].params), float(np.mean([t.value for t in ts])), len(ts), tuple(t.number for t in ts))
+    sign = 1.0 if _maximize(study.direction) else -1.0
+    numbers = tuple(sorted(t.number for t in trials if t.state == TrialState.COMPLETE
+                           and table_key(table, t) == chosen.key))
+    params = dict(next(t for t in trials if t.number == numbers[0]).params)
+    return Pick(params, sign * chosen.value, chosen.runs, numbers, chosen.vs_default, chosen.is_default)
+
+
+ENDED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+def study_table(study: optuna.Study, trials: Sequence[FrozenTrial], retries: int = 1):
+    """The trial table of some of a study's `trials`, keyed by all their parameters, with the study's
+    defaults (`study_defaults`) where they name the same coordinates."""
+    x0, noise = study_defaults(study)
+    names = sorted({n for t in trials for n in trial_point(t)})
+    if x0 is not None and set(x0) != set(names):
+        x0 = None  # trials of another space: no defaults to compare with
+    return table_of_trials(trials, None, _maximize(study.direction), retries, x0, noise)
+
+
+def table_key(table, trial: FrozenTrial) -> tuple:
+    from .dims import point_key
+
+    return point_key(trial_point(trial), table.names)
 
 
 def _single_objective(study: optuna.Study) -> None:
@@ -201,16 +134,19 @@ def _single_objective(study: optuna.Study) -> None:
 
 
 class CoordinateDescentSampler(optuna.samplers.BaseSampler):
-    """pmlbal's noise-aware coordinate descent (SPEC section 5, version 2) as an Optuna sampler.
+    """pmlbal's noise-aware coordinate descent (docs/tuner.md, search version 3) as an Optuna sampler.
 
-    With ``budget=B``, ``study.optimize(objective, n_trials=B)`` spends B trials: R = B // 4
-    scrambled-Sobol points (Optuna's `QMCSampler`, seeded by `seed`), coordinate descent from the
-    best of them (then from the next, then from random points) without re-running a point, and the
-    last R trials re-running the top 3 points by mean. `pmlbal.tune.pick(study)` gives the point
-    with the highest mean. A re-run is a trial with the same parameters and
-    ``trial.user_attrs["run"] = k`` (k = 1, 2, ...; 0 for first runs), which the objective may add
-    to its seed. With ``budget=None`` the search is version 1: one descent from `x0` (default: the
-    centre of each range), which stops the study once converged.
+    With ``budget=B``, ``study.optimize(objective, n_trials=B)`` spends B trials: the defaults `x0`
+    (default: each range's centre) and R = B // 4 scrambled-Sobol points (scipy, seeded by `seed`),
+    coordinate descent from the best of them (then from the next, then from random points) without
+    re-running a point, a move needing more than `tol` of improvement, and the last R trials
+    re-running the 3 best points by mean and the defaults. `pmlbal.tune.pick(study)` gives the best
+    confirmed point if it beats the defaults on paired runs by more than the standard error (never
+    below ``noise / sqrt(pairs)``), else the defaults. A re-run is a trial with the same parameters
+    and ``trial.user_attrs["run"] = k`` (k = 1, 2, ...; 0 for first runs), which the objective adds to
+    its seed, so run k of every point shares its seed and comparisons are paired. With
+    ``budget=None`` the search is version 1: one descent from `x0`, which stops the study once
+    converged. `coupled` moves a coordinate's partner with it (`pmlbal.tune.plan.SearchPlan`).
 
     The space is `search_space` (Optuna distributions or `Dim`s) when given, else read from the
     objective's ``suggest_*`` calls: parameters present in every finished trial, with the latest
@@ -226,7 +162,7 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
     Contract: inside ``optimize`` the sampler stops the study when the budget is spent (or, without
     a budget, at convergence); ``tell`` never raises on its account. A trial asked while the next
     probes are still running (``n_jobs > 1``, several asks before a tell), or past the budget,
-    re-runs a top-3 point (the confirm rule) and logs why. `seed` fixes every random choice;
+    re-runs a point by the confirm choice and logs why. `seed` fixes every random choice;
     ``reseed_rng()`` reseeds only the independent sampler, as Optuna's QMCSampler does, so the plan
     stays a function of `seed` and the trials. ``seed=None`` draws a seed once: pass one to resume
     a study in another process. Single-objective studies only (``ValueError`` otherwise).
@@ -241,7 +177,8 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
                  step: Mapping[str, float] | None = None, min_step: Mapping[str, float] | None = None,
                  tol: float = 0.0, order: Sequence[str] | None = None, retries: int = 1,
                  search_space: Mapping[str, BaseDistribution] | Sequence[Dim] | None = None,
-                 independent_sampler: optuna.samplers.BaseSampler | None = None) -> None:
+                 independent_sampler: optuna.samplers.BaseSampler | None = None,
+                 coupled: Mapping[str, tuple[str, float]] | None = None, noise: float = 0.0) -> None:
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be >= 1 or None, got {budget}")
         if retries < 0:
@@ -252,6 +189,8 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         self.seed, self.budget = int(seed), budget
         self.x0, self.step, self.min_step = dict(x0 or {}), dict(step or {}), dict(min_step or {})
         self.tol, self.order, self.retries = tol, list(order) if order is not None else None, retries
+        self.coupled, self.noise = dict(coupled or {}), float(noise)
+        self.last_plan = None  # the plan of the latest decision: `pick` reads its defaults
         self._dims: list[Dim] | None = None
         self._space: dict[str, BaseDistribution] | None = None
         if search_space is not None:
@@ -294,7 +233,11 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         names = [n for n in self.order if n in dims] if self.order is not None else []
         names += sorted(n for n in dims if n not in names)
         x0 = {k: v for k, v in self.x0.items() if k in dims and _valid(dims[k], v)}
-        return CoordinateDescent([dims[n] for n in names], x0, self.tol, self.budget, names, self.seed, self.retries)
+        coupled = {k: v for k, v in self.coupled.items() if k in dims and v[0] in dims}
+        cd = CoordinateDescent([dims[n] for n in names], x0, self.tol, self.budget, names, self.seed, self.retries,
+                               coupled, self.noise)
+        self.last_plan = cd.plan
+        return cd
 
     def decide(self, study: optuna.Study, search_space: Mapping[str, BaseDistribution] | None = None,
                extra: tuple[FrozenTrial, TrialState, float | None] | None = None, exclude: int | None = None,
@@ -322,7 +265,7 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
             if decision.action != "probe":
                 return None
             point, run = decision.probes[0], decision.runs[0]
-            if decision.phase == "extra":
+            if decision.phase == "fill":
                 _logger.info("trial %d re-runs %s (run %d): %s", trial.number, point, run,
                              "budget spent" if self._spent(study, trial) else "waiting for running probes")
             # A sampler's own bookkeeping on the trial, as Optuna's GridSampler keeps its grid id.
@@ -395,6 +338,7 @@ def _nearest(dim: Dim, v: Any) -> Any:
         return dim.centre()
 
 
-__all__ = ["CoordinateDescentSampler", "Pick", "decide_from_trials", "trials_as_results", "dim_from_distribution", "distribution_of",
-           "pick", "trial_point", "trial_run"]
+__all__ = ["FAILED_FOR_GOOD", "LOST", "LOST_RETRIES", "ORPHAN", "PLANNED", "RUN", "CoordinateDescentSampler", "Pick",
+           "decide_from_trials", "dim_from_distribution", "distribution_of", "forgiven_losses", "pick", "study_defaults",
+           "trial_point", "trial_run", "trials_as_results"]
 

@@ -19,10 +19,13 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from .dims import power_exponents
+
 
 def power_bounds(dist: IntDistribution) -> tuple[int, int]:
     """The powers of two inside [dist.low, dist.high]: (smallest, largest)."""
-    return 2 ** math.ceil(math.log2(dist.low) - 1e-9), 2 ** math.floor(math.log2(dist.high) + 1e-9)
+    lo, hi = power_exponents(dist.low, dist.high)
+    return 2**lo, 2**hi
 
 
 def nearest_power_of_two(value: float, dist: IntDistribution) -> int:

@@ -6,8 +6,8 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from .budget import runs_spent
-from .optuna import FAILED_FOR_GOOD, pick
+from .budget import runs_ended
+from .optuna import pick
 
 
 def runs_text(n: int) -> str:
@@ -44,7 +44,7 @@ def update_bar(bar: Any, study: optuna.Study) -> None:
     rate and ETA are this call's."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
-    spent = runs_spent(t for t in finished if _done(t))
+    spent = runs_ended(finished)
     state = (spent, len(trials))
     if getattr(bar, "_pmlbal_state", None) == state:
         return
@@ -54,12 +54,7 @@ def update_bar(bar: Any, study: optuna.Study) -> None:
     bar.n = min(spent, bar.total)
     best = pick(study)
     if best is not None:
-        bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs)}) at {format_params(best.params)}; "
-                            f"running {len(trials) - len(finished)}")
+        bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs)}{', the defaults' if best.is_default else ''}) "
+                            f"at {format_params(best.params)}; running {len(trials) - len(finished)}")
     bar.refresh()
 
-
-def _done(trial: optuna.trial.FrozenTrial) -> bool:
-    state = optuna.trial.TrialState
-    return trial.state in (state.COMPLETE, state.PRUNED) or (
-        trial.state == state.FAIL and FAILED_FOR_GOOD in trial.user_attrs)

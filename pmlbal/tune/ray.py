@@ -15,22 +15,23 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("pmlbal.tune.ray needs Ray Tune: pip install 'pmlbal[ray]'") from err
 
-from .coordinate_descent import CoordinateDescent, Decision, Dim, Result
-
-RUN = "run"  # config key: run index of the point (0 first run, k re-run k: add it to the seed)
+from .coordinate_descent import CoordinateDescent
+from .dims import Dim
+from .trials import RUN, Decision, Result  # RUN: config key, the run index the trainable adds to its seed
 
 
 class CoordinateDescentSearcher(Searcher):
-    """A `ray.tune.search.Searcher` running pmlbal's coordinate descent (SPEC section 5).
+    """A `ray.tune.search.Searcher` running pmlbal's coordinate descent (docs/tuner.md).
 
-    With `budget`, version 2 (explore, descend, confirm; `seed` fixes the Sobol points and random
+    With `budget`, version 3 (the defaults, explore, descend, confirm; `seed` fixes the Sobol points and random
     restarts); without, version 1 (one descent from `x0`, ending at convergence). Each config holds
     the point and ``config["run"]``, the run index the trainable adds to its training seed (re-runs
     of the confirm phase have run >= 1). `suggest` returns every probe that may run now (phase 1's
     points, both probes of a coordinate, the confirm re-runs), ``None`` at a barrier while probes
     are still running, and ``Searcher.FINISHED`` once the budget is spent or the descent converged.
     A trial that errors, or reports no `metric`, is tried once more (`retries`) before it counts as
-    no improvement. `best_config` is the pick: the point with the best mean of its runs.
+    no improvement. `best_config` is the pick (`TrialTable.pick`: the best confirmed point if it beats
+    the defaults on paired runs, else the defaults).
 
     Examples:
         >>> searcher = CoordinateDescentSearcher([Dim("balance", "log", 1 / 16, 16)], metric="recall@1", mode="max")
@@ -39,9 +40,10 @@ class CoordinateDescentSearcher(Searcher):
 
     def __init__(self, dims: Sequence[Dim], metric: str | None = None, mode: str | None = "max",
                  x0: Mapping[str, Any] | None = None, tol: float = 0.0, budget: int | None = None,
-                 order: Sequence[str] | None = None, retries: int = 1, seed: int = 0) -> None:
+                 order: Sequence[str] | None = None, retries: int = 1, seed: int = 0,
+                 coupled: Mapping[str, tuple[str, float]] | None = None, noise: float = 0.0) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
+        self.cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries, coupled, noise)
         self._live: dict[str, tuple[dict[str, Any], int]] = {}
         self._results: list[tuple[dict[str, Any], int, float | None]] = []
 

@@ -7,15 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from . import ranking
-from .coordinate_descent import key_value
-from .optuna import pick, trial_point, trial_run
-
-#: The study attribute `pmlbal tune` keeps its spec in (`run.SPEC`; run.py is not imported here: it
-#: loads the trainer, and showing a study needs none).
-SPEC = "pmlbal:spec"
+from .optuna import ENDED, SPEC, pick, study_table, trial_point, trial_run
 
 
 def _fmt(v: Any) -> str:
@@ -25,25 +18,18 @@ def _fmt(v: Any) -> str:
 
 
 def trajectory(study: optuna.Study) -> list[dict[str, Any]]:
-    """Trials in order with state, parameters, run index, value, and the pick after that trial
-    (SPEC section 5: the point with the best mean of its runs) with its mean and run count."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    sign = 1.0 if maximize else -1.0
-    groups: dict[tuple, list[float]] = {}
+    """Trials in order with state, parameters, run index, value, and the pick after that trial (the
+    trial table's pick over the trials so far, `pick`'s rule) with its mean and run count."""
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     rows, pick_key = [], None
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        params = trial_point(t)
-        improved = False
-        if t.state == TrialState.COMPLETE:
-            key = tuple(sorted((k, key_value(v)) for k, v in params.items()))
-            groups.setdefault(key, []).append(t.value)
-            before = pick_key
-            pick_key = ranking.pick_best(groups, lambda k: sign * sum(groups[k]) / len(groups[k]), lambda k: len(groups[k]),
-                                         list(groups).index)
-            improved = pick_key != before
-        best = sum(groups[pick_key]) / len(groups[pick_key]) if pick_key is not None else None
-        rows.append({"number": t.number, "state": t.state.name.lower(), "params": params, "run": trial_run(t),
-                     "value": t.value, "best": best, "best_runs": len(groups[pick_key]) if pick_key else 0,
+    for i, t in enumerate(trials):
+        chosen = study_table(study, [u for u in trials[: i + 1] if u.state in ENDED]).pick()
+        key = chosen.key if chosen else None
+        improved, pick_key = key is not None and key != pick_key, key
+        rows.append({"number": t.number, "state": t.state.name.lower(), "params": trial_point(t), "run": trial_run(t),
+                     "value": t.value, "best": sign * chosen.value if chosen else None,
+                     "best_runs": chosen.runs if chosen else 0, "is_default": bool(chosen and chosen.is_default),
                      "improved": improved, "error": t.user_attrs.get("error"), "run_id": t.user_attrs.get("run_id")})
     return rows
 
@@ -71,9 +57,23 @@ def format_trajectory(study: optuna.Study) -> str:
     best = pick(study) if any(r["value"] is not None for r in rows) else None
     if best is not None:
         runs = "run" if best.runs == 1 else "runs"
+        lines.append(versus_defaults(best))
         lines.append(f"pick: {', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())}: "
                      f"{metric} {_fmt(best.value)}, mean over {best.runs} {runs} (trials {', '.join(map(str, best.trials))})")
     return "\n".join(lines)
+
+
+def versus_defaults(best) -> str:
+    """One line on the pick against the defaults (the study's record and the board say the same)."""
+    g = best.vs_default
+    if best.is_default and g is None:
+        return "the pick is the defaults: no other configuration has a run that ended well"
+    if best.is_default:
+        return (f"the pick is the defaults: no configuration beat them on paired runs (the best other: "
+                f"{g.mean:+.4f} ± {g.se:.4f} s.e. over {g.pairs} pair{'s' if g.pairs != 1 else ''})")
+    if g is None:
+        return "no defaults to compare with (the study did not run them, or they failed)"
+    return f"beats the defaults by {g.mean:+.4f} ± {g.se:.4f} s.e. on {g.pairs} paired run{'s' if g.pairs != 1 else ''}"
 
 
 def _scales(study: optuna.Study, names: list[str], rows: list[dict[str, Any]]) -> dict[str, str]:

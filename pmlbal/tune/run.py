@@ -17,14 +17,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..train import DivergedError, MetricsError, TrainConfig, train
 from .budget import sampling_budget
-from .coordinate_descent import CoordinateDescent, Dim
-from .optuna import FAILED_FOR_GOOD, RUN, CoordinateDescentSampler, Pick, pick, trials_as_results
+from .coordinate_descent import CoordinateDescent
+from .dims import Dim
 from .folds import train_trial
-from .spaces import final_samples_per_class, grid_values, suggest
+from .optuna import SPEC, CoordinateDescentSampler, Pick, pick
+from .plan import SEARCH_VERSION
 from .powers import PowersOfTwo
+from .spaces import final_samples_per_class, grid_values, suggest
 # The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
-from .spec import SEARCH_VERSION, SPEC, config_for, dims_of, load_spec, make_spec, open_study
+from .spec import config_for, dims_of, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
+from .trials import FAILED_FOR_GOOD, RUN, trials_as_results
 from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 
 __all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "confirm_next", "dims_of",
@@ -69,11 +72,16 @@ def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
 
 
 # -- searches -------------------------------------------------------------------------------------
-def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None) -> optuna.samplers.BaseSampler:
-    """The search's sampler; Optuna's TPE and random draw batch sizes as powers of two, as cd and grid do."""
+def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None,
+                 spec: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+    """The search's sampler (cd with the settings of a study's `spec`: x0, tol, noise, coupled); Optuna's
+    TPE and random draw batch sizes as powers of two, as cd and grid do."""
     powers = [d.name for d in dims if d.scale == "log2-int"]
     if search == "cd":
-        return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims)
+        s = spec or {}
+        return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims, x0=s.get("x0"),
+                                        tol=s.get("tol", 0.0), noise=s.get("noise", 0.0),
+                                        coupled={k: tuple(v) for k, v in (s.get("coupled") or {}).items()})
     if search == "tpe":
         return PowersOfTwo(optuna.samplers.TPESampler(seed=seed), powers)
     if search == "random":
@@ -90,11 +98,14 @@ def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
-def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int) -> list[tuple[dict[str, Any], int]]:
-    """SPEC section 5's confirm phase for any study: the next round of (point, run index) re-runs of
-    its top-3 points by mean, fewest runs first, until `budget` runs exist (up to 3 at a time)."""
-    results, running = trials_as_results(study.get_trials(deepcopy=False), dims, study.direction, in_box=False)
-    decision = CoordinateDescent(dims, budget=budget).confirm(results, running)
+def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int, x0: Mapping[str, Any] | None = None,
+                 noise: float = 0.0) -> list[tuple[dict[str, Any], int]]:
+    """The confirm phase (docs/tuner.md) for any study: the next round of (point, run index) re-runs of
+    its 3 best points by mean and its defaults `x0` (when they ran), fewest runs first, until `budget`
+    runs exist."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    results, running = trials_as_results(study.get_trials(deepcopy=False), dims, maximize, in_box=False)
+    decision = CoordinateDescent(dims, x0=x0, budget=budget, noise=noise).confirm(results, running)
     return list(zip(decision.probes, decision.runs)) if decision.action == "probe" else []
 
 
@@ -105,25 +116,31 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
                log: Callable[[str], None] = lambda s: None) -> optuna.Study:
     """Create or resume `study_name` and spend `budget` trials on it.
 
-    cd (SPEC section 5, version 2) runs through the coordinator (`pmlbal.tune.workers.coordinate`):
-    it enqueues probes and re-runs, re-queues trials of lost workers and, with `local`, runs the
-    queued trials in this process. With `local=False` the trials are left to `pmlbal tune-worker`
-    processes. tpe, random and grid run Optuna's own loop here (`local`), or supervise the workers
-    (not `local`); with `confirm` (tpe, random) their last budget // 4 trials re-run their top 3
-    points, as cd's confirm phase does. A trial that raises is recorded as failed with its error and
-    tried once more. `pick(study)` then gives the point with the best mean.
+    cd (docs/tuner.md) runs through the coordinator (`pmlbal.tune.workers.coordinate`): it enqueues
+    probes and re-runs, re-queues trials of lost workers and, with `local`, runs the queued trials in
+    this process. With `local=False` the trials are left to `pmlbal tune-worker` processes. tpe,
+    random and grid run Optuna's own loop here (`local`), or supervise the workers (not `local`); their
+    first trial is the defaults (the spec's `x0`), and with `confirm` (tpe, random) their last
+    budget // 4 trials re-run their 3 best points and the defaults, as cd's confirm phase does. A
+    trial that raises is recorded as failed with its error and tried once more. `pick(study)` then
+    gives the pick.
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if confirm and search == "grid":
         raise ValueError("--confirm is for tpe and random (cd always confirms; a grid runs every point once)")
-    study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget))
+    s = dict(spec or {})
+    study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget, s))
     study.set_user_attr("search", search)
+    x0, noise = s.get("x0"), float(s.get("noise") or 0.0)
     if search == "cd":
-        coordinate(study, dims, budget=budget, order=[d.name for d in dims], seed=seed, poll=poll, grace=grace,
-                   heartbeat=heartbeat, objective=objective if local else None,
+        coordinate(study, dims, x0=x0, tol=float(s.get("tol") or 0.0), budget=budget, order=[d.name for d in dims],
+                   seed=seed, coupled={k: tuple(v) for k, v in (s.get("coupled") or {}).items()}, noise=noise,
+                   poll=poll, grace=grace, heartbeat=heartbeat, objective=objective if local else None,
                    on_decision=(lambda d: progress(study)) if progress else None, log=log)
         return study
+    if x0 is not None and search != "grid" and not study.trials:
+        study.enqueue_trial(dict(x0), user_attrs={RUN: 0})  # the defaults first, as cd runs them
     if local:
         for lost in StaleMonitor(grace).sweep(study, log, orphans=True):  # left running by a killed run of this search
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
@@ -139,7 +156,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
             study.optimize(beating, n_trials=remaining, catch=(Exception,), callbacks=callbacks)
         while confirm:
             queued = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]  # a retry
-            nxt = confirm_next(study, dims, budget)[:1] if not queued else []
+            nxt = confirm_next(study, dims, budget, x0, noise)[:1] if not queued else []
             if not queued and not nxt:
                 break
             for point, run in nxt:
@@ -147,13 +164,14 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
             study.optimize(beating, n_trials=1, catch=(Exception,), callbacks=callbacks)
         return study
     supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log,
-              confirm_dims=dims if confirm else None)
+              confirm_dims=dims if confirm else None, x0=x0, noise=noise)
     return study
 
 
 def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: float = 1.0,
               progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print,
-              confirm_dims: Sequence[Dim] | None = None) -> None:
+              confirm_dims: Sequence[Dim] | None = None, x0: Mapping[str, Any] | None = None,
+              noise: float = 0.0) -> None:
     """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished.
     With `confirm_dims`, once the workers' sampled trials are done, queue the confirm re-runs."""
     monitor = StaleMonitor(grace)
@@ -168,7 +186,7 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
         finished = len([t for t in trials if t.state.is_finished()])
         if confirm_dims is not None and sampled <= finished and len(trials) < budget and \
                 all(t.state.is_finished() for t in trials):
-            nxt = confirm_next(study, confirm_dims, budget)
+            nxt = confirm_next(study, confirm_dims, budget, x0, noise)
             if not nxt:  # no point with a value to confirm (every run failed): nothing left to do
                 study.set_user_attr(STATE, "done")
                 return
@@ -183,7 +201,7 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
 
 # -- after the search ----------------------------------------------------------------------------
 def best_point(study: optuna.Study) -> Pick | None:
-    """The study's pick (SPEC section 5): the point with the best mean of its complete runs."""
+    """The study's pick (`pick`: docs/tuner.md, "Ranking and the pick")."""
     return pick(study)
 
 
@@ -209,9 +227,10 @@ def picked_config(base: TrainConfig, study: optuna.Study, best: Pick, storage_ur
         cfg = replace(cfg, samples_per_class=final_samples_per_class(base.dataset, best.params["batch_size"]))
     folds = int(spec["base"].get("val_folds", 1))
     search = spec["search"] + ("+confirm" if spec.get("confirm") and spec["search"] != "cd" else "")
+    by = f"{search} on {folds} fold{'s' if folds != 1 else ''}" + ("; the defaults: nothing beat them" if best.is_default
+                                                                  else "")
     return replace(cfg, train_split="train", eval_split="test", val_folds=1, val_fold=0,
-                   tuned_from=f"{storage_url}#{study.study_name}", tuned_runs=best.runs,
-                   tuned_by=f"{search} on {folds} fold{'s' if folds != 1 else ''}")
+                   tuned_from=f"{storage_url}#{study.study_name}", tuned_runs=best.runs, tuned_by=by)
 
 
 def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import optuna
 
 from ..registry import dataset_spec, loss_tuning
-from .coordinate_descent import Dim
+from .dims import Dim, distribution_of, powers_of_two
 
 
 def _dim(name: str, entry: tuple) -> Dim:
@@ -22,6 +21,10 @@ def search_space(loss_name: str, dataset: str = "digits", overrides: dict[str, t
     loss_dims = loss_tuning(loss_name)  # ValueError: "no default search space for ..."
     train_dims = dataset_spec(dataset).tune
     dims = [_dim(n, e) for n, e in {**loss_dims, **train_dims}.items()]
+    # The sweep's order (docs/tuner.md, "Coordinates"): balance and batch size first, the mission's two,
+    # then the loss's own (temperature, margins, kernel scale), then lr.
+    first = {"balance": 0, "batch_size": 1, "lr": 3}
+    dims.sort(key=lambda d: first.get(d.name, 2))
     out = []
     for d in dims:
         if overrides and d.name in overrides:
@@ -47,14 +50,13 @@ def final_samples_per_class(dataset: str, batch_size: int) -> int:
 
 
 def suggest(trial: optuna.Trial, dim: Dim) -> Any:
-    """Ask Optuna for `dim` with the distribution that maps back to the same scale."""
-    if dim.scale == "categorical":
-        return trial.suggest_categorical(dim.name, list(dim.choices))
-    if dim.scale in ("log2-int", "log-int"):
-        return trial.suggest_int(dim.name, int(dim.low), int(dim.high), log=True)
-    if dim.scale == "int":
-        return trial.suggest_int(dim.name, int(dim.low), int(dim.high))
-    return trial.suggest_float(dim.name, dim.low, dim.high, log=dim.scale == "log")
+    """Ask Optuna for `dim` with its distribution (`dims.distribution_of`, the one mapping)."""
+    dist = distribution_of(dim)
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(dim.name, list(dist.choices))
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(dim.name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(dim.name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def grid_values(dim: Dim) -> list[Any]:
@@ -63,11 +65,40 @@ def grid_values(dim: Dim) -> list[Any]:
     if dim.scale == "categorical":
         return list(dim.choices)
     if dim.scale in ("log", "log2-int"):
-        lo, hi = math.ceil(math.log2(dim.low) - 1e-9), math.floor(math.log2(dim.high) + 1e-9)
-        vals = [2.0**e for e in range(lo, hi + 1)]
+        vals = powers_of_two(dim.low, dim.high)
         return [int(v) for v in vals] if dim.scale == "log2-int" else vals
     n = 9
     if dim.scale == "int" and dim.high - dim.low + 1 <= n:
         return list(range(int(dim.low), int(dim.high) + 1))
     vals = [dim.low + (dim.high - dim.low) * i / (n - 1) for i in range(n)]
     return sorted({int(round(v)) for v in vals}) if dim.scale == "int" else vals
+
+
+def default_point(loss: str, dims: Sequence[Dim], loss_kwargs: Mapping[str, Any], batch_size: int,
+                  lr: float, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The defaults a study starts from and compares its pick with: each coordinate's value in `given`,
+    else the run's own (`loss_kwargs`, `batch_size`, `lr`: what the user would train without tuning),
+    else the loss class's default argument; snapped onto the box. A coordinate with none of those is an
+    error naming it."""
+    import inspect
+
+    from ..registry import get
+
+    params = inspect.signature(get(loss, "loss")).parameters
+    point: dict[str, Any] = {}
+    for d in dims:
+        if given and d.name in given:
+            v = given[d.name]
+        elif d.name in loss_kwargs:
+            v = loss_kwargs[d.name]
+        elif d.name in ("batch_size", "lr"):
+            v = batch_size if d.name == "batch_size" else lr
+        elif d.name in params and params[d.name].default is not inspect.Parameter.empty:
+            v = params[d.name].default
+        else:
+            raise ValueError(f"no default for coordinate {d.name!r} of {loss}: give it with --x0 {d.name}=VALUE")
+        point[d.name] = d.snap(v)
+    unknown = set(given or {}) - {d.name for d in dims}
+    if unknown:
+        raise ValueError(f"--x0 names {sorted(unknown)}, not coordinates of the space {[d.name for d in dims]}")
+    return point

@@ -15,29 +15,32 @@ import optuna
 
 from ..config import LOCAL, TrainConfig
 from .dims import Dim
+from .optuna import SPEC
+from .plan import SEARCH_VERSION
 from .spaces import samples_per_class
-
-SPEC = "pmlbal:spec"
-
-#: Version of the search a study was made with (SPEC section 5): a version-1 study cannot be resumed
-#: by version 2, whose phases read the trials differently.
-SEARCH_VERSION = 2
 
 
 def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
-              metric: str = "recall@1", confirm: bool = False, final_epochs: int | None = None) -> dict[str, Any]:
+              metric: str = "recall@1", confirm: bool = False, final_epochs: int | None = None,
+              x0: Mapping[str, Any] | None = None, tol: float = 0.0, noise: float = 0.0,
+              coupled: Mapping[str, tuple[str, float]] | None = None) -> dict[str, Any]:
     """A study's description: what a worker needs to rebuild the objective, and what a resume must match.
-    `final_epochs`: the final run's length when the validation runs (`base.epochs`) are shorter."""
+    `final_epochs`: the final run's length when the validation runs (`base.epochs`) are shorter; `x0`
+    the defaults (the first point and the pick's reference), `tol`, `noise` and `coupled` the search's
+    settings (`pmlbal.tune.plan.SearchPlan`)."""
     base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
     spec = {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
             "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
-            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION}
+            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION,
+            "x0": dict(x0) if x0 is not None else None, "tol": float(tol), "noise": float(noise),
+            "coupled": {k: list(v) for k, v in (coupled or {}).items()}}
     if final_epochs is not None and final_epochs != base.epochs:
         spec["final_epochs"] = final_epochs
     return spec
 
 
-_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed", "final_epochs")
+_SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed", "final_epochs", "x0",
+         "tol", "noise", "coupled")
 
 
 def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
@@ -87,6 +90,9 @@ def _describe(key: str, stored: Any, now: Any) -> str:
         fields = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
         parts = [f"{k}: {stored.get(k, 'absent')!r} then, {now.get(k, 'absent')!r} now" for k in fields]
         return f"{key} ({'; '.join(parts)})"
+    if key == "version":
+        then = "absent in the stored study: version 1" if stored is None else f"{stored!r} then"
+        return f"search version ({then}, {now!r} now: docs/tuner.md, 'Versions')"
     if stored is None:
         return f"{key} (absent in the stored study: it predates it; now {now!r})"
     return f"{key} ({stored!r} then, {now!r} now)"

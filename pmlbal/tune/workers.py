@@ -28,8 +28,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..procs import pid_alive
 from . import store
-from .coordinate_descent import CoordinateDescent, Decision, Dim, point_key
-from .optuna import LOST, ORPHAN, RUN, decide_from_trials, trial_point, trial_run
+from .coordinate_descent import CoordinateDescent
+from .dims import Dim, point_key
+from .optuna import decide_from_trials
+from .trials import LOST, ORPHAN, RUN, Decision, trial_point, trial_run
 
 HEARTBEAT = "pmlbal:heartbeat"
 OWNER = "pmlbal:worker"
@@ -220,11 +222,12 @@ def _dead_here(owner: str) -> bool:
 
 def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any] | None = None,
                tol: float = 0.0, budget: int | None = None, order: Sequence[str] | None = None,
-               seed: int = 0, retries: int = 1, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
+               seed: int = 0, retries: int = 1, coupled: Mapping[str, tuple[str, float]] | None = None,
+               noise: float = 0.0, poll: float = 1.0, grace: float = 120.0, heartbeat: float = 30.0,
                objective: Callable[[optuna.Trial], float] | None = None,
                on_decision: Callable[[Decision], None] | None = None,
                log: Callable[[str], None] = print) -> Decision:
-    """Drive the search (SPEC section 5) on `study` until it is done; returns the final decision.
+    """Drive the search (docs/tuner.md) on `study` until it is done; returns the final decision.
 
     Each round: mark lost trials failed, replay the search on the study's trials, enqueue the
     probes not yet queued (a re-run carries its run index in ``user_attrs["run"]``), and (with
@@ -232,7 +235,7 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
     Without `objective`, `pmlbal tune-worker` processes do the work. Resumable: everything is read
     back from the study.
     """
-    cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries)
+    cd = CoordinateDescent(dims, x0, tol, budget, order, seed, retries, coupled, noise)
     monitor = StaleMonitor(grace)
     study.set_user_attr(STATE, "running")
     first = True

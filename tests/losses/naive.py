@@ -1,4 +1,4 @@
-"""Slow, obviously-correct loops for the supervised forms in SPEC sections 1-3 (one embedding set).
+"""Slow, obviously-correct loops for the supervised forms in docs/method.md, the losses' sections (one embedding set).
 
 Each takes embeddings and labels and returns the reduced loss as the pmlbal loss with the
 same arguments and its default reducer does, including SPEC's rules for batches a term
@@ -126,7 +126,7 @@ def alpha_cl(emb, labels, weighting="exp", temperature=0.5, exponent=1.0, eps=0.
 
 
 def dhel_two_view(za, zb, temperature, balance=1.0, include_positive_view=True):
-    """SPEC section 2's two-view DHEL: pair i is (za_i, zb_i), uniformity within each view."""
+    """docs/method.md, 'DHEL and KCL''s two-view DHEL: pair i is (za_i, zb_i), uniformity within each view."""
     a, b = F.normalize(za, dim=1), F.normalize(zb, dim=1)
     total = 0.0
     for i in range(len(a)):

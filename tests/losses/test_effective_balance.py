@@ -131,7 +131,7 @@ def test_equals_measured_gradient_ratio(name, batch_size, samples_per_class):
 @pytest.mark.parametrize("name", TWO_VIEW)
 @pytest.mark.parametrize("pairs", [6, 10])
 def test_equals_measured_gradient_ratio_of_two_view_form(name, pairs):
-    # DHEL's and KCL's balance is defined on their two-view form (SPEC section 2), where a
+    # DHEL's and KCL's balance is defined on their two-view form (docs/method.md, 'DHEL and KCL'), where a
     # "class" is one pair of views: batch_size 2M, samples_per_class 2.
     make, balance = TWO_VIEW[name], 0.7
     measured = measured_balance(make, 2 * pairs, 2, balance, two_view=True)

@@ -1,4 +1,4 @@
-"""Each loss against a slow, obviously-correct loop written from SPEC sections 1-3."""
+"""Each loss against a slow, obviously-correct loop written from docs/method.md, the losses' sections."""
 
 import math
 

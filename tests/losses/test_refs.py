@@ -73,7 +73,7 @@ def test_ref_emb_given_counts_every_pair_and_omitted_excludes_self_pairs():
     emb, labels = clustered(4, 3, 6)
     loss_fn = BalancedNTXentLoss(temperature=0.4, balance=0.8)
     torch.testing.assert_close(loss_fn(emb, labels), naive.ntxent(emb, labels, 0.4, 0.8))
-    # With ref_emb = a copy of the batch, (i, i) is a positive pair of cosine 1 (SPEC section 0).
+    # With ref_emb = a copy of the batch, (i, i) is a positive pair of cosine 1 (docs/method.md, 'Conventions').
     s = torch.nn.functional.normalize(emb, dim=1) @ torch.nn.functional.normalize(emb, dim=1).T / 0.4
     terms = []
     for i in range(len(labels)):

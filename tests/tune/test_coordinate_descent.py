@@ -1,4 +1,4 @@
-"""The search engine (SPEC section 5): version 2's phases on analytic objectives, version 1's descent,
+"""The search engine (docs/tuner.md): version 2's phases on analytic objectives, version 1's descent,
 exact resume, failures, and the coordinates' scales and grids."""
 
 import math
@@ -57,7 +57,7 @@ def test_phase_sizes(budget, sizes):
 
 def test_phase_one_is_optunas_scrambled_sobol_sequence_mapped_to_each_scale():
     cd = CoordinateDescent(EVERY_SCALE, budget=64, seed=7)
-    plan = cd.explore_points()
+    plan = cd.plan.explore_points()
     assert len(plan) == 16
     assert len({point_key(p, EVERY_SCALE) for p in plan}) == 16  # distinct
     for p in plan:
@@ -76,9 +76,9 @@ def test_phase_one_is_optunas_scrambled_sobol_sequence_mapped_to_each_scale():
 
 def test_seed_changes_the_plan_and_fixes_it():
     a, b = CoordinateDescent(DIMS, budget=33, seed=0), CoordinateDescent(DIMS, budget=33, seed=1)
-    assert a.explore_points() != b.explore_points()
-    assert a.explore_points() == CoordinateDescent(DIMS, budget=33, seed=0).explore_points()
-    assert a.restart_point(3) != b.restart_point(3) and a.restart_point(3) == a.restart_point(3)
+    assert a.plan.explore_points() != b.plan.explore_points()
+    assert a.plan.explore_points() == CoordinateDescent(DIMS, budget=33, seed=0).plan.explore_points()
+    assert a.plan.restart_point(3) != b.plan.restart_point(3) and a.plan.restart_point(3) == a.plan.restart_point(3)
 
 
 def test_descent_starts_from_the_best_explored_point_and_never_reruns_in_phase_two():
@@ -130,16 +130,18 @@ def test_confirm_reruns_only_the_top_three_with_fresh_runs_and_picks_the_best_me
 
 
 def test_confirm_phase_reruns_in_parallel_rounds():
-    cd = CoordinateDescent(DIMS, budget=16, seed=2)
-    results, _, d = drive(cd, stop_after=12)  # phases 1 and 2 done
-    assert d.phase == "confirm" and len(d.probes) == 3 and d.runs == [1, 1, 1]
-    assert len({point_key(p, DIMS) for p in d.probes}) == 3  # one re-run for each of the top 3
+    cd = CoordinateDescent(DIMS, budget=20, seed=2)
+    results, _, d = drive(cd, stop_after=15)  # phases 1 and 2 done (20 - 20 // 4 first runs)
+    x0 = {"balance": 1.0, "temperature": 0.125, "batch_size": 16}
+    assert d.phase == "confirm" and len(d.probes) == 4 and d.runs == [1, 1, 1, 1]
+    assert len({point_key(p, DIMS) for p in d.probes}) == 4  # one re-run for each of the top 3 ...
+    assert d.probes[-1] == x0  # ... and for the defaults, the pick's reference
     running = list(zip(d.probes, d.runs))
     assert cd.ask(results, running=running[:1]).probes == d.probes[1:]  # the rest of the round
     assert cd.ask(results, running=running).action == "wait"  # the next round reads this one's values
     done = results + [Result(p, run, quad(p)) for p, run in running]
     last = cd.ask(done)
-    assert last.action == "probe" and len(last.probes) == 1 and last.runs == [2]  # budget 16: one left
+    assert last.action == "probe" and len(last.probes) == 1 and last.runs == [2]  # budget 20: one left
     assert cd.ask(done + [Result(last.probes[0], 2, 0.0)]).action == "done"
 
 
@@ -158,7 +160,7 @@ def test_failures_are_retried_once_then_count_as_failed():
     assert cd.ask([Result({"x": 1.0}, 0, None)]).probes == [{"x": 1.0}]  # raised: asked again
     twice = [Result({"x": 1.0}, 0, None), Result({"x": 1.0}, 0, None)]
     assert {p["x"] for p in cd.ask(twice).probes} == {2.0, 0.5}  # failed twice: FAILED, move on
-    assert cd.ask([Result({"x": 1.0}, 0, pruned=True)]).probes[0]["x"] in (2.0, 0.5)  # pruned: no retry
+    assert cd.ask([Result({"x": 1.0}, 0, final=True)]).probes[0]["x"] in (2.0, 0.5)  # pruned: no retry
     assert cd.ask(twice).best is None  # a failed point is never the pick
 
 
@@ -173,8 +175,8 @@ def test_core_probes_in_parallel_and_waits_at_the_barrier():
     one_running = cd.ask(hist, running=pair.probes[:1])
     assert one_running.probes == pair.probes[1:]
     assert cd.ask(hist, running=pair.probes).action == "wait"
-    filled = cd.ask(hist, running=pair.probes, fill=True)  # a sampler must return a point: a re-run
-    assert filled.action == "probe" and filled.phase == "extra" and filled.probes == [first.probes[0]]
+    filled = cd.ask(hist, running=pair.probes, fill_in=True)  # a sampler must return a point: a re-run
+    assert filled.action == "probe" and filled.phase == "fill" and filled.probes == [first.probes[0]]
     assert filled.runs == [1]
     hist += [Result(p, 0, FAILED) for p in pair.probes]
     assert cd.ask(hist).probes[0]["bs"] in (128, 32)  # next coordinate
@@ -301,7 +303,7 @@ def test_bad_arguments(ctor, word):
 
 def test_descent_halves_the_step_on_a_log_coordinate():
     # One log coordinate from x0 = 1 (log2 = 0), f peaked at log2 x = 0.7, version 1 (no budget).
-    # Hand trace of SPEC section 5's descent: step x2 probes 2 and 1/2, moves up to 2, tries 4 (worse);
+    # Hand trace of docs/tuner.md's descent: step x2 probes 2 and 1/2, moves up to 2, tries 4 (worse);
     # a sweep that moves nothing halves the step to x2^0.5: probes 2^1.5 and 2^0.5, moves down to 2^0.5;
     # halved to x2^0.25 (the minimum): probes 2^0.75 and 2^0.25, moves to 2^0.75, converged.
     # Points already run are answered from the record, so each log2 value appears once.

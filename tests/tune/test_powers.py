@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import IntDistribution
 
-from pmlbal.tune.coordinate_descent import Dim
+from pmlbal.tune.dims import Dim
 from pmlbal.tune.powers import nearest_power_of_two, power_bounds, widened
 from pmlbal.tune.run import make_sampler
 from pmlbal.tune.spaces import suggest

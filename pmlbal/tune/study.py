@@ -1,0 +1,116 @@
+"""`tune_study`: a tuning study as `pmlbal tune` runs it, callable from Python.
+
+It settles everything a study needs before its first run: the search space, the validation folds, the
+validation runs' length, the defaults (`x0`, the first point and the pick's reference), the noise
+floor and the acceptance threshold of the data set, the warnings a user should read (a short
+validation horizon while batch size is searched; too few validation classes), and the worker
+processes; then it spends the budget (`run.run_search`) with a progress bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import optuna
+
+from ..config import TrainConfig
+from ..records import check_writable
+from ..registry import dataset_spec
+from .budget import spec_trials
+from .run import run_search, training_objective
+from .spaces import default_point, search_space
+from .spec import make_spec
+from .storage import open_storage
+from .workers import start_workers, stop_workers
+
+#: Validation classes below which a pick may not carry over to unseen classes (docs/tuner.md, "Small data").
+FEW_VAL_CLASSES = 20
+#: The descent's acceptance threshold, in units of the data set's paired run-to-run noise (docs/tuner.md,
+#: "Acceptance"): a move needs a probe better than the current point by more than TOL_IN_NOISE x noise.
+TOL_IN_NOISE = 0.5
+
+
+def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd", storage: str | None = None,
+               study_name: str | None = None, seed: int = 0, space: Mapping[str, tuple[float, float]] | None = None,
+               x0: Mapping[str, Any] | None = None, val_folds: int | None = None, workers: int = 1,
+               grace: float = 120.0, metric: str | None = None, confirm: bool = False,
+               tune_epochs: int | None = None, progress: bool = True,
+               log: Callable[[str], None] = print) -> optuna.Study:
+    """Create or resume a study tuning `loss` on `base`'s data set with a budget of `budget` training
+    runs, and spend it; returns the study (`pmlbal.tune.pick` reads its pick).
+
+    `base`: the run a user would train without tuning (its loss arguments, batch size and lr are the
+    defaults unless `x0` names them); `storage`: an Optuna storage URL (default sqlite:///RESULTS/tuning.db);
+    `space`: NAME -> (low, high) range overrides; `val_folds`: class-disjoint validation folds a trial
+    trains (default: the data set's); `workers`: 1 runs trials here, N > 1 starts N `pmlbal tune-worker`
+    processes, 0 leaves them to workers started elsewhere; `metric`: the validation metric maximised
+    (default: the data set's lead metric); `confirm`: TPE or random search end with the confirm phase;
+    `tune_epochs`: validation runs shorter than the final run (default: as long). One-line warnings go to `log`.
+    """
+    spec_ds = dataset_spec(base.dataset)
+    storage = storage or f"sqlite:///{Path(base.results_dir) / 'tuning.db'}"
+    name = study_name or f"{base.dataset}-{loss}-{search}"
+    metric = metric or spec_ds.lead_metric
+    check_writable(Path(base.results_dir) / "runs")  # before the first trial, not after it
+    dims = search_space(loss, base.dataset, dict(space or {}))
+    folds = val_folds or spec_ds.val_folds
+    val = replace(base, loss=loss, eval_split="val", train_split="train-sub", val_folds=folds, val_fold=0)
+    if confirm and search not in ("tpe", "random"):
+        raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
+    if workers > 1 and not shared_storage(storage):
+        raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
+    resolved = val.resolved()
+    final_epochs = None
+    if tune_epochs is not None and tune_epochs != resolved.epochs:  # equal: the study an unflagged run makes
+        final_epochs = resolved.epochs
+        if tune_epochs > final_epochs:
+            raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {final_epochs} epochs")
+        val = replace(val, epochs=tune_epochs)
+        if "batch_size" in {d.name for d in dims}:
+            log(f"warning: batch size is searched on {tune_epochs}-epoch validation runs for a {final_epochs}-epoch "
+                f"final run; a short horizon ranks batch sizes differently (docs/tuner.md, 'Horizon')")
+    start = default_point(loss, dims, base.loss_kwargs, resolved.batch_size, resolved.lr, x0)
+    noise = float(spec_ds.val_noise.get(metric, 0.0))
+    spec = make_spec(val, loss, dims, search, budget, seed, metric, confirm, final_epochs, x0=start,
+                     tol=TOL_IN_NOISE * noise, noise=noise)
+    _warn_few_classes(val, folds, log)
+    store = open_storage(storage)  # a bad storage is the first error a user should read
+    trials = spec_trials(spec)  # what the budget in runs buys on its folds, as the workers count it
+    bar, update, say = _progress(name, trials, progress, log)
+    procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir) if workers > 1 else []
+    try:
+        return run_search(training_objective(val, loss, dims, metric) if workers == 1 else None, dims, search, trials,
+                          store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
+                          progress=update, log=say)
+    finally:
+        if bar is not None:
+            bar.close()
+        stop_workers(procs)
+
+
+def shared_storage(storage: str) -> bool:
+    """Whether other processes can open `storage` (a file or a server, not in-memory SQLite)."""
+    return storage.startswith("journal:") or ("://" in storage and not storage.startswith("sqlite:///:memory:"))
+
+
+def _progress(name: str, trials: int, show: bool, log: Callable[[str], None]):
+    if not show:
+        return None, None, log
+    from .progress import progress_bar, update_bar
+
+    bar, say = progress_bar(name, trials)
+    return bar, (lambda study: update_bar(bar, study)), say
+
+
+def _warn_few_classes(val: TrainConfig, folds: int, log: Callable[[str], None]) -> None:
+    """One line when a validation fold holds fewer than FEW_VAL_CLASSES classes."""
+    from ..config import data_splits
+
+    cfg = val.resolved()
+    n = dataset_spec(cfg.dataset).load(cfg.root, data_splits(cfg)[1]).num_classes
+    if n < FEW_VAL_CLASSES:
+        log(f"warning: each validation fold holds {n} classes (of {folds} fold{'s' if folds != 1 else ''}); a pick "
+            f"made on so few may not carry over to unseen classes (docs/tuner.md, 'Small data sets')")
+
