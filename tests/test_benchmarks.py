@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -61,9 +62,7 @@ def test_synthetic_cub_is_read_as_cub_with_its_class_split(tmp_path):
 def _fake_grid(monkeypatch, table, locked=()):
     """tuning_table on a 2 x 1 x 2 grid (x seeds) whose 'training' stores a score per point, found
     again by find_existing as a record on disk would be."""
-    monkeypatch.setattr(table, "BALANCE_EXP", range(0, 2))
-    monkeypatch.setattr(table, "TEMPERATURE_EXP", range(-1, 0))
-    monkeypatch.setattr(table, "BATCH_EXP", range(4, 6))
+    monkeypatch.setitem(table.LATTICES, "digits", table.Lattice(range(0, 2), range(-1, 0), range(4, 6)))
     trained, store = [], {}
 
     def point(cfg):
@@ -97,7 +96,8 @@ def test_tuning_table_shards_split_the_grid_and_only_a_full_pass_writes_the_tabl
     _run_table(monkeypatch, table, out, "--shard", "0/2")
     assert len(trained) == 4 and not out.exists()  # every other point of 8; a shard writes no table
     _run_table(monkeypatch, table, out, "--shard", "1/2", "--reverse")
-    assert len(set(trained)) == 8 and trained[4:] == sorted(trained[4:], reverse=True)
+    order = [(2.0**b, 2**bs, seed) for b, _, bs in table.LATTICES["digits"].points() for seed in (0, 1)]
+    assert len(set(trained)) == 8 and [(*p, s) for p, s in trained[4:]] == order[1::2][::-1]  # shard 1, last first
     _run_table(monkeypatch, table, out)
     assert len(trained) == 8  # the full pass found every point: nothing trained twice
     lines = out.read_text().splitlines()
