@@ -1,0 +1,92 @@
+"""The tuner's rules at the edges the hand mutations of issue 34 survived: a plateau, a diverged run among
+confirmed runs, the confirm phase's three top points, the paired pick against the defaults."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+
+from pmlbal.tune.coordinate_descent import CoordinateDescent
+from pmlbal.tune.dims import Dim, point_key
+from pmlbal.tune.ranking import TOP_POINTS, confirm_choice, paired_gain
+from pmlbal.tune.trials import Result, TrialTable
+
+DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
+
+
+def drive(cd: CoordinateDescent, f, limit: int = 500) -> list[Result]:
+    """Answer every probe at once with f(point, run) until the engine says done; fails past `limit`."""
+    results: list[Result] = []
+    for _ in range(limit):
+        d = cd.ask(results)
+        if d.action == "done":
+            return results
+        assert d.action == "probe", d.action  # nothing runs elsewhere: never "wait"
+        results += [Result(p, r, f(p, r)) for p, r in zip(d.probes, d.runs)]
+    pytest.fail(f"the search did not end within {limit} asks")
+
+
+@pytest.mark.parametrize("budget", [None, 12])
+def test_a_flat_objective_ends_with_or_without_a_budget(budget):
+    def stuck(*_):
+        raise TimeoutError("ask() did not return: the descent loops on a plateau (a move on a tie?)")
+
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(60)  # a replay that loops never returns from one ask(); the limit is far above a second
+    try:
+        results = drive(CoordinateDescent(DIMS, budget=budget, seed=3), lambda p, r: 0.5)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    if budget is not None:
+        assert len(results) == budget
+    else:  # one descent from the centre: a sweep at minimum steps moved nothing
+        assert 1 < len(results) < 100
+
+
+def test_a_move_needs_more_than_tol():
+    # Every probe is better than the start by exactly tol: none is taken, the start stays the best.
+    cd = CoordinateDescent(DIMS, tol=0.1, budget=None)
+    start = point_key(cd.plan.x0, DIMS)
+    results = drive(cd, lambda p, r: 0.5 if point_key(p, DIMS) == start else 0.6)
+    moves = {point_key(x.point, DIMS) for x in results}
+    assert len(results) == len(moves) and all(x.value == 0.6 for x in results[1:])
+    assert cd.ask(results).action == "done"
+
+
+def _table(runs: dict[tuple[float, float], list[float | None]], x0=None, noise: float = 0.0) -> TrialTable:
+    results = []
+    for (b, t), values in runs.items():
+        for k, v in enumerate(values):
+            results.append(Result({"balance": b, "temperature": t}, k, v, final=v is None))
+    return TrialTable(DIMS, 1, results, (), x0 or {}, noise)
+
+
+def test_a_point_with_a_diverged_run_is_never_the_pick():
+    # runs 0.90, 0.90 and a third that failed for good, against 0.85, 0.84 (issue 34)
+    table = _table({(1.0, 0.1): [0.90, 0.90, None], (2.0, 0.1): [0.85, 0.84]})
+    pick = table.pick()
+    assert pick.params == {"balance": 2.0, "temperature": 0.1} and pick.runs == 2
+    assert math.isclose(pick.value, 0.845)
+    assert table.ranked()[0] == point_key({"balance": 2.0, "temperature": 0.1}, DIMS)
+
+
+def test_the_confirm_choice_takes_from_the_top_three():
+    assert TOP_POINTS == 3
+    top = ["a", "b", "c"]
+    counts = {"a": 3, "b": 3, "c": 2}
+    assert confirm_choice(top, counts.get) == "c"  # the third point is still re-run
+    assert confirm_choice(top, {"a": 2, "b": 2, "c": 2}.get) == "a"  # ties to the better ranked
+
+
+def test_the_pick_is_the_defaults_unless_a_point_beats_them_on_paired_runs():
+    x0 = {"balance": 1.0, "temperature": 0.1}
+    close = _table({(1.0, 0.1): [0.70, 0.71], (2.0, 0.1): [0.71, 0.72]}, x0, noise=0.0156)
+    assert close.pick().is_default  # +1 point over 2 pairs, standard error 1.56 / sqrt 2: not shown
+    far = _table({(1.0, 0.1): [0.70, 0.71], (2.0, 0.1): [0.75, 0.76]}, x0, noise=0.0156)
+    pick = far.pick()
+    assert not pick.is_default and pick.params["balance"] == 2.0 and pick.vs_default.pairs == 2
+    gain = paired_gain({0: 0.75, 1: 0.76}, {0: 0.70, 1: 0.71}, noise=0.0156)
+    assert math.isclose(gain.mean, 0.05) and math.isclose(gain.se, 0.0156 / math.sqrt(2))
