@@ -90,3 +90,27 @@ def test_the_pick_is_the_defaults_unless_a_point_beats_them_on_paired_runs():
     assert not pick.is_default and pick.params["balance"] == 2.0 and pick.vs_default.pairs == 2
     gain = paired_gain({0: 0.75, 1: 0.76}, {0: 0.70, 1: 0.71}, noise=0.0156)
     assert math.isclose(gain.mean, 0.05) and math.isclose(gain.se, 0.0156 / math.sqrt(2))
+
+
+def _lost_trial(number: int, balance: float):
+    import optuna
+    from optuna.trial import TrialState
+
+    from pmlbal.tune.trials import LOST
+
+    t = optuna.trial.create_trial(state=TrialState.FAIL, params={"balance": balance},
+                                  distributions={"balance": optuna.distributions.FloatDistribution(1 / 16, 16, log=True)},
+                                  user_attrs={"error": f"{LOST}worker died"})
+    t.number = number
+    return t
+
+
+def test_a_run_lost_with_its_worker_is_forgiven_up_to_lost_retries_times_and_no_more():
+    from pmlbal.tune.trials import LOST_RETRIES, forgiven_losses
+
+    at_limit = [_lost_trial(n, 1.0) for n in range(LOST_RETRIES)]
+    assert forgiven_losses(at_limit, ["balance"]) == set(range(LOST_RETRIES))  # run again each time
+    past = at_limit + [_lost_trial(LOST_RETRIES, 1.0)]
+    assert forgiven_losses(past, ["balance"]) == set()  # a run that kills every worker is a failure
+    other = past + [_lost_trial(99, 2.0)]
+    assert forgiven_losses(other, ["balance"]) == {99}  # counted per point
