@@ -33,7 +33,8 @@ def test_specs_are_read_by_every_consumer():
     assert DATASET_DEFAULTS["sop"]["backbone"] == spec.defaults["backbone"]
     assert DATASETS["sop"] is spec.cls and pmlbal.list_datasets() == sorted(STANDARD_KS)
     dims = {d.name: d for d in search_space("BalancedContrastiveLoss", "digits")}
-    assert list(dims) == ["balance", "pos_margin", "neg_margin", "batch_size", "lr"]
+    # The sweep order of docs/tuner.md: balance, batch size, the loss's own, lr.
+    assert list(dims) == ["balance", "batch_size", "pos_margin", "neg_margin", "lr"]
     assert (dims["pos_margin"].step, dims["pos_margin"].min_step) == (0.1, 0.025)
     assert dims["batch_size"].high == registry.dataset_spec("digits").tune["batch_size"][2]
     assert samples_per_class("digits", 32) == 16 and samples_per_class("cub", 256) == 4
@@ -74,7 +75,7 @@ def test_a_new_data_set_is_one_class_and_one_decorator(tmp_path, monkeypatch):
                                cache_dir=str(tmp_path / "cache"), progress=False))
     assert set(record["final"]) >= {"recall@1", "recall@2", "map_at_r"} and "recall@4" not in record["final"]
     assert record["config"]["embedding_dim"] == 8 and STANDARD_KS["blobs"] == (1, 2)
-    assert [d.name for d in search_space("NTXentLoss", "blobs")] == ["temperature", "batch_size", "lr"]
+    assert [d.name for d in search_space("NTXentLoss", "blobs")] == ["batch_size", "temperature", "lr"]
 
 
 @pytest.mark.slow
