@@ -27,7 +27,8 @@ noise-free or with noise of s.d. 2 points per run.
 Every pick is scored by its *true* value (digits: the mean of the point's 3 recorded runs;
 synthetic: the noise-free function), not by the lucky draw that made it look best. Printed per
 objective and budget: median and IQR over seeds, and paired wins/ties/losses of each method
-against tpe on the same seed (tie: within 0.01 point).
+against tpe on the same seed (tie: within 0.01 point); then the regret to the best point (median,
+mean) and the share of seeds whose pick is within 1 point of the best.
 """
 
 from __future__ import annotations
@@ -51,14 +52,23 @@ from pmlbal.tune.spaces import suggest
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 METHODS = ("cd", "cd-v1", "random", "tpe", "tpe+conf")
 #: Objectives replayed from a recorded grid (data set -> its table) and the synthetic ones.
-TABLES = {"digits": "results/tuning_digits_grid.csv", "fashion-mnist": "results/tuning_fashion-mnist_grid.csv"}
-OBJECTIVES = ("digits-replay", "digits-gauss", "fashion-mnist-replay", "fashion-mnist-gauss",
+TABLES = {"digits": "results/tuning_digits_grid.csv", "fashion-mnist": "results/tuning_fashion-mnist_grid.csv",
+          "cjk-glyphs": "results/tuning_cjk-glyphs_grid.csv"}
+OBJECTIVES = ("digits-replay", "digits-gauss", "fashion-mnist-replay", "fashion-mnist-gauss", "cjk-glyphs-gauss",
               "quadratic", "quadratic-noisy", "ridge", "ridge-noisy")
 DEFAULT_OBJECTIVES = ("digits-replay", "digits-gauss", "quadratic", "quadratic-noisy", "ridge", "ridge-noisy")
 SYNTH_DIMS = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0), Dim("batch_size", "log2-int", 8, 64)]
 GRID_DIMS = [Dim("balance_exp", "int", -4, 4), Dim("temperature_exp", "int", -5, -1), Dim("batch_exp", "int", 4, 6)]
+#: The glyph lattice (benchmarks/tuning_table.py): one run a point, two at the best 12, so only the "gauss"
+#: model makes sense; cd starts from the line-up default (balance 2, T 1/16, batch 128) with the tuner's
+#: acceptance threshold (half the paired noise, 1.56 points), as `pmlbal tune` does on cjk-glyphs.
+GLYPH_DIMS = [Dim("balance_exp", "int", -1, 3), Dim("temperature_exp", "int", -5, -1), Dim("batch_exp", "int", 6, 8)]
+GLYPH_X0 = {"balance_exp": 1, "temperature_exp": -4, "batch_exp": 7}
+GLYPH_TOL = 0.5 * 1.56
+GRID_POINTS = {"digits": 135, "fashion-mnist": 135, "cjk-glyphs": 75}
 SYNTH_NOISE = 2.0
 TIE = 0.01
+WITHIN = 1.0  # points of MAP@R: "within 1 point of the best"
 
 
 def table_of(kind: str) -> str | None:
@@ -69,7 +79,7 @@ def table_of(kind: str) -> str | None:
     return None
 
 
-def load_table(path: str) -> dict[tuple[int, int, int], list[float]]:
+def load_table(path: str, points: int = 135) -> dict[tuple[int, int, int], list[float]]:
     """(balance_exp, temperature_exp, batch_exp) -> MAP@R of each recorded run, in %."""
     table: dict[tuple, list[float]] = defaultdict(list)
     with open(path) as f:
@@ -77,8 +87,9 @@ def load_table(path: str) -> dict[tuple[int, int, int], list[float]]:
             key = (int(row["balance_exp"]), int(row["temperature_exp"]), int(row["batch_exp"]))
             table[key].append(100 * float(row["map_at_r"]))
     n = {len(v) for v in table.values()}
-    if len(table) != 135 or len(n) != 1:
-        raise ValueError(f"{path}: expected 135 points with the same number of runs, got {len(table)} points, runs {n}")
+    if len(table) != points or (points == 135 and len(n) != 1):
+        raise ValueError(f"{path}: expected {points} points (135: with the same number of runs), got {len(table)} "
+                         f"points, runs {n}")
     return dict(table)
 
 
@@ -90,13 +101,14 @@ class Objective:
 
     def __init__(self, kind: str, seed: int, table=None) -> None:
         self.kind, self.seed, self.table = kind, seed, table
-        self.dims = GRID_DIMS if table is not None else SYNTH_DIMS
+        self.glyphs = kind.startswith("cjk-glyphs")
+        self.dims = (GLYPH_DIMS if self.glyphs else GRID_DIMS) if table is not None else SYNTH_DIMS
         self.count: dict[tuple, int] = defaultdict(int)
         rng = np.random.default_rng([seed, 11])
         self.opt = (rng.uniform(-3, 3), rng.uniform(-5.5, -0.5), rng.uniform(3.2, 5.8))
         if table is not None:
-            runs = np.array(list(table.values()))
-            self.sd = float(np.sqrt(np.mean(np.var(runs, axis=1, ddof=1))))
+            several = [v for v in table.values() if len(v) > 1]
+            self.sd = float(np.sqrt(np.mean([np.var(v, ddof=1) for v in several])))
 
     def key(self, p) -> tuple:
         return tuple(round(float(p[d.name]), 9) for d in self.dims)
@@ -145,7 +157,9 @@ def one_search(args) -> dict:
     make = lambda: Objective(kind, seed, table)  # noqa: E731 - a fresh run counter per search
     for b in budgets:  # cd: the budget shapes the search
         obj = make()
-        study = optuna.create_study(direction="maximize", sampler=CoordinateDescentSampler(b, seed, search_space=obj.dims))
+        extra = dict(x0=GLYPH_X0, tol=GLYPH_TOL, noise=1.56) if obj.glyphs else {}
+        study = optuna.create_study(direction="maximize",
+                                    sampler=CoordinateDescentSampler(b, seed, search_space=obj.dims, **extra))
         study.optimize(obj, n_trials=b)
         out[("cd", b)] = obj.truth(pick(study).params)
     top = max(budgets)
@@ -181,6 +195,67 @@ def one_search(args) -> dict:
     return {"kind": kind, "seed": seed, "picks": out}
 
 
+def report(kind: str, rows: list[dict], budgets: list[int], best: float) -> dict:
+    """Print the pick's true value, its regret to the best point and how often it lands within
+    WITHIN points of the best, per method and budget; return the plot's (median, q1, q3) cells."""
+    summary = {}
+    print(f"\n## {kind}: true value of the pick (median [IQR] over {len(rows)} seeds; W/T/L vs tpe, paired)")
+    print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for m in METHODS:
+        cells = []
+        for b in budgets:
+            v = np.array([r[(m, b)] for r in rows])
+            ref = np.array([r[("tpe", b)] for r in rows])
+            q1, med, q3 = np.percentile(v, [25, 50, 75])
+            summary[(kind, m, b)] = (med, q1, q3)
+            wtl = "" if m == "tpe" else (f" {int(np.sum(v > ref + TIE))}/{int(np.sum(abs(v - ref) <= TIE))}/"
+                                         f"{int(np.sum(v < ref - TIE))}")
+            cells.append(f"{med:.2f} [{q1:.2f}, {q3:.2f}]{wtl}")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    print(f"\n## {kind}: regret to the best point ({best:.2f}): median, mean; share of seeds within {WITHIN:g} point")
+    print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for m in METHODS:
+        cells = []
+        for b in budgets:
+            regret = best - np.array([r[(m, b)] for r in rows])
+            cells.append(f"{np.median(regret):.2f}, {regret.mean():.2f}; {np.mean(regret <= WITHIN + 1e-9):.0%}")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    return summary
+
+
+def plot(kinds: list[str], summary: dict, budgets: list[int], seeds: int, out: str) -> None:
+    """Median and IQR of each method's pick against the budget, one panel per objective."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(kinds))
+    rows_n = math.ceil(len(kinds) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.8 * rows_n), squeeze=False)
+    for ax, kind in zip(axes.flat, kinds):
+        for i, m in enumerate(METHODS):
+            x = np.array(budgets, dtype=float) * (1 + 0.025 * (i - 2))  # side by side
+            med, q1, q3 = (np.array([summary[(kind, m, b)][j] for b in budgets]) for j in range(3))
+            ax.errorbar(x, med, yerr=[med - q1, q3 - med], marker="o", ms=4, capsize=3, label=m, lw=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xlabel("budget (training runs)")
+        ax.set_ylabel("true value of the pick" + (" (MAP@R %)" if table_of(kind) else ""))
+        ax.set_title(kind, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(METHODS), fontsize=9, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Tuners at equal budgets: median and IQR over {seeds} seeds", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
@@ -196,7 +271,7 @@ def main() -> None:
         raise SystemExit(f"unknown objective(s) {sorted(unknown)}; choose from {', '.join(OBJECTIVES)}")
     budgets = [int(b) for b in args.budgets.split(",")]
     paths = dict(TABLES, **dict(item.split("=", 1) for item in args.tables.split(",") if item))
-    tables = {name: load_table(paths[name]) for name in {table_of(k) for k in kinds} if name}
+    tables = {name: load_table(paths[name], GRID_POINTS[name]) for name in {table_of(k) for k in kinds} if name}
     tasks = [(k, s, budgets, tables.get(table_of(k))) for k in kinds for s in range(args.seeds)]
     t0 = time.time()
     with mp.get_context("fork").Pool(args.jobs) as pool:
@@ -210,49 +285,10 @@ def main() -> None:
     summary = {}
     for kind in kinds:
         rows = [d["picks"] for d in done if d["kind"] == kind]
-        print(f"\n## {kind}: true value of the pick (median [IQR] over {len(rows)} seeds; W/T/L vs tpe, paired)")
-        print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
-        print("|---|" + "---|" * len(budgets))
-        for m in METHODS:
-            cells = []
-            for b in budgets:
-                v = np.array([r[(m, b)] for r in rows])
-                ref = np.array([r[("tpe", b)] for r in rows])
-                q1, med, q3 = np.percentile(v, [25, 50, 75])
-                summary[(kind, m, b)] = (med, q1, q3)
-                wtl = "" if m == "tpe" else (f" {int(np.sum(v > ref + TIE))}/{int(np.sum(abs(v - ref) <= TIE))}/"
-                                             f"{int(np.sum(v < ref - TIE))}")
-                cells.append(f"{med:.2f} [{q1:.2f}, {q3:.2f}]{wtl}")
-            print(f"| {m} | " + " | ".join(cells) + " |")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(3, len(kinds))
-    rows_n = math.ceil(len(kinds) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.8 * rows_n), squeeze=False)
-    for ax, kind in zip(axes.flat, kinds):
-        for i, m in enumerate(METHODS):
-            x = np.array(budgets, dtype=float) * (1 + 0.025 * (i - 2))  # side by side
-            med = [summary[(kind, m, b)][0] for b in budgets]
-            lo = [summary[(kind, m, b)][0] - summary[(kind, m, b)][1] for b in budgets]
-            hi = [summary[(kind, m, b)][2] - summary[(kind, m, b)][0] for b in budgets]
-            ax.errorbar(x, med, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=m, lw=1.2)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(budgets, [str(b) for b in budgets])
-        ax.set_xlabel("budget (training runs)")
-        ax.set_ylabel("true value of the pick" + (" (MAP@R %)" if table_of(kind) else ""))
-        ax.set_title(kind, fontsize=10)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(kinds):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(METHODS), fontsize=9, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Tuners at equal budgets: median and IQR over {args.seeds} seeds", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110, bbox_inches="tight")
+        table = tables.get(table_of(kind))
+        best = max(np.mean(v) for v in table.values()) if table is not None else 90.0
+        summary.update(report(kind, rows, budgets, best))
+    plot(kinds, summary, budgets, args.seeds, args.out)
     print(f"\nplot: {args.out}")
 
 
