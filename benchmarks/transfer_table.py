@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pmlbal.config import TrainConfig, identity
+from pmlbal.config import TrainConfig
 from pmlbal.files import atomic_write_text
-from pmlbal.records import config_key, find_existing
+from pmlbal.records import run_key, find_existing
 from pmlbal.tune.folds import fold_configs, score_folds
 
 METRIC = "map_at_r"
@@ -67,7 +67,7 @@ def lookup(cfg: TrainConfig, train: bool) -> dict | None:
         from pmlbal.train import train as train_run
 
         return train_run(cfg, reuse=True)
-    return find_existing(cfg.results_dir, config_key(identity(cfg)), cfg.seed)
+    return find_existing(cfg.results_dir, run_key(cfg), cfg.seed)
 
 
 def table(args: argparse.Namespace) -> list[dict]:

@@ -39,8 +39,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pmlbal.records import RunLockedError, atomic_write_text, config_key, find_existing
-from pmlbal.train import TrainConfig, identity, train
+from pmlbal.records import RunLockedError, atomic_write_text, run_key, find_existing
+from pmlbal.train import TrainConfig, train
 
 FIELDS = ("balance_exp", "temperature_exp", "batch_exp", "seed", "recall@1", "map_at_r", "run_id",
           "balance", "temperature", "batch_size")
@@ -143,7 +143,7 @@ def recorded_rows(args, points: list[tuple[int, int, int, int]]) -> list[tuple]:
     rows = []
     for b, t, bs, seed in points:
         cfg = point_config(args.dataset, b, t, bs, seed, args.epochs, args.runs_dir, args.cache_dir)
-        record = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
+        record = find_existing(cfg.results_dir, run_key(cfg), seed)
         if record is not None:
             rows.append(table_row(b, t, bs, seed, cfg, record))
     return rows
@@ -165,7 +165,7 @@ def run_points(args, points: list[tuple[int, int, int, int]], shard) -> tuple[li
             continue
         cfg = point_config(args.dataset, b, t, bs, seed, args.epochs, args.runs_dir, args.cache_dir)
         try:
-            record = find_existing(cfg.results_dir, config_key(identity(cfg)), seed) or train(cfg)
+            record = find_existing(cfg.results_dir, run_key(cfg), seed) or train(cfg)
         except RunLockedError:
             print(f"[{n}/{len(points)}] another process is training this point; skipped", flush=True)
             skipped += 1

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .records import RunLockedError, check_writable, config_key, find_existing, find_failed
-from .train import DivergedError, TrainConfig, identity, loss_data_args, make_loss, train
+from .records import RunLockedError, check_writable, run_key, find_existing, find_failed
+from .train import DivergedError, TrainConfig, loss_data_args, make_loss, train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
 #:
@@ -125,12 +125,12 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     bar, log = _overall_bar(base, configs, plan, log)
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()
-        existing = find_existing(cfg.results_dir, config_key(identity(cfg)), seed)
+        existing = find_existing(cfg.results_dir, run_key(cfg), seed)
         if existing is not None:
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: recorded already ({existing['run_id']}), skipped")
             done[n] = existing
             continue
-        failed = find_failed(cfg.results_dir, config_key(identity(cfg)), seed)
+        failed = find_failed(cfg.results_dir, run_key(cfg), seed)
         if failed is not None:
             log(f"[{n}/{len(plan)}] {spec} seed {seed}: failed before, skipped ({failed['path']}; delete it to retry)")
             continue
@@ -185,7 +185,7 @@ def _overall_bar(base: TrainConfig, configs: dict[str, TrainConfig], plan: list[
     todo = 0
     for spec, seed in plan:  # look-ups by name: milliseconds each
         cfg = replace(configs[spec], seed=seed).resolved()
-        key = config_key(identity(cfg))
+        key = run_key(cfg)
         todo += find_existing(cfg.results_dir, key, seed) is None and find_failed(cfg.results_dir, key, seed) is None
     bar = tqdm(total=todo, desc=f"bench {base.dataset}", unit="run", disable=None if base.progress else True,
                position=0, dynamic_ncols=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -11,16 +10,15 @@ import torch
 from .config import TrainConfig
 from .devices import pick_device
 from .evaluation import evaluate
+from .files import atomic_path
 from .models import EmbeddingModel
 
 
 def save_checkpoint(model: EmbeddingModel, cfg, run_id: str) -> Path:
     """DIR/models/<run_id>.pt: the model's state dict and the run's config, written atomically."""
     path = Path(cfg.results_dir, "models", f"{run_id}.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"config": asdict(cfg), "run_id": run_id, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(cfg), "run_id": run_id, "state_dict": model.state_dict()}, tmp)
     return path
 
 

@@ -114,8 +114,16 @@ class TrainConfig:
     val_folds: int = 1
     val_fold: int = 0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Any change of a field makes a resolved configuration one to check again.
+        object.__setattr__(self, "_is_resolved", False)
+        object.__setattr__(self, name, value)
+
     def resolved(self) -> "TrainConfig":
-        """A copy with data-set defaults filled in and every value checked."""
+        """A copy with data-set defaults filled in and every value checked; a configuration that
+        came out of `resolved()` (and was not changed since) is returned as it is."""
+        if self.__dict__.get("_is_resolved"):
+            return self
         spec = dataset_spec(self.dataset)  # ValueError naming the known data sets
         values = asdict(self)
         fill_defaults(values, spec.defaults)
@@ -144,6 +152,7 @@ class TrainConfig:
         if cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test"):
             raise ValueError("train_split must be train|train-sub and eval_split val|test")
         cfg._check_recipe()
+        object.__setattr__(cfg, "_is_resolved", True)
         return cfg
 
     def _check_recipe(self) -> None:

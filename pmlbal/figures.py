@@ -3,7 +3,6 @@ display, and atomic writes of a finished figure."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,10 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> None:
-    """Write `fig` to `path` atomically (a temporary file in the same folder, then a rename) and close it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Write `fig` to `path` atomically (`pmlbal.files.atomic_path`) and close it."""
+    try:
+        with atomic_path(path, suffix=".tmp" + Path(path).suffix) as tmp:  # savefig reads the format off the name
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)

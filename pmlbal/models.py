@@ -23,7 +23,7 @@ def check_backbone_name(backbone: str) -> None:
     import timm
 
     base, _, tag = backbone.partition(".")
-    if base not in timm.list_models():
+    if not timm.is_model(base):
         raise ValueError(f"unknown timm backbone {backbone!r} (see timm.list_models())")
     if tag and backbone not in timm.list_pretrained(f"{base}.*"):
         tags = ", ".join(n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")) or "none"

@@ -1,8 +1,11 @@
-"""Whether a process of this host still runs: for lock files and temporary files left by killed runs."""
+"""Whether a process still runs: for lock files, tuning workers and temporary files left by killed runs.
+
+One owner format for all of them, "host:pid" (`owner_id`), and one liveness check (`owner_alive`)."""
 
 from __future__ import annotations
 
 import os
+import socket
 
 
 def pid_alive(pid: int) -> bool:
@@ -19,3 +22,17 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+def owner_id() -> str:
+    """This process as the owner of a lock or a running trial: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the owner written by `owner_id` still runs. Another host's process cannot be checked
+    from here and counts as alive; text that is not "host:pid" (a half-written file) as gone."""
+    host, sep, pid = owner.strip().rpartition(":")
+    if not sep or not host or not pid.isdigit():
+        return False
+    return host != socket.gethostname() or pid_alive(int(pid))

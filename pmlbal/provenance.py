@@ -13,9 +13,8 @@ import torch
 
 from .build import Run
 from .command import command_for
-from .config import identity
 from .cpu import fingerprint
-from .records import NUMERICS_VERSION, SCHEMA_VERSION, config_key, new_run_id
+from .records import NUMERICS_VERSION, SCHEMA_VERSION, run_key, new_run_id
 from .untrained import pixel_metrics
 
 def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, final: dict,
@@ -29,9 +28,9 @@ def run_record(run: Run, epochs: list[dict], steps: list[dict], initial: dict, f
         steps=[{k: float(v) for k, v in s.items()} for s in steps],
         world_size=run.world,
         schema=SCHEMA_VERSION,
-        run_id=new_run_id(cfg_dict, config_key(identity(cfg))),
+        run_id=new_run_id(cfg_dict, run_key(cfg)),
         config=cfg_dict,
-        config_key=config_key(identity(cfg)),
+        config_key=run_key(cfg),
         seed=cfg.seed,
         command=command_for(cfg),
         initial=initial,
@@ -58,8 +57,8 @@ def failure_record(run: Run, err: Exception, epochs: list[dict], wall_time: floa
     cfg_dict = asdict(cfg)
     return dict(schema=SCHEMA_VERSION, status=status, error=str(err), epoch=getattr(err, "epoch", None),
                 step=getattr(err, "step", None),
-                run_id=new_run_id(cfg_dict, config_key(identity(cfg))), config=cfg_dict,
-                config_key=config_key(identity(cfg)), seed=cfg.seed, numerics=numerics(run.device),
+                run_id=new_run_id(cfg_dict, run_key(cfg)), config=cfg_dict,
+                config_key=run_key(cfg), seed=cfg.seed, numerics=numerics(run.device),
                 command=command_for(cfg), epochs=epochs, wall_time_s=wall_time, versions=_versions(),
                 git_commit=_git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -20,9 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import BOOKKEEPING
+from .config import BOOKKEEPING, TrainConfig, identity
 from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
-from .procs import pid_alive
+from .procs import owner_alive, owner_id
 
 SCHEMA_VERSION = 1
 #: What a training run computes, as a number. Bump it in the change that moves any run's metrics
@@ -44,6 +43,12 @@ def config_key(config: dict[str, Any]) -> str:
     ignore = {"seed", "num_workers", *BOOKKEEPING}
     stable = {k: v for k, v in sorted(config.items()) if k not in ignore}
     return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """The key of a run's configuration (its record's "config_key", its board row): `config_key` of
+    the fields that make the run distinct (`pmlbal.config.identity`). Give it a resolved configuration."""
+    return config_key(identity(cfg))
 
 
 def new_run_id(config: dict[str, Any], key: str | None = None) -> str:
@@ -166,23 +171,16 @@ def lock_path(results_dir: str | Path, key: str, seed: int) -> Path:
     return Path(results_dir) / "runs" / f".{key}-s{seed}.lock"
 
 
-def _holder_alive(text: str) -> bool:
-    """Whether the process written in a lock file ("host pid") still runs; locks from other hosts
-    are trusted (their process cannot be checked from here)."""
-    host, _, pid = text.strip().rpartition(" ")
-    if not pid.isdigit():
-        return False  # a half-written lock of a killed process
-    return host != socket.gethostname() or pid_alive(int(pid))
-
-
 @contextlib.contextmanager
 def run_lock(results_dir: str | Path, key: str, seed: int) -> Iterator[Path]:
-    """Hold DIR/runs/.<key>-s<seed>.lock (created with O_EXCL, holding "host pid") while a run
-    trains, so that two processes never train the same configuration and seed. A lock left by a
-    dead process on this host is taken over; a live holder raises `RunLockedError`."""
+    """Hold DIR/runs/.<key>-s<seed>.lock (created with O_EXCL, holding its owner "host:pid",
+    `pmlbal.procs.owner_id`) while a run trains, so that two processes never train the same
+    configuration and seed. A lock left by a dead process on this host is taken over; a live holder
+    raises `RunLockedError`. O_EXCL rather than an flock: results folders are shared between machines
+    (NFS), where create-exclusive holds and flock may not, and the file names its holder."""
     path = lock_path(results_dir, key, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}"
+    me = owner_id()
     for _ in range(50):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -194,7 +192,7 @@ def run_lock(results_dir: str | Path, key: str, seed: int) -> Iterator[Path]:
             if not holder and time.time() - _mtime(path) < 5:
                 time.sleep(0.2)  # written by a process that is still writing its pid
                 continue
-            if _holder_alive(holder):
+            if owner_alive(holder):
                 raise RunLockedError(f"another process ({holder.strip() or '?'}) is training this configuration and "
                                      f"seed {seed} (lock {path}); wait for it, or delete the lock if it is gone")
             _remove_stale(path, holder)

@@ -11,7 +11,6 @@ command finds it again, and it is removed once the record is written.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import identity
-from .records import config_key
+from .files import atomic_path
+from .records import run_key
 
 #: Bump when the checkpoint layout changes; an older file is then refused by name, not misread.
 FORMAT = 1
@@ -48,7 +47,7 @@ def checkpoint_path(cfg) -> Path:
 
 def run_name(cfg) -> str:
     """`<dataset>-<loss>-<config key>-s<seed>`: the same for every session of one run."""
-    return f"{cfg.dataset}-{cfg.loss}-{config_key(identity(cfg))}-s{cfg.seed}"
+    return f"{cfg.dataset}-{cfg.loss}-{run_key(cfg)}-s{cfg.seed}"
 
 
 def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
@@ -60,7 +59,7 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
     state = {
         "format": FORMAT,
         "config": asdict(run.cfg),
-        "config_key": config_key(identity(run.cfg)),
+        "config_key": run_key(run.cfg),
         "progress": {**asdict(progress), "elapsed": elapsed},
         "model": run.model.state_dict(),
         "loss": run.loss_fn.state_dict(),
@@ -69,20 +68,11 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
         "batches": run.batches.state_dict() if hasattr(run.batches, "state_dict") else None,
         "rng": _rng_states(run),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
     except (OSError, RuntimeError) as err:  # torch.save re-raises a full disk as RuntimeError
-        tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(path, _state_bytes(state), err) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CheckpointWriteError(OSError):
@@ -125,7 +115,7 @@ def load_run_state(path: Path, run) -> Progress:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise ValueError(f"{path}: checkpoint format {found!r}, expected {FORMAT}; remove it to start afresh")
-    if state["config_key"] != config_key(identity(run.cfg)) or state["config"]["seed"] != run.cfg.seed:
+    if state["config_key"] != run_key(run.cfg) or state["config"]["seed"] != run.cfg.seed:
         raise ValueError(f"{path} is the checkpoint of another configuration; remove it to start afresh")
     run.model.load_state_dict(state["model"])
     run.loss_fn.load_state_dict(state["loss"])

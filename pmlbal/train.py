@@ -31,7 +31,7 @@ from .devices import DEVICE_HELP, check_device, distributed_context, pick_device
 from .evaluation import MetricsError, check_retrievable, embed, evaluate  # noqa: F401
 from .loop import DivergedError, epoch_line, train_epoch, train_step  # noqa: F401
 from .provenance import failure_record, run_record
-from .records import (best_epoch, check_writable, config_key, find_existing, find_failed, replace_record, run_lock,
+from .records import (best_epoch, check_writable, run_key, find_existing, find_failed, replace_record, run_lock,
                       write_record)
 from .resume import CheckpointWriteError, Progress, checkpoint_path, load_run_state, run_name, save_run_state
 from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
@@ -76,12 +76,12 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
 
         board = TensorBoardLog(tensorboard)  # fails here, before any work, if the package is missing
     if int(os.environ.get("RANK", "0")) != 0:
-        return _train(config, on_epoch, resume, board, log)
+        return _train(cfg, on_epoch, resume, board, log)
     # Fail before any work: a folder that cannot be written, or a run another process is training.
     check_writable(Path(cfg.results_dir) / "runs")
     if cfg.save_model:
         check_writable(Path(cfg.results_dir) / "models")
-    key = config_key(identity(cfg))
+    key = run_key(cfg)
     with run_lock(cfg.results_dir, key, cfg.seed):
         if reuse:
             done = find_existing(cfg.results_dir, key, cfg.seed)
@@ -91,22 +91,22 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
             if failed is not None:
                 raise DivergedError(f"{failed['error']} (recorded in {failed['path']})", failed.get("epoch"),
                                     failed.get("step"))
-        return _train(config, on_epoch, resume, board, log)
+        return _train(cfg, on_epoch, resume, board, log)
 
 
-def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
+def _train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
            log: Callable[[str], None] | None) -> dict[str, Any] | None:
     # The device this process will use (its LOCAL_RANK under torchrun), without touching the others.
     cuda = [int(os.environ.get("LOCAL_RANK", 0))] if torch.cuda.is_available() else []
     host_rngs = np.random.get_state(), random.getstate()  # a resumed run sets them to the checkpoint's
     try:
-        if config.resolved().cv_folds:
+        if cfg.cv_folds:
             if board is not None:
                 raise ValueError("TensorBoard logging is for single-model runs, not cv_folds")
             with torch.random.fork_rng(devices=cuda):
-                return _train_folds(config, on_epoch, log if resume else None)
+                return _train_folds(cfg, on_epoch, log if resume else None)
         with torch.random.fork_rng(devices=cuda):
-            return _train_model(config, on_epoch, resume, board, log)
+            return _train_model(cfg, on_epoch, resume, board, log)
     finally:
         np.random.set_state(host_rngs[0])
         random.setstate(host_rngs[1])
@@ -114,15 +114,14 @@ def _train(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume:
             board.close_quietly()
 
 
-def _train_model(config: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
+def _train_model(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
                  log: Callable[[str], None] | None) -> dict[str, Any] | None:
     """One model: build the run, start it (or resume it), train its epochs, then evaluate and record it."""
     if log and int(os.environ.get("RANK", "0")) == 0:
         # Decoding a data set into the cache can take minutes the first time: say so before it starts.
-        planned = config.resolved()
-        log(f"{planned.dataset}: preparing the image cache ({planned.train_split} and {planned.eval_split} "
-            f"at {planned.cache_size} px; decoded once, then reused)")
-    run = build_run(config)
+        log(f"{cfg.dataset}: preparing the image cache ({cfg.train_split} and {cfg.eval_split} "
+            f"at {cfg.cache_size} px; decoded once, then reused)")
+    run = build_run(cfg)
     cfg, t_start = run.cfg, time.perf_counter()
     ckpt = checkpoint_path(cfg) if run.world == 1 else None
     done = _start(run, ckpt, resume, log)
@@ -210,18 +209,18 @@ def _finish(run: Run, done: Progress, ckpt: Path | None, board, t_start: float, 
     return record
 
 
-def _train_folds(config: TrainConfig, on_epoch: Callable[[dict], None] | None,
+def _train_folds(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None,
                  log: Callable[[str], None] | None) -> dict[str, Any] | None:
     """`train` for `cv_folds` = k: k models, model i on the train classes outside fold i, one after
     the other (no checkpoints: a resumed cross-validation run starts again), then one evaluation of
     their concatenated embeddings; each epoch entry names its fold. The record's "cv_val" holds each
     fold model's metrics on its own held-out train classes (MLRC's validation score is their mean)."""
-    cfg, t_start = config.resolved(), time.perf_counter()
+    t_start = time.perf_counter()
     if log:
         log("cross-validation runs keep no checkpoint: the run starts from fold 0, epoch 1")
     epochs, steps, train_time, images_seen, models, initial, held_out = [], [], 0.0, 0, [], None, []
     for fold in range(cfg.cv_folds):
-        run = build_run(config, fold)  # seeded alike: every fold starts from the same network
+        run = build_run(cfg, fold)  # seeded alike: every fold starts from the same network
         if initial is None and run.rank == 0:
             initial = untrained_metrics(run)
         total = cfg.epochs * batches_per_epoch(len(run.train_set), cfg.batch_size)

@@ -11,9 +11,9 @@ import pytest
 
 import pmlbal
 from pmlbal.bench import DEFAULT_LOSSES, parse_loss_spec
-from pmlbal.records import config_key, find_existing, iter_records
+from pmlbal.records import run_key, find_existing, iter_records
 from pmlbal.registry import dataset_spec
-from pmlbal.train import TrainConfig, identity
+from pmlbal.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRID = RESULTS / "tuning_digits_grid.csv"
@@ -111,8 +111,8 @@ def test_every_balanced_default_ends_above_the_untrained_model_on_the_committed_
     gains = {}
     for spec in DEFAULT_LOSSES:
         name, kwargs = parse_loss_spec(spec)
-        records = [find_existing(RESULTS, config_key(identity(replace(base, loss=name, loss_kwargs=kwargs,
-                                                                       seed=seed).resolved())), seed)
+        records = [find_existing(RESULTS, run_key(replace(base, loss=name, loss_kwargs=kwargs,
+                                                                       seed=seed).resolved()), seed)
                    for seed in range(3)]
         assert all(records), f"{spec}: the committed board lacks a seed"
         gains[name] = mean(r["final"]["map_at_r"] - r["initial"]["map_at_r"] for r in records)

@@ -3,13 +3,13 @@
 from dataclasses import asdict, replace
 
 from pmlbal.bench import _overall_bar
-from pmlbal.config import TrainConfig, identity
-from pmlbal.records import NUMERICS_VERSION, config_key, new_run_id, write_record
+from pmlbal.config import TrainConfig
+from pmlbal.records import NUMERICS_VERSION, run_key, new_run_id, write_record
 
 
 def _record(cfg: TrainConfig, folder: str = "runs", version: int = NUMERICS_VERSION) -> dict:
     c = asdict(cfg)
-    key = config_key(identity(cfg))
+    key = run_key(cfg)
     return {"schema": 1, "run_id": new_run_id(c, key), "config": c, "config_key": key, "seed": cfg.seed,
             "command": "pmlbal train", "final": {}, "numerics": {"version": version, "threads": 1, "device": "cpu"},
             **({"status": "diverged", "error": "nan"} if folder == "failed" else {})}

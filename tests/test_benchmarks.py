@@ -77,8 +77,7 @@ def _fake_grid(monkeypatch, table, locked=()):
         return store[trained[-1]]
 
     monkeypatch.setattr(table, "train", fake_train)
-    monkeypatch.setattr(table, "identity", point)
-    monkeypatch.setattr(table, "config_key", lambda key: key)
+    monkeypatch.setattr(table, "run_key", point)
     monkeypatch.setattr(table, "find_existing", lambda d, key, seed: store.get((key, seed)))
     return trained
 

@@ -18,8 +18,7 @@ import json
 
 import pytest
 
-from pmlbal.config import identity
-from pmlbal.records import NUMERICS_VERSION, config_key, find_existing
+from pmlbal.records import NUMERICS_VERSION, run_key, find_existing
 
 from .golden_run import (GOLDEN, MACHINE_GOLDENS, THREADS, check_numerics_version, differences, exact_fields,
                          machine_golden, rounds_alike, run_golden)
@@ -27,7 +26,7 @@ from .test_bench_defaults import RESULTS
 
 
 def _committed() -> dict:
-    golden = find_existing(RESULTS, config_key(identity(GOLDEN.resolved())), 0)
+    golden = find_existing(RESULTS, run_key(GOLDEN.resolved()), 0)
     assert golden is not None, (f"no record of numerics version {NUMERICS_VERSION} for `{GOLDEN.resolved()}` "
                                 f"under {RESULTS}/runs: re-make the digits board")
     return golden
@@ -51,7 +50,7 @@ def test_every_machine_golden_is_of_the_current_numerics_and_the_golden_configur
     for path in MACHINE_GOLDENS.glob("*.json"):
         golden = json.loads(path.read_text())
         check_numerics_version(golden)
-        assert golden["config_key"] == config_key(identity(GOLDEN.resolved())), path.name
+        assert golden["config_key"] == run_key(GOLDEN.resolved()), path.name
         assert golden["numerics"]["cpu"]["id"] == path.stem and golden["numerics"]["threads"] == THREADS
         assert differences(golden, _committed()) == [], f"{path.name} is outside the tolerances of the record"
 

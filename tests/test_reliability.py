@@ -216,11 +216,10 @@ def test_a_second_identical_run_replaces_the_first(tmp_path, cache_dir):
 
 
 def test_a_run_another_process_trains_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, cache_dir, monkeypatch):
-    from pmlbal.records import config_key
-    from pmlbal.train import identity
+    from pmlbal.records import run_key
 
     cfg = tiny(tmp_path, cache_dir).resolved()
-    key = config_key(identity(cfg))
+    key = run_key(cfg)
     with run_lock(tmp_path, key, 0):
         monkeypatch.setattr(train_mod, "build_run", lambda c: pytest.fail("trained a locked run"))
         with pytest.raises(RunLockedError, match="another process"):
@@ -228,10 +227,10 @@ def test_a_run_another_process_trains_is_refused_and_a_dead_ones_lock_taken_over
     assert not lock_path(tmp_path, key, 0).exists()
     import socket
 
-    lock_path(tmp_path, key, 0).write_text(f"{socket.gethostname()} {dead_pid()}")  # a SIGKILLed run's lock
+    lock_path(tmp_path, key, 0).write_text(f"{socket.gethostname()}:{dead_pid()}")  # a SIGKILLed run's lock
     with run_lock(tmp_path, key, 0) as path:
-        assert path.read_text() == f"{socket.gethostname()} {os.getpid()}"
-    lock_path(tmp_path, key, 0).write_text("otherhost 1")  # cannot be checked from here: trusted
+        assert path.read_text() == f"{socket.gethostname()}:{os.getpid()}"  # the owner format of the tuner's workers
+    lock_path(tmp_path, key, 0).write_text("otherhost:1")  # cannot be checked from here: trusted
     with pytest.raises(RunLockedError):
         with run_lock(tmp_path, key, 0):
             pass

@@ -190,7 +190,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_and_keeps_the_epo
     def full_disk_at_the_second(state, f):
         calls.append(1)
         if len(calls) == 2:  # as torch reports ENOSPC inside its zip writer
-            f.write(b"partial")
+            Path(f).write_bytes(b"partial")  # the checkpoint is saved to a temporary path
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
         real_save(state, f)
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..files import atomic_path, atomic_write, atomic_write_text
 from .base import RetrievalDataset
 
 #: Training cache layouts (``TrainConfig.cache_mode``).
@@ -155,11 +156,10 @@ def _build(dataset: RetrievalDataset, path: Path, side: int, convert, workers: i
            with_boxes: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    boxes_tmp = path.with_name(f".{path.name}.{os.getpid()}.boxes.tmp")
-    try:
+    boxes = np.zeros((len(dataset), 4), dtype=np.int32)
+    # The images are renamed into place last: their file is what marks a cache complete.
+    with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), side, side, 3))
-        boxes = np.zeros((len(dataset), 4), dtype=np.int32)
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             images = pool.map(lambda i: convert(dataset.load_image(i)), range(len(dataset)))
@@ -171,18 +171,7 @@ def _build(dataset: RetrievalDataset, path: Path, side: int, convert, workers: i
                     boxes[i] = box
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
         if with_boxes:
-            with open(boxes_tmp, "wb") as f:
-                np.save(f, boxes)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(boxes_tmp, boxes_path(path))
-        os.replace(tmp, path)
-        meta = {"dataset": dataset.name, "split": dataset.split, "size": side, "count": len(dataset)}
-        path.with_suffix(".json").write_text(json.dumps(meta))
-    finally:
-        for t in (tmp, boxes_tmp):
-            if t.exists():
-                t.unlink()
+            atomic_write(boxes_path(path), lambda f: np.save(f, boxes))
+    meta = {"dataset": dataset.name, "split": dataset.split, "size": side, "count": len(dataset)}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta))

@@ -16,17 +16,16 @@ asks for its point again (one retry), exactly as for a trial that raised.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 import traceback
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import filelock
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..procs import pid_alive
+from ..procs import owner_alive, owner_id
 from . import store
 from .coordinate_descent import CoordinateDescent
 from .dims import Dim, point_key
@@ -38,7 +37,8 @@ OWNER = "pmlbal:worker"
 STATE = "pmlbal:state"  # study user attribute: "running" or "done"
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The owner of the trials this process runs ("host:pid", `pmlbal.procs.owner_id`)."""
+    return owner_id()
 
 
 class Heartbeat:
@@ -88,14 +88,8 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
     if path is None:
         yield
         return
-    import fcntl
-
-    with open(path + ".claim-lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with filelock.FileLock(path + ".claim-lock"):
+        yield
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
@@ -216,8 +210,7 @@ class StaleMonitor:
 
 
 def _dead_here(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    return not owner_alive(owner)
 
 
 def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any] | None = None,

@@ -1,0 +1,58 @@
+"""The one atomic-write helper and the one owner format (pmlbal.files, pmlbal.procs)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import pytest
+
+from pmlbal.figures import save_figure
+from pmlbal.files import atomic_path, atomic_write_text
+from pmlbal.procs import owner_alive, owner_id
+
+
+def _gone_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_atomic_path_renames_into_place_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "state.bin"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".state.bin.")
+        tmp.write_bytes(b"new")
+        assert not target.exists()  # nothing under the final name before the block ends
+    assert target.read_bytes() == b"new" and os.listdir(target.parent) == ["state.bin"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["state.bin"]
+    with pytest.raises(ZeroDivisionError):
+        atomic_write_text(target, str(1 / 0))
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["state.bin"]
+
+
+def test_a_figure_is_written_whole_in_the_format_of_its_name(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["curve.png"] and fig.number not in plt.get_fignums()  # closed
+
+
+def test_owner_format_and_liveness():
+    me = owner_id()
+    assert me == f"{socket.gethostname()}:{os.getpid()}" and owner_alive(me)
+    assert not owner_alive(f"{socket.gethostname()}:{_gone_pid()}")
+    assert owner_alive("another-host:1")  # cannot be checked from here: trusted
+    for broken in ("", "host", f"{socket.gethostname()} {os.getpid()}", "host:", ":12"):
+        assert not owner_alive(broken), broken
