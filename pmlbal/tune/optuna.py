@@ -51,10 +51,10 @@ def _maximize(direction) -> bool:
 
 
 def decide_from_trials(cd: CoordinateDescent, trials: Sequence[FrozenTrial], direction,
-                       extra: tuple[FrozenTrial, TrialState, float | None] | None = None,
+                       finishing: tuple[FrozenTrial, TrialState, float | None] | None = None,
                        fill: bool = False) -> Decision:
     """Replay `cd` on a study's trials (`trials.trials_as_results`); failed runs are retried `cd.plan.retries` times."""
-    results, running = trials_as_results(trials, cd.dims, _maximize(direction), extra)
+    results, running = trials_as_results(trials, cd.dims, _maximize(direction), finishing)
     decision = cd.ask(results, running, fill_in=fill)
     if decision.best_value is not None and not _maximize(direction):
         decision.best_value *= -1.0
@@ -240,12 +240,12 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         return cd
 
     def decide(self, study: optuna.Study, search_space: Mapping[str, BaseDistribution] | None = None,
-               extra: tuple[FrozenTrial, TrialState, float | None] | None = None, exclude: int | None = None,
+               finishing: tuple[FrozenTrial, TrialState, float | None] | None = None, exclude: int | None = None,
                fill: bool = False) -> Decision:
         """The engine's decision on the study's trials (`exclude`: a trial number to leave out)."""
         space = self.infer_relative_search_space(study, None) if search_space is None else search_space
         trials = [t for t in study.get_trials(deepcopy=False) if t.number != exclude]
-        return decide_from_trials(self.engine(space), trials, study.direction, extra, fill)
+        return decide_from_trials(self.engine(space), trials, study.direction, finishing, fill)
 
     # -- Optuna's interface ----------------------------------------------------------------------
     def before_trial(self, study, trial: FrozenTrial) -> None:
@@ -316,7 +316,7 @@ class CoordinateDescentSampler(optuna.samplers.BaseSampler):
         value = values[0] if state == TrialState.COMPLETE and values else None
         # Done: the budget is spent on this box, counting running trials (n_jobs > 1, or one left
         # running by a killed process), or version 1 converged; the engine decides.
-        decision = self.decide(study, space, extra=(trial, state, value))
+        decision = self.decide(study, space, finishing=(trial, state, value))
         done = decision.action == "done" or (self.budget is not None and decision.spent >= self.budget)
         if done:
             try:

@@ -38,7 +38,7 @@ def replay(plan: SearchPlan, table: TrialTable) -> Decision | None:
         for p in points:
             k = point_key(p, plan.dims)
             requested.add(k)
-            v = table.first.get(k)
+            v = table.first_runs.get(k)
             if v is None:
                 missing.append(p)
             else:
@@ -48,7 +48,7 @@ def replay(plan: SearchPlan, table: TrialTable) -> Decision | None:
         return vals
 
     explored = {point_key(p, plan.dims) for p in [plan.x0, *plan.explore_points()]}
-    phase = "explore" if explored - set(table.first) else "descend"
+    phase = "explore" if explored - set(table.first_runs) else "descend"
     try:
         explore_then_descend(plan, f, requested)
     except Need as need:
@@ -163,7 +163,7 @@ def confirm_rounds(plan: SearchPlan, table: TrialTable) -> Decision:
     so its re-runs can run in parallel and a replay after a kill chooses exactly what the
     uninterrupted search chose."""
     spent = sum(1 for (k, run) in table.trial_count if run == 0)
-    known = {k: {0: v} for k, v in table.first.items()}
+    known = {k: {0: v} for k, v in table.first_runs.items()}
 
     def mean(k):
         vals = list(known[k].values())

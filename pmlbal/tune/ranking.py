@@ -25,32 +25,32 @@ TOP_POINTS = 3
 CONFIRMED_RUNS = 2
 
 
-def rank_key(mean: float, runs: int, first: int) -> tuple[float, int, int]:
+def rank_key(mean: float, runs: int, seen: int) -> tuple[float, int, int]:
     """Sort key of one point: ascending order is best first (highest mean, more runs, seen first)."""
-    return (-mean, -runs, first)
+    return (-mean, -runs, seen)
 
 
 def ranked(points: Iterable[K], mean: Callable[[K], float], runs: Callable[[K], int],
-           first: Callable[[K], int]) -> list[K]:
+           seen: Callable[[K], int]) -> list[K]:
     """`points` best first: by `mean` (higher is better; negate it for a minimising study), ties
-    to more `runs`, then to the smaller `first` (the order the point was first seen in)."""
-    return sorted(points, key=lambda k: rank_key(mean(k), runs(k), first(k)))
+    to more `runs`, then to the smaller `seen` (the order the point was first seen in)."""
+    return sorted(points, key=lambda k: rank_key(mean(k), runs(k), seen(k)))
 
 
 def best(points: Iterable[K], mean: Callable[[K], float], runs: Callable[[K], int],
-         first: Callable[[K], int]) -> K | None:
+         seen: Callable[[K], int]) -> K | None:
     """The first of `ranked(...)`, None when there are no points."""
-    order = ranked(points, mean, runs, first)
+    order = ranked(points, mean, runs, seen)
     return order[0] if order else None
 
 
 def pick_best(points: Iterable[K], mean: Callable[[K], float], runs: Callable[[K], int],
-              first: Callable[[K], int]) -> K | None:
+              seen: Callable[[K], int]) -> K | None:
     """The best point among those with at least `CONFIRMED_RUNS` runs; among all points only when
     none has that many (a search without a confirm phase). None when there are no points."""
     points = list(points)
     confirmed = [k for k in points if runs(k) >= CONFIRMED_RUNS]
-    return best(confirmed or points, mean, runs, first)
+    return best(confirmed or points, mean, runs, seen)
 
 
 def confirm_choice(top: Sequence[K], count: Callable[[K], int]) -> K:

@@ -158,7 +158,7 @@ class TrialTable:
         return sum(len(v) for v in self.values.values())
 
     @property
-    def first(self) -> dict[tuple, float]:
+    def first_runs(self) -> dict[tuple, float]:
         """Each point's first run (run 0), where it ended: what the explore and descend phases read."""
         return {k: v[0] for k, v in self.values.items() if 0 in v}
 
@@ -264,14 +264,14 @@ def forgiven_losses(trials: Sequence[Any], names: Sequence[str] | None = None) -
 
 
 def trials_as_results(trials: Sequence[Any], dims: Sequence[Dim] | None, maximize: bool = True,
-                      extra: tuple[Any, Any, float | None] | None = None, in_box: bool = True,
+                      finishing: tuple[Any, Any, float | None] | None = None, in_box: bool = True,
                       ) -> tuple[list[Result], list[tuple[dict[str, Any], int]]]:
     """A study's trials as the table reads them: (finished `Result`s with values signed so that the
     engine maximises, running and queued (point, run) pairs). Complete trials give values, failed ones
     a retryable failure (final when FAILED_FOR_GOOD), pruned ones a final failure, forgiven lost ones
     nothing (the run is asked for again). With `dims`, trials that lack a coordinate, or with `in_box`
     lie outside the box (a study resumed with another range), are left out; without it any value
-    counts (another sampler's, e.g. TPE's). `extra`: a trial that has just finished but whose state is
+    counts (another sampler's, e.g. TPE's). `finishing`: a trial that has just finished but whose state is
     not yet in storage (Optuna's `after_trial`), as (trial, state, value)."""
     from optuna.trial import TrialState
 
@@ -295,20 +295,20 @@ def trials_as_results(trials: Sequence[Any], dims: Sequence[Dim] | None, maximiz
             running.append((point, run))
 
     for t in trials:
-        if (extra is not None and t.number == extra[0].number) or t.number in forgiven:
+        if (finishing is not None and t.number == finishing[0].number) or t.number in forgiven:
             continue
         add(t, t.state, t.value if t.state == TrialState.COMPLETE else None)
-    if extra is not None:
-        add(*extra)
+    if finishing is not None:
+        add(*finishing)
     return results, running
 
 
 def table_of_trials(trials: Sequence[Any], dims: Sequence[Dim] | None = None, maximize: bool = True,
                     retries: int = 1, x0: Mapping[str, Any] | None = None, noise: float = 0.0,
-                    extra: tuple[Any, Any, float | None] | None = None, in_box: bool = True) -> TrialTable:
+                    finishing: tuple[Any, Any, float | None] | None = None, in_box: bool = True) -> TrialTable:
     """The `TrialTable` of an Optuna study's trials (`trials_as_results`); without `dims` the points are
     keyed by all their parameters, sorted by name."""
-    results, running = trials_as_results(trials, dims, maximize, extra, in_box)
+    results, running = trials_as_results(trials, dims, maximize, finishing, in_box)
     if dims is not None:
         names: Sequence[str] = [d.name for d in dims]
     else:
