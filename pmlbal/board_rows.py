@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Any
 
 from .config import DEFAULTS, FIELD_ROLES, at_default
@@ -50,9 +50,11 @@ def board_metrics(dataset: str) -> list[str]:
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1: what a reader comparing two rows needs; the
+    population s.d. understates it by sqrt(n / (n - 1)), 1.22 at 3 seeds); 0 for one value."""
     if not values:
         return math.nan, math.nan
-    return mean(values), pstdev(values) if len(values) > 1 else 0.0
+    return mean(values), stdev(values) if len(values) > 1 else 0.0
 
 
 def _test_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
@@ -76,6 +78,18 @@ def threads(record: dict[str, Any]) -> int | None:
         return numerics.get("threads") if numerics.get("device") == "cpu" else None
     found = re.search(r"(\d+) threads", str(record.get("device", "")))
     return int(found.group(1)) if found else None
+
+
+def device_kind(record: dict[str, Any]) -> str:
+    """"cpu", "cuda", "mps", ... : the kind of device a run trained on, from its `numerics` or, for
+    older records, its device line."""
+    numerics = record.get("numerics")
+    if isinstance(numerics, dict) and numerics.get("device"):
+        return str(numerics["device"]).split(":")[0]
+    device = str(record.get("device", "")).lower()  # "CPU (x86_64, 2 threads)" or a GPU's name
+    if device.startswith("cpu") or not device:
+        return "cpu"
+    return "mps" if "mps" in device or "apple" in device else "cuda"
 
 
 def untrained_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
@@ -145,11 +159,13 @@ def pixel_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
 def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     """One row per configuration evaluated on test (metrics as mean and std over its seeds) and one
     per untrained network (`untrained_rows`), sorted by the data set's lead metric."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in _test_records(records, dataset):
-        groups[r["config_key"]].append(r)
+        # A row is homogeneous: its runs share the configuration, the device kind and the CPU thread
+        # count (which decides the rounding); runs that differ in either form a row of their own.
+        groups[(r["config_key"], device_kind(r), threads(r))].append(r)
     rows = []
-    for key, runs in groups.items():
+    for (key, _, _), runs in groups.items():
         runs, stale = current_first(runs)
         # One run per seed (records written before runs were locked may repeat one): the latest.
         by_seed = {r["seed"]: r for r in sorted(runs, key=lambda r: str(r.get("created", "")))}

@@ -26,7 +26,8 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
     splits = sorted({r["eval_split"] for r in rows})
     text = [
         f"Protocol: zero-shot retrieval, trained on the train classes, evaluated on the `{'/'.join(splits)}` split "
-        f"(classes never seen in training); exact search; values in %, mean ± std over seeds. "
+        f"(classes never seen in training); exact search; values in %, mean ± sample standard deviation (n − 1) over seeds. "
+        "Runs of one row share their configuration, device kind and CPU thread count. "
         f"Hardware: {'; '.join(devices)}. "
         + (f"Rows with fewer than {expected_seeds} seeds are marked †; a single run shows no ±. "
            if any(r["seeds"] < expected_seeds for r in rows if not r.get("pixels")) else "")

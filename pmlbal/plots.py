@@ -57,7 +57,7 @@ def row_labels(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- Recall@K bars --------------------------------------------------------------------------------------
 def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
-    """Recall@K per board row (mean ± std), the untrained model hatched; the y-axis spans the data
+    """Recall@K per board row (mean ± sample s.d.), the untrained model hatched; the y-axis spans the data
     (Recall@K of retrieval models sits in a narrow band near the top, invisible from 0), the
     legend sits right of the bars."""
     ks = dataset_spec(dataset).ks
@@ -79,7 +79,7 @@ def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
     ax.set_xticklabels(row_labels(rows), rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("Recall@K (%)")
-    ax.set_title(f"{dataset}: Recall@K (mean ± std over seeds; hatched: untrained)")
+    ax.set_title(f"{dataset}: Recall@K (mean ± sample s.d. over seeds; hatched: untrained)")
     _legend_right(ax)
     return fig
 
@@ -156,7 +156,7 @@ def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure 
     ax.set_xlabel("balance")
     ax.set_ylabel(f"{_metric_label(lead)} (%), test")
     n = min(seeds) if len(seeds) == 1 else f"{min(seeds)}–{max(seeds)}"
-    over = "one seed" if seeds == {1} else f"mean ± std over {n} seeds"
+    over = "one seed" if seeds == {1} else f"mean ± sample s.d. over {n} seeds"
     ax.set_title(f"{dataset}: {_metric_label(lead)} vs balance ({over})")
     _legend_right(ax)
     return fig

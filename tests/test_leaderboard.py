@@ -41,12 +41,30 @@ def test_rows_mean_std_and_order(tmp_path):
     boards = write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)
     rows = boards["digits"]
     assert [r["loss"] for r in rows] == ["NTXentLoss", "BalancedNTXentLoss"]
-    assert rows[1]["recall@1"][0] == pytest.approx(0.85) and rows[1]["recall@1"][1] == pytest.approx(0.05)
+    # The sample s.d. (n - 1): 0.8 and 0.9 give 0.0707, not the population's 0.05.
+    assert rows[1]["recall@1"][0] == pytest.approx(0.85) and rows[1]["recall@1"][1] == pytest.approx(0.1 / 2**0.5)
     md = (tmp_path / "digits.md").read_text()
-    assert "| 85.00 ± 5.00 |" in md and "| 2 |" in md  # two seeds: mean ± std
+    assert "| 85.00 ± 7.07 |" in md and "| 2 |" in md and "sample standard deviation (n − 1)" in md
     assert "| NTXentLoss | 47.50 | 95.00 | 100.00 |" in md and "| 1 † |" in md  # one run: no spread claimed
     assert "marked †" in md
     assert "digits" in (tmp_path / "README.md").read_text()
+
+
+def test_runs_at_another_thread_count_or_device_form_a_row_of_their_own(tmp_path):
+    for seed, r1 in enumerate([0.8, 0.9]):
+        write_record(fake_record(seed=seed, r1=r1), tmp_path)
+    two = fake_record(seed=2, r1=0.5)  # the same configuration at 2 threads rounds otherwise
+    two["numerics"]["threads"] = 2
+    write_record(two, tmp_path)
+    gpu = fake_record(seed=0, r1=0.7)
+    gpu["numerics"] = {"version": NUMERICS_VERSION, "threads": 16, "device": "cuda"}
+    gpu["device"] = "NVIDIA H100 80GB HBM3"
+    write_record(gpu, tmp_path)
+    rows = [r for r in write_leaderboards(tmp_path, "digits", expected_seeds=2, plots=False)["digits"]
+            if not r["untrained"]]
+    by_r1 = sorted((round(r["recall@1"][0], 4), r["seeds"]) for r in rows)
+    assert by_r1 == [(0.5, 1), (0.7, 1), (0.85, 2)]
+    assert "| threads |" in (tmp_path / "digits.md").read_text()
 
 
 def test_untrained_row_from_initial_metrics_one_value_per_seed(tmp_path):
@@ -64,7 +82,8 @@ def test_untrained_row_from_initial_metrics_one_value_per_seed(tmp_path):
     assert set(untrained) == {"resnet10t", "resnet18"}
     u = untrained["resnet10t"]
     assert u["seeds"] == 2  # two initialisations, not six runs
-    assert u["map_at_r"] == pytest.approx((0.25, 0.05)) and u["recall@1"] == pytest.approx((0.89, 0.01))
+    # sample s.d. of two seeds' values: |a - b| / sqrt(2)
+    assert u["map_at_r"] == pytest.approx((0.25, 0.1 / 2**0.5)) and u["recall@1"] == pytest.approx((0.89, 0.02 / 2**0.5))
     assert u["recall@8"][0] == pytest.approx(0.89 + 0.12)
     assert untrained["resnet18"]["map_at_r"] == pytest.approx((0.05, 0.0))
     # digits leads with MAP@R: the board is sorted by it, so KCL (Recall@1 0.80) falls below the untrained row.
@@ -74,7 +93,7 @@ def test_untrained_row_from_initial_metrics_one_value_per_seed(tmp_path):
     md = (tmp_path / "digits.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert table[0].startswith("| # | loss | MAP@R | R@1 |")  # the lead metric leads
-    assert "| 4 | **untrained model** | **25.00 ± 5.00** | **89.00 ± 1.00** |" in md
+    assert "| 4 | **untrained model** | **25.00 ± 7.07** | **89.00 ± 1.41** |" in md
     assert "Sorted by MAP@R" in md and "Recall@1 saturates on digits" in md
     assert "untrained model** row is the same network before its first training step" in md
     csv_rows = list(csv.DictReader(io.StringIO((tmp_path / "digits.csv").read_text())))
@@ -268,7 +287,7 @@ def test_best_epoch_is_shown_marked_beside_the_final_and_the_protocol_named(tmp_
     row = next(r for r in rows if "roth" in r["loss"])
     assert row["recall@1"][0] == pytest.approx(0.81)  # the final epoch stays the headline
     assert row["best"][0] == pytest.approx(0.85) and row["best"][2] == [2, 2]
-    assert "| 85.00 ± 1.00 (epoch 2, 2) |" in md and "| – |" in md  # the plain row has no per-epoch metrics
+    assert "| 85.00 ± 1.41 (epoch 2, 2) |" in md and "| – |" in md  # the plain row has no per-epoch metrics
     csv_text = (tmp_path / "digits.csv").read_text()
     assert "best_recall@1_mean" in csv_text and "0.850000" in csv_text
 
