@@ -129,13 +129,13 @@ def balance_sweep_series(records: list[dict[str, Any]], metric: str = "recall@1"
         differing = sorted({f for t in twins for f in rests[t] if any(value(t, f) != value(o, f) for o in twins)})
         if differing:
             label += " [" + ", ".join(f"{f}={value(key, f)}" for f in differing) + "]"
-        out[(label, bsz)] = sorted((b, float(np.mean(v)), float(np.std(v)), len(v)) for b, v in acc[key].items())
+        out[(label, bsz)] = sorted((b, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for b, v in acc[key].items())
     return out
 
 
 def balance_sweep_figure(dataset: str, records: list[dict[str, Any]]) -> Figure | None:
     """The data set's lead metric against balance, one line per (loss, batch size), batch size in
-    the legend, ± one std over seeds shaded where a point has several; the untrained model as a
+    the legend, ± one sample s.d. over seeds shaded where a point has several; the untrained model as a
     dashed line. None when no sweep was run on test."""
     lead = dataset_spec(dataset).lead_metric
     series = balance_sweep_series(records, lead)
