@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .board_rows import (METRIC_LABELS, PIXELS, UNTRAINED, UNTRAINED_FIELDS, UNTRAINED_KEYS,  # noqa: F401
                          _sort_value, board_metrics, build_rows, loss_label, metric_label, pixel_rows, untrained_rows)
@@ -104,13 +106,19 @@ def _mixed_threads(rows: list[dict[str, Any]]) -> bool:
 
 
 def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
+    return "\n".join([f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
+                      *table_lines(rows, dataset, expected_seeds)]) + "\n"
+
+
+def table_lines(rows: list[dict[str, Any]], dataset: str, expected_seeds: int,
+                letters: dict[str | None, str] | None = None) -> list[str]:
+    """The board's table: a header line, the separator, one line per row (numbered from 1)."""
     metrics = board_metrics(dataset)
     best_col = any("best" in r for r in rows)
     threads_col = _mixed_threads(rows)
-    letters = cpu_letters(rows)
+    letters = cpu_letters(rows) if letters is None else letters
     cpu_col = len(letters) > 1
-    lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
-             "| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
+    lines = ["| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
              + " | seeds" + (" | threads" if threads_col else "") + (" | cpu" if cpu_col else "")
              + " | backbone | dim | batch | epochs | train s | command |",
              "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + ("---|" if threads_col else "")
@@ -141,7 +149,7 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
             + f" | {seeds} | {row['backbone']} | {row['embedding_dim']} | {row['batch_size']}"
             f" | {row['epochs']} | {row['train_time_s']:.0f} | `{row['command']} --seed S` |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
@@ -196,3 +204,45 @@ def _write_index(results_dir: Path) -> None:
         pngs = sorted(p.name for p in results_dir.glob(f"{md.stem}_*.png"))
         lines.append(f"- [{md.stem}]({md.name}) ([csv]({md.stem}.csv))" + "".join(f", [{p}]({p})" for p in pngs))
     atomic_write_text(results_dir / "README.md", "\n".join(lines) + "\n")
+
+
+#: A generated excerpt of a board in a documentation file: the first N rows of DATASET's board.
+BOARD_MARKER = re.compile(r"<!-- board:(?P<dataset>[a-z0-9-]+):top (?P<n>\d+) -->\n.*?<!-- /board -->", re.S)
+
+
+def fill_board_markers(text: str, records: list[dict[str, Any]], results_dir: str | Path, doc: str | Path) -> str:
+    """`text` (the file `doc`) with every ``<!-- board:DATASET:top N -->`` ... ``<!-- /board -->``
+    block replaced by the first N rows of DATASET's board built from `records`, and a line naming
+    the board file; so a table in a README is written by the code, never copied by hand."""
+    results_dir, doc = Path(results_dir), Path(doc)
+
+    def excerpt(m: re.Match) -> str:
+        ds, n = m["dataset"], int(m["n"])
+        rows = build_rows(records, ds)
+        if not rows:
+            raise ValueError(f"{doc}: a board:{ds} marker, but no {ds} test-split records under {results_dir}")
+        expected, letters = max(r["seeds"] for r in rows), cpu_letters(rows)
+        link = Path(os.path.relpath(results_dir / f"{ds}.md", doc.parent)).as_posix()
+        note = (f"The first {min(n, len(rows))} of {len(rows)} rows of [`{link}`]({link}), written there and here by "
+                f"`pmlbal leaderboard --docs {doc.name}` from the run records: values in %, mean ± sample s.d. over seeds"
+                + (f", † fewer than {expected} seeds" if any(r["seeds"] < expected for r in rows[:n] if not r.get("pixels"))
+                   else "")
+                + ("; the *cpu* letters are the board's" if len(letters) > 1 else "") + ".")
+        return "\n".join([f"<!-- board:{ds}:top {n} -->", *table_lines(rows[:n], ds, expected, letters), "", note,
+                          "<!-- /board -->"])
+
+    return BOARD_MARKER.sub(excerpt, text)
+
+
+def write_board_markers(paths: Iterable[str | Path], results_dir: str | Path = "results",
+                        warn: Callable[[str], None] = print) -> list[Path]:
+    """Fill the board markers of each file in `paths` (atomically); the files that changed."""
+    records = list(iter_records(results_dir, on_error=lambda msg: warn(f"skipped {msg}")))
+    changed = []
+    for path in map(Path, paths):
+        old = path.read_text()
+        new = fill_board_markers(old, records, results_dir, path)
+        if new != old:
+            atomic_write_text(path, new)
+            changed.append(path)
+    return changed

@@ -312,3 +312,23 @@ def test_the_untrained_row_is_kept_apart_by_what_fixes_the_untrained_network(fie
     same = fake_record(loss="KCLLoss", initial=(0.9, 0.2))
     same["config"].update(pooling="avg", head_init="default", eval_on="head")
     assert len(untrained_rows([plain, same], "digits")) == 1
+
+
+def test_board_markers_are_filled_from_the_records_and_refilled_when_a_record_changes(tmp_path):
+    from pmlbal.leaderboard import fill_board_markers, write_board_markers
+
+    for seed, r1 in enumerate([0.8, 0.9]):
+        write_record(fake_record(seed=seed, r1=r1), tmp_path)
+    write_record(fake_record(loss="NTXentLoss", r1=0.95), tmp_path)
+    doc = tmp_path / "README.md"
+    doc.write_text("intro\n<!-- board:digits:top 1 -->\nhand-copied, stale\n<!-- /board -->\nafter\n")
+    assert write_board_markers([doc], tmp_path) == [doc]
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- board:digits:top 1 -->\n| # | loss |") and text.endswith("<!-- /board -->\nafter\n")
+    assert "| 1 | NTXentLoss |" in text and "BalancedNTXentLoss" not in text  # the top row only
+    assert "The first 1 of 2 rows of [`digits.md`](digits.md)" in text and "stale" not in text
+    assert write_board_markers([doc], tmp_path) == []  # a second pass changes nothing
+    write_record(fake_record(loss="NTXentLoss", seed=1, r1=0.55), tmp_path)  # a new record moves the row
+    assert write_board_markers([doc], tmp_path) == [doc] and "| 1 | BalancedNTXentLoss |" in doc.read_text()
+    with pytest.raises(ValueError, match="board:cars marker, but no cars test-split records"):
+        fill_board_markers("<!-- board:cars:top 3 -->\n<!-- /board -->", [], tmp_path, doc)

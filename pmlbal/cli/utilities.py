@@ -16,16 +16,20 @@ from .options import DATASET, POSITIVE_INT
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--seeds", type=POSITIVE_INT, default=None, help="Seeds a complete row should have (rows with fewer are marked).")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
-def leaderboard(dataset, results_dir, seeds, no_plots):
+@click.option("--docs", "docs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Also fill this file's <!-- board:DATASET:top N --> ... <!-- /board --> tables (repeatable).")
+def leaderboard(dataset, results_dir, seeds, no_plots, docs):
     """Rebuild DIR/<dataset>.md/.csv, plots and DIR/README.md from DIR/runs/*.json."""
-    from ..leaderboard import write_leaderboards
+    from ..leaderboard import write_board_markers, write_leaderboards
     from ..records import check_writable, iter_records
 
     try:
         check_writable(results_dir, create=False)  # before reading hundreds of records
         boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
                                     warn=lambda m: click.echo(m, err=True))
-    except OSError as err:
+        for path in write_board_markers(docs, results_dir, warn=lambda m: click.echo(m, err=True)):
+            click.echo(f"updated the board tables of {path}", err=True)
+    except (OSError, ValueError) as err:
         fail(err)
     if not boards:
         held = sorted({r["config"]["dataset"] for r in iter_records(results_dir, on_error=lambda msg: None)})
@@ -112,3 +116,21 @@ def records_remake(ctx, dataset, split, results_dir):
                + (" (diverged, or trained by another process)" if left else ""))
     if left:
         ctx.exit(1)
+
+
+@records.command("prune")
+@click.option("--study", "studies", multiple=True, metavar="NAME",
+              help="Retire this study's tuned rows (repeatable); default: those of studies no longer in --storage.")
+@click.option("--storage", default=None, help="The studies' Optuna storage (default: sqlite:///RESULTS_DIR/tuning.db).")
+@click.option("--dry-run", is_flag=True, help="Say what would move; move nothing.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+def records_prune(studies, storage, dry_run, results_dir):
+    """Move the test records of retired or deleted tuning studies' picks from DIR/runs/ to
+    DIR/pruned/<study>/ (kept, off the boards); then rebuild the boards with `pmlbal leaderboard`."""
+    from ..prune import prune
+
+    try:
+        moved = prune(results_dir, storage or f"sqlite:///{results_dir}/tuning.db", studies, dry_run, log=click.echo)
+    except user_errors() as err:
+        fail(err)
+    click.echo(f"{len(moved)} record(s) {'would move' if dry_run else 'moved'}")

@@ -1,0 +1,53 @@
+"""Retire tuned rows: the test records of a tuning study's pick move out of DIR/runs/ (into
+DIR/pruned/<study>/, kept, off the boards) when the study is retired or no longer in its storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .records import RecordError, read_record
+
+
+def tuned_from(record: dict) -> tuple[str, str] | None:
+    """(storage URL, study name) of the study a tuned run's configuration came from; None if not tuned."""
+    source = record.get("config", {}).get("tuned_from")
+    if not source or "#" not in source:
+        return None
+    url, _, name = source.rpartition("#")
+    return url, name
+
+
+def prune(results_dir: str | Path, storage: str, studies: Sequence[str] = (), dry_run: bool = False,
+          log: Callable[[str], None] = print) -> list[Path]:
+    """Move to DIR/pruned/<study>/ the test records tuned by a study of `storage` that is named in
+    `studies` (retired by hand: its rows are replaced) or, with no `studies`, that the storage no
+    longer holds (deleted); the paths moved (or, with `dry_run`, that would be). Records from other
+    storages are left alone; an unknown name in `studies` is an error before anything moves."""
+    from .tune.storage import open_storage, storage_exists
+
+    import optuna
+
+    held = set(optuna.get_all_study_names(open_storage(storage, read_only=True))) if storage_exists(storage) else set()
+    unknown = sorted(set(studies) - held)
+    if unknown:
+        raise ValueError(f"no study {', '.join(map(repr, unknown))} in {storage}; it holds: {', '.join(sorted(held)) or 'none'}")
+    runs = Path(results_dir) / "runs"
+    moved = []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        source = tuned_from(record)
+        if source is None or source[0] != storage or record["config"].get("eval_split", "test") != "test":
+            continue
+        if (source[1] in studies) if studies else (source[1] not in held):
+            target = Path(results_dir) / "pruned" / source[1] / path.name
+            log(f"{'would move' if dry_run else 'moved'} {path} -> {target}")
+            if not dry_run:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            moved.append(path)
+    return moved
