@@ -180,6 +180,9 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         }
         for name in dataset_spec(dataset).metrics:
             row[name] = _stats([r["final"][name] for r in runs if name in r["final"]])
+        ranks = [r["final"]["effective_rank"] for r in runs if "effective_rank" in r["final"]]
+        if len(ranks) == len(runs):  # the test embeddings' effective rank (dimensional collapse: low)
+            row["effective_rank"] = _stats(ranks)
         best = [b for b in (_best(r) for r in runs) if b is not None]
         if best:  # runs evaluated every few epochs: the best epoch too, as papers that report it do
             k = dataset_spec(dataset).ks[0]

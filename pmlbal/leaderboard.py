@@ -40,6 +40,10 @@ def _header(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> li
            "papers that report their best epoch give, chosen on test and so optimistic."
            if any("best" in r for r in rows) else ""),
     ]
+    if any("effective_rank" in r for r in rows):
+        text.append("*eff. rank* is the effective rank of a run's test embeddings (Roy & Vetterli: exp of the entropy "
+                    "of their normalised singular values, `pmlbal.metrics.effective_rank`; at most the embedding size, "
+                    "1 under total dimensional collapse), mean ± sample s.d. over seeds.")
     if any(r.get("stale") for r in rows):
         text.append(f"Rows marked ‡ come from records of an earlier numerics version than the current code's "
                     f"({NUMERICS_VERSION}, `pmlbal.records.NUMERICS_VERSION`): this code does not compute them; "
@@ -115,17 +119,22 @@ def table_lines(rows: list[dict[str, Any]], dataset: str, expected_seeds: int,
     """The board's table: a header line, the separator, one line per row (numbered from 1)."""
     metrics = board_metrics(dataset)
     best_col = any("best" in r for r in rows)
+    rank_col = any("effective_rank" in r for r in rows)
     threads_col = _mixed_threads(rows)
     letters = cpu_letters(rows) if letters is None else letters
     cpu_col = len(letters) > 1
-    lines = ["| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | best epoch" if best_col else "")
+    lines = ["| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | eff. rank" if rank_col else "")
+             + (" | best epoch" if best_col else "")
              + " | seeds" + (" | threads" if threads_col else "") + (" | cpu" if cpu_col else "")
              + " | backbone | dim | batch | epochs | train s | command |",
-             "|---|---|" + "---|" * len(metrics) + ("---|" if best_col else "") + ("---|" if threads_col else "")
+             "|---|---|" + "---|" * len(metrics) + ("---|" if rank_col else "") + ("---|" if best_col else "") + ("---|" if threads_col else "")
              + ("---|" if cpu_col else "") + "---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
         cells = [f"{100 * row[m][0]:.2f}" + (f" ± {100 * row[m][1]:.2f}" if row["seeds"] > 1 else "") for m in metrics]
+        if rank_col:
+            rank = row.get("effective_rank")
+            cells.append("–" if rank is None else f"{rank[0]:.1f}" + (f" ± {rank[1]:.1f}" if row["seeds"] > 1 else ""))
         if best_col:
             b = row.get("best")
             cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
