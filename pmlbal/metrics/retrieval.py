@@ -325,7 +325,7 @@ def _pick_backend(backend: str, device: torch.device) -> str:
 
 
 def faiss_gpu_available() -> bool:
-    """faiss is a GPU build (pip's faiss-cpu is not; see the README for the official GPU package)."""
+    """faiss is a GPU build (pip's faiss-cpu is not; docs/metrics.md names the official GPU package)."""
     import faiss
 
     return hasattr(faiss, "StandardGpuResources")

@@ -209,17 +209,17 @@ def test_first_trial_without_a_known_space_runs_the_defaults():
     assert study.trials[0].params == {"balance": 2.0, "temperature": 0.125, "batch_size": 16}
 
 
-def test_readme_ask_and_tell_example_runs_as_written():
+def test_the_docs_ask_and_tell_example_runs_as_written():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
     block = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "CoordinateDescentSampler" in b]
-    assert block, "README has no CoordinateDescentSampler example"
+    assert block, "docs/tuning.md has no CoordinateDescentSampler example"
     scope: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exec(compile(block[0], "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+        exec(compile(block[0], "docs/tuning.md", "exec"), scope)  # noqa: S102 - our own documentation
     study, best = scope["study"], scope["best"]
     assert len(study.trials) == scope["budget"] and best.runs >= 2
 
