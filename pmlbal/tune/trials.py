@@ -206,8 +206,12 @@ class TrialTable:
         if k is None:
             return None
         x0 = self.x0_key if self.x0_key in alive else None
-        if x0 is None or k == x0:
-            return self._pick(k, None, k == x0)
+        if x0 is None:
+            return self._pick(k, None, False)
+        if k == x0:  # the defaults rank first; the report still compares the best other point with them
+            other = pick_best([p for p in alive if p != x0], self.mean, self.runs, self.seen)
+            gain = None if other is None else paired_gain(self.values[other], self.values[x0], self.noise)
+            return self._pick(x0, gain if gain is not None and gain.pairs else None, True)
         gain = paired_gain(self.values[k], self.values[x0], self.noise)
         return self._pick(k, gain, False) if gain.beats else self._pick(x0, gain, True)
 

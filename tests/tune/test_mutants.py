@@ -90,6 +90,10 @@ def test_the_pick_is_the_defaults_unless_a_point_beats_them_on_paired_runs():
     assert not pick.is_default and pick.params["balance"] == 2.0 and pick.vs_default.pairs == 2
     gain = paired_gain({0: 0.75, 1: 0.76}, {0: 0.70, 1: 0.71}, noise=0.0156)
     assert math.isclose(gain.mean, 0.05) and math.isclose(gain.se, 0.0156 / math.sqrt(2))
+    # The defaults ranking first: still the pick, and compared with the best other point (the report
+    # says by how much it fell short, not that no other point ended well).
+    first = _table({(1.0, 0.1): [0.73, 0.73], (2.0, 0.1): [0.72, 0.73, 0.74]}, x0, noise=0.0156).pick()
+    assert first.is_default and first.vs_default.pairs == 2 and math.isclose(first.vs_default.mean, -0.005)
 
 
 def _lost_trial(number: int, balance: float):
