@@ -14,10 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Libraries no --help may start (timm brings torchvision and huggingface_hub; optuna brings sqlalchemy).
-NEVER = ("timm", "torchvision", "optuna", "matplotlib", "torch.utils.tensorboard", "pandas")
+NEVER = ("timm", "torchvision", "optuna", "matplotlib", "torch.utils.tensorboard")
 #: Heavy libraries --help may find loaded only because `import pmlbal` loaded them: faiss comes with
-#: pytorch_metric_learning's losses (its utils.inference imports it), which `import pmlbal` extends.
-NOT_BEYOND_PMLBAL = NEVER + ("faiss", "sklearn", "scipy")
+#: pytorch_metric_learning's losses (its utils.inference imports it), which `import pmlbal` extends;
+#: pandas with scikit-learn (which PML's accuracy calculator imports) wherever pandas is installed, as
+#: the ray extra installs it.
+NOT_BEYOND_PMLBAL = NEVER + ("faiss", "sklearn", "scipy", "pandas")
 
 SCRIPT = r"""
 import contextlib, io, json, sys

@@ -45,9 +45,19 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
 @click.option("--tune-epochs", type=POSITIVE_INT, default=None,
               help="Epochs of each validation run, fewer than the final run's --epochs to save time "
                    "(recorded in the study; default: --epochs, the final run's length).")
+@click.option("--engine", type=click.Choice(["optuna", "ray"]), default="optuna", show_default=True,
+              help="Who runs the trials: pmlbal's coordinator and workers on the Optuna storage, or a Ray Tune "
+                   "experiment (pip install 'pmlbal[ray]'; docs/tuning.md, 'Ray Tune engine'); the study is the same.")
+@click.option("--cpus-per-trial", type=POSITIVE_FLOAT, default=1.0, show_default=True,
+              help="--engine ray: CPUs Ray reserves for each trial.")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--engine ray: GPUs Ray reserves for each trial (fractions share a GPU; 0: trials train on the CPU).")
+@click.option("--address", default=None,
+              help="--engine ray: the Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: start a "
+                   "local one.")
 @click.pass_context
 def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, workers, final, show, grace, metric,
-         confirm, tune_epochs, **kw):
+         confirm, tune_epochs, engine, cpus_per_trial, gpus_per_trial, address, **kw):
     """Tune LOSS on class-disjoint validation folds of the train classes (--val-folds, default per data
     set), starting from the defaults; the pick is the defaults unless a confirmed point beats them on
     paired runs (docs/tuner.md)."""
@@ -75,7 +85,8 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
         study = tune_study(base, loss_name, budget, search=search, storage=storage, study_name=name, seed=seed,
                            space=_parse_space(space), x0=_parse_x0(x0_items), val_folds=kw["val_folds"],
                            workers=workers, grace=grace, metric=metric, confirm=confirm, tune_epochs=tune_epochs,
-                           log=click.echo)
+                           engine=engine, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                           address=address, log=click.echo)
     except user_errors() as err:
         fail(err)
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """Hyper-parameter search (docs/tuner.md): noise-aware coordinate descent as an engine-neutral core, an
-Optuna sampler, a coordinator with workers and a Ray searcher; `pick` reads the result.
+Optuna sampler, a coordinator with workers, and a Ray searcher with the Ray Tune engine; `pick` reads the result.
 
 The engine and the sampler import no trainer; the training-run side (`run_search`, `tune_study`,
 `training_objective`, workers, ...) is imported on first use.
@@ -20,7 +20,7 @@ _LAZY = {
     "SEARCHES": "run", "find_tuned": "run", "make_sampler": "run", "make_spec": "spec", "open_storage": "storage",
     "open_study": "spec", "retrain_best": "run", "run_search": "run", "training_objective": "run",
     "tune_study": "study", "grid_values": "spaces", "search_space": "spaces",
-    "claim_queued": "workers", "coordinate": "workers", "work": "workers",
+    "claim_queued": "workers", "coordinate": "workers", "work": "workers", "run_ray_search": "ray_engine",
 }
 
 __all__ = ["FAILED", "SEARCH_VERSION", "CoordinateDescent", "CoordinateDescentSampler", "Decision", "Dim", "Pick",

@@ -19,7 +19,7 @@ from ..train import DivergedError, MetricsError, TrainConfig, train
 from .budget import sampling_budget
 from .coordinate_descent import CoordinateDescent
 from .dims import Dim
-from .folds import train_trial
+from .folds import FoldScore, train_trial
 from .optuna import SPEC, CoordinateDescentSampler, Pick, pick
 from .plan import SEARCH_VERSION
 from .powers import PowersOfTwo
@@ -33,7 +33,7 @@ from .workers import STATE, Heartbeat, StaleMonitor, coordinate
 __all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "confirm_next", "dims_of",
            "final_config", "find_tuned", "load_spec", "make_sampler", "make_spec", "objective_from_spec",
            "open_storage", "open_study", "retrain_best", "retry_failed_once", "run_search", "storage_exists",
-           "supervise", "training_objective"]
+           "supervise", "train_point", "training_objective"]
 
 SEARCHES = ("cd", "tpe", "random", "grid")
 FINAL = "pmlbal:final_run_id"
@@ -50,10 +50,8 @@ def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric
     def objective(trial: optuna.Trial) -> float:
         values = {d.name: suggest(trial, d) for d in dims}
         run = int(trial.user_attrs.get(RUN, 0))  # a re-run of a point trains with the next seed
-        cfg = replace(config_for(base, loss, values, dims), train_split="train-sub", eval_split="val", progress=False)
-        # A trial retried after its process died may have written some fold records already: read back.
         try:
-            score = train_trial(cfg, run, metric, train)
+            score = train_point(base, loss, dims, values, run, metric)
         except (DivergedError, MetricsError) as err:
             # Failed for good: the same seed fails again, so the search never retries it.
             trial.set_user_attr(FAILED_FOR_GOOD, str(err))
@@ -63,6 +61,15 @@ def training_objective(base: TrainConfig, loss: str, dims: Sequence[Dim], metric
         return score.value
 
     return objective
+
+
+def train_point(base: TrainConfig, loss: str, dims: Sequence[Dim], params: Mapping[str, Any], run: int,
+                metric: str = "recall@1") -> FoldScore:
+    """Run `run` of the point `params`: its recorded training run on train-sub per validation fold, scored by
+    `metric` on the fold's val classes (`folds.train_trial`); what every engine's trial trains. Runs already
+    recorded under the results folder are read back (a trial retried after its process died, a resumed study)."""
+    cfg = replace(config_for(base, loss, params, dims), train_split="train-sub", eval_split="val", progress=False)
+    return train_trial(cfg, run, metric, train)
 
 
 def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:

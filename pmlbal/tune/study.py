@@ -4,7 +4,8 @@ It settles everything a study needs before its first run: the search space, the 
 validation runs' length, the defaults (`x0`, the first point and the pick's reference), the noise
 floor and the acceptance threshold of the data set, the warnings a user should read (a short
 validation horizon while batch size is searched; too few validation classes), and the worker
-processes; then it spends the budget (`run.run_search`) with a progress bar.
+processes; then it spends the budget (`run.run_search`), or runs its trials on Ray (`ray_engine`), with a
+progress bar.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
                study_name: str | None = None, seed: int = 0, space: Mapping[str, tuple[float, float]] | None = None,
                x0: Mapping[str, Any] | None = None, val_folds: int | None = None, workers: int = 1,
                grace: float = 120.0, metric: str | None = None, confirm: bool = False,
-               tune_epochs: int | None = None, progress: bool = True,
+               tune_epochs: int | None = None, progress: bool = True, engine: str = "optuna",
+               cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
                log: Callable[[str], None] = print) -> optuna.Study:
     """Create or resume a study tuning `loss` on `base`'s data set with a budget of `budget` training
     runs, and spend it; returns the study (`pmlbal.tune.pick` reads its pick).
@@ -47,7 +49,10 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     trains (default: the data set's); `workers`: 1 runs trials here, N > 1 starts N `pmlbal tune-worker`
     processes, 0 leaves them to workers started elsewhere; `metric`: the validation metric maximised
     (default: the data set's lead metric); `confirm`: TPE or random search end with the confirm phase;
-    `tune_epochs`: validation runs shorter than the final run (default: as long). One-line warnings go to `log`.
+    `tune_epochs`: validation runs shorter than the final run (default: as long). `engine`: "optuna" (the
+    coordinator and workers above) or "ray": the trials run as a Ray Tune experiment (`ray_engine.run_ray_search`)
+    with `cpus_per_trial` and `gpus_per_trial` each, on the Ray cluster at `address` (default: a local one
+    started here), and are recorded in the same study. One-line warnings go to `log`.
     """
     spec_ds = dataset_spec(base.dataset)
     storage = storage or f"sqlite:///{Path(base.results_dir) / 'tuning.db'}"
@@ -59,18 +64,11 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     val = replace(base, loss=loss, eval_split="val", train_split="train-sub", val_folds=folds, val_fold=0)
     if confirm and search not in ("tpe", "random"):
         raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
+    _check_engine(engine, search, workers, address)
     if workers > 1 and not shared_storage(storage):
         raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
     resolved = val.resolved()
-    final_epochs = None
-    if tune_epochs is not None and tune_epochs != resolved.epochs:  # equal: the study an unflagged run makes
-        final_epochs = resolved.epochs
-        if tune_epochs > final_epochs:
-            raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {final_epochs} epochs")
-        val = replace(val, epochs=tune_epochs)
-        if "batch_size" in {d.name for d in dims}:
-            log(f"warning: batch size is searched on {tune_epochs}-epoch validation runs for a {final_epochs}-epoch "
-                f"final run; a short horizon ranks batch sizes differently (docs/tuner.md, 'Horizon')")
+    val, final_epochs = _validation_length(val, resolved.epochs, tune_epochs, dims, log)
     start = default_point(loss, dims, base.loss_kwargs, resolved.batch_size, resolved.lr, x0)
     noise = float(spec_ds.val_noise.get(metric, 0.0))
     spec = make_spec(val, loss, dims, search, budget, seed, metric, confirm, final_epochs, x0=start,
@@ -79,15 +77,53 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     store = open_storage(storage)  # a bad storage is the first error a user should read
     trials = spec_trials(spec)  # what the budget in runs buys on its folds, as the workers count it
     bar, update, say = _progress(name, trials, progress, log)
-    procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir) if workers > 1 else []
     try:
-        return run_search(training_objective(val, loss, dims, metric) if workers == 1 else None, dims, search, trials,
-                          store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
-                          progress=update, log=say)
+        if engine == "ray":
+            from .ray_engine import run_ray_search  # Ray is imported there, on first use
+
+            return run_ray_search(val, loss, dims, spec, store, name, trials, cpus_per_trial=cpus_per_trial,
+                                  gpus_per_trial=gpus_per_trial, address=address, progress=update, log=say)
+        procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir) \
+            if workers > 1 else []
+        try:
+            return run_search(training_objective(val, loss, dims, metric) if workers == 1 else None, dims, search,
+                              trials, store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
+                              progress=update, log=say)
+        finally:
+            stop_workers(procs)
     finally:
         if bar is not None:
             bar.close()
-        stop_workers(procs)
+
+
+def _validation_length(val: TrainConfig, epochs: int, tune_epochs: int | None, dims, log: Callable[[str], None]):
+    """(the validation runs' configuration, the final run's epochs where they are shorter, else None)."""
+    if tune_epochs is None or tune_epochs == epochs:  # equal: the study an unflagged run makes
+        return val, None
+    if tune_epochs > epochs:
+        raise ValueError(f"--tune-epochs {tune_epochs} is more than the final run's {epochs} epochs")
+    if "batch_size" in {d.name for d in dims}:
+        log(f"warning: batch size is searched on {tune_epochs}-epoch validation runs for a {epochs}-epoch "
+            f"final run; a short horizon ranks batch sizes differently (docs/tuner.md, 'Horizon')")
+    return replace(val, epochs=tune_epochs), epochs
+
+
+ENGINES = ("optuna", "ray")
+
+
+def _check_engine(engine: str, search: str, workers: int, address: str | None) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "ray" and search not in ("cd", "tpe", "random"):
+        raise ValueError(f"--engine ray runs --search cd, tpe or random, not {search}")
+    if engine == "ray" and workers != 1:
+        raise ValueError("--workers is for --engine optuna: Ray places the trials itself (--cpus-per-trial, "
+                         "--gpus-per-trial)")
+    if engine == "ray":  # without the extra, or with an address where nothing answers: one line, before any work
+        from .ray_engine import check_address, import_ray
+
+        import_ray()
+        check_address(address)
 
 
 def shared_storage(storage: str) -> bool:

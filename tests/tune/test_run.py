@@ -163,6 +163,19 @@ def test_cli_tune_refuses_bad_options(tmp_path):
         assert [line for line in bad.output.splitlines() if line.startswith("Error:")] and "Traceback" not in bad.output
 
 
+def test_cli_tune_engine_ray_refuses_in_one_line_without_ray_or_with_optuna_only_options(tmp_path, monkeypatch):
+    """Runs with or without the extra: `import ray` is made to fail."""
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    common = ["tune", "--engine", "ray", "--dataset", "digits", "--budget", "1", "--results-dir", str(tmp_path)]
+    for args, word in [([], "needs Ray Tune: pip install 'pmlbal[ray]'"),
+                       (["--search", "grid"], "--engine ray runs --search cd, tpe or random"),
+                       (["--workers", "2"], "--workers is for --engine optuna")]:
+        bad = CliRunner().invoke(main, common + args)
+        lines = bad.output.strip().splitlines()
+        assert bad.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and word in lines[0], bad.output
+    assert not (tmp_path / "tuning.db").exists()
+
+
 def test_a_study_cannot_be_resumed_with_another_search(tmp_path):
     url = f"sqlite:///{tmp_path}/t.db"
     dims = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
