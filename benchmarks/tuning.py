@@ -195,33 +195,37 @@ def one_search(args) -> dict:
     return {"kind": kind, "seed": seed, "picks": out}
 
 
+def print_table(title: str, budgets: list[int], cell) -> None:
+    """A markdown table: one row per method, one column per budget, `cell(method, budget)` in each."""
+    print(f"\n## {title}")
+    print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for m in METHODS:
+        print(f"| {m} | " + " | ".join(cell(m, b) for b in budgets) + " |")
+
+
 def report(kind: str, rows: list[dict], budgets: list[int], best: float) -> dict:
     """Print the pick's true value, its regret to the best point and how often it lands within
     WITHIN points of the best, per method and budget; return the plot's (median, q1, q3) cells."""
     summary = {}
-    print(f"\n## {kind}: true value of the pick (median [IQR] over {len(rows)} seeds; W/T/L vs tpe, paired)")
-    print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
-    print("|---|" + "---|" * len(budgets))
-    for m in METHODS:
-        cells = []
-        for b in budgets:
-            v = np.array([r[(m, b)] for r in rows])
-            ref = np.array([r[("tpe", b)] for r in rows])
-            q1, med, q3 = np.percentile(v, [25, 50, 75])
-            summary[(kind, m, b)] = (med, q1, q3)
-            wtl = "" if m == "tpe" else (f" {int(np.sum(v > ref + TIE))}/{int(np.sum(abs(v - ref) <= TIE))}/"
-                                         f"{int(np.sum(v < ref - TIE))}")
-            cells.append(f"{med:.2f} [{q1:.2f}, {q3:.2f}]{wtl}")
-        print(f"| {m} | " + " | ".join(cells) + " |")
-    print(f"\n## {kind}: regret to the best point ({best:.2f}): median, mean; share of seeds within {WITHIN:g} point")
-    print("| method | " + " | ".join(f"B = {b}" for b in budgets) + " |")
-    print("|---|" + "---|" * len(budgets))
-    for m in METHODS:
-        cells = []
-        for b in budgets:
-            regret = best - np.array([r[(m, b)] for r in rows])
-            cells.append(f"{np.median(regret):.2f}, {regret.mean():.2f}; {np.mean(regret <= WITHIN + 1e-9):.0%}")
-        print(f"| {m} | " + " | ".join(cells) + " |")
+
+    def value(m: str, b: int) -> str:
+        v = np.array([r[(m, b)] for r in rows])
+        ref = np.array([r[("tpe", b)] for r in rows])
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        summary[(kind, m, b)] = (med, q1, q3)
+        wtl = "" if m == "tpe" else (f" {int(np.sum(v > ref + TIE))}/{int(np.sum(abs(v - ref) <= TIE))}/"
+                                     f"{int(np.sum(v < ref - TIE))}")
+        return f"{med:.2f} [{q1:.2f}, {q3:.2f}]{wtl}"
+
+    def regret(m: str, b: int) -> str:
+        r = best - np.array([row[(m, b)] for row in rows])
+        return f"{np.median(r):.2f}, {r.mean():.2f}; {np.mean(r <= WITHIN + 1e-9):.0%}"
+
+    print_table(f"{kind}: true value of the pick (median [IQR] over {len(rows)} seeds; W/T/L vs tpe, paired)",
+                budgets, value)
+    print_table(f"{kind}: regret to the best point ({best:.2f}): median, mean; share of seeds within {WITHIN:g} point",
+                budgets, regret)
     return summary
 
 

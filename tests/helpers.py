@@ -1,5 +1,8 @@
 """Shared test data builders."""
 
+import subprocess
+import sys
+
 import torch
 
 
@@ -22,3 +25,10 @@ def serial_search(dims, value, budget=None, seed=0):
         for p, run in zip(d.probes, d.runs):
             results.append(Result(p, run, value(p)))
     return {(point_key(r.point, dims), r.run) for r in results}, d
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

@@ -2,8 +2,6 @@
 
 import os
 import socket
-import subprocess
-import sys
 
 import matplotlib.pyplot as plt
 import pytest
@@ -11,12 +9,7 @@ import pytest
 from pmlbal.figures import save_figure
 from pmlbal.files import atomic_path, atomic_write_text
 from pmlbal.procs import owner_alive, owner_id
-
-
-def _gone_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
+from tests.helpers import dead_pid
 
 
 def test_atomic_path_renames_into_place_and_leaves_no_temporary(tmp_path):
@@ -52,7 +45,7 @@ def test_a_figure_is_written_whole_in_the_format_of_its_name(tmp_path):
 def test_owner_format_and_liveness():
     me = owner_id()
     assert me == f"{socket.gethostname()}:{os.getpid()}" and owner_alive(me)
-    assert not owner_alive(f"{socket.gethostname()}:{_gone_pid()}")
+    assert not owner_alive(f"{socket.gethostname()}:{dead_pid()}")
     assert owner_alive("another-host:1")  # cannot be checked from here: trusted
     for broken in ("", "host", f"{socket.gethostname()} {os.getpid()}", "host:", ":12"):
         assert not owner_alive(broken), broken

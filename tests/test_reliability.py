@@ -7,8 +7,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from pmlbal.cli import main
 from pmlbal.records import RunLockedError, iter_records, lock_path, run_lock, write_record
 from pmlbal.train import DivergedError, TrainConfig, train
 from tests.data.layouts import make_cub, make_sop
+from tests.helpers import dead_pid
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--embedding-dim", "8"]
@@ -46,12 +45,6 @@ def one_line_error(result, *words):
     assert len(errors) == 1, result.output
     for word in words:
         assert word.lower() in errors[0].lower(), result.output
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 # -- results folder not writable ---------------------------------------------------------------------

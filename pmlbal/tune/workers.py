@@ -189,7 +189,7 @@ class StaleMonitor:
                 self._seen[t.number] = (beat, now)
                 since = now
             reason = None
-            if owner is not None and _dead_here(owner):
+            if owner is not None and not owner_alive(owner):
                 reason = f"worker {owner} is gone"
             elif now - since > self.grace:
                 reason = f"no heartbeat for {now - since:.0f}s"
@@ -207,10 +207,6 @@ class StaleMonitor:
         alive = {t.number for t in running}
         self._seen = {k: v for k, v in self._seen.items() if k in alive}
         return lost
-
-
-def _dead_here(owner: str) -> bool:
-    return not owner_alive(owner)
 
 
 def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any] | None = None,
