@@ -38,7 +38,7 @@ def test_specs_are_read_by_every_consumer():
     assert (dims["pos_margin"].step, dims["pos_margin"].min_step) == (0.1, 0.025)
     assert dims["batch_size"].high == registry.dataset_spec("digits").tune["batch_size"][2]
     assert samples_per_class("digits", 32) == 16 and samples_per_class("cub", 256) == 4
-    assert pmlbal.list_batch_sources() == ["m-per-class", "random", "spectral"]
+    assert pmlbal.list_batch_sources() == ["m-per-class", "osgd", "random", "spectral"]
     with pytest.raises(ValueError, match="choose from"):
         registry.dataset_spec("imagenet")
     with pytest.raises(ValueError, match="sampler must be one of"):

@@ -214,3 +214,17 @@ def test_a_checkpoint_that_cannot_be_written_stops_in_one_line_and_keeps_the_epo
     monkeypatch.setattr(resume.torch, "save", real_save)  # the disk has room again: resume continues
     resumed = train(cfg, resume=True)
     assert resumed["epochs"][-1]["epoch"] == 4
+
+
+@pytest.mark.slow
+def test_osgd_run_resumes_with_its_saved_embeddings(tmp_path, cache):
+    # OSGD re-embeds every 3 epochs: the resumed epoch 4 scores its candidates on the embeddings the
+    # interrupted run made at epoch 1, saved in the checkpoint, so the record is the uninterrupted one.
+    cfg = TrainConfig(**SMALL, sampler="osgd", resample_every=3, results_dir=str(tmp_path / "whole"), cache_dir=cache)
+    whole = train(cfg)
+    part = replace(cfg, results_dir=str(tmp_path / "part"))
+    with pytest.raises(Killed):
+        train(part, on_epoch=_die_after(3))
+    resumed = train(part, resume=True)
+    assert resumed["config"]["sampler"] == "osgd" and "--sampler osgd" in resumed["command"]
+    assert_same_record(whole, resumed)

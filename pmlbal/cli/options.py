@@ -106,9 +106,9 @@ def _training_options() -> list:
                      help="Clip each gradient element to [-V, V] [none]."),
         click.option("--sampler", type=click.Choice(list_batch_sources()), default=None,
                      help="Batches: random P classes x m (m-per-class, the default), spectral clusters of confusable "
-                          "classes, or random samples."),
+                          "classes, the highest-loss of many random m-per-class batches (osgd), or random samples."),
         click.option("--resample-every", type=POSITIVE_INT, default=1, show_default=True,
-                     help="With --sampler spectral: re-embed the training set and rebuild batches every N epochs."),
+                     help="With --sampler spectral or osgd: re-embed the training set and rebuild batches every N epochs."),
     ]
 
 

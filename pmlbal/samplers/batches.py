@@ -111,3 +111,48 @@ class SpectralBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+@register("batches", "osgd")
+class OSGDBatches:
+    """Ordered SGD over batches, labelled form (docs/method.md, 'High-loss mini-batches'): each epoch draws
+    `pool / top_q` epochs' worth of random batches of batch_size/m classes x m samples, scores each with
+    the supervised contrastive loss (`osgd.batch_supcon`, tau = 0.1) of embeddings of the training set made
+    every `resample_every` epochs, and keeps the `top_q` highest of each pool of `pool`: as many batches
+    (optimiser steps) as an m-per-class epoch, the hard ones."""
+
+    POOL, TOP_Q, TEMPERATURE = 40, 4, 0.1
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0,
+                 resample_every: int = 1) -> None:
+        check_classes_per_batch(labels, batch_size, samples_per_class)
+        self.labels, self.batch_size, self.m, self.seed = labels, batch_size, samples_per_class, seed
+        self.resample_every = resample_every
+        self.z: torch.Tensor | None = None  # the last embeddings of the training set, normalised and scaled
+
+    def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        from .osgd import batch_supcon, top_loss_indices
+
+        if self.z is None or (n - 1) % self.resample_every == 0:
+            z = torch.nn.functional.normalize(torch.as_tensor(embed()).float(), dim=1)
+            self.z = z / np.sqrt(self.TEMPERATURE)
+        draws = self.POOL // self.TOP_Q
+        candidates = np.stack([b for j in range(draws) for b in
+                               class_balanced_batches(self.labels, self.batch_size, self.m,
+                                                      (self.seed * 1000 + n) * 100 + j)])
+        order = np.random.default_rng([self.seed, n]).permutation(len(candidates))
+        candidates = candidates[order]  # pools mix the draws
+        idx = torch.from_numpy(candidates)
+        losses = batch_supcon(self.z[idx], torch.from_numpy(self.labels)[idx])
+        chosen = top_loss_indices(losses, self.POOL, self.TOP_Q)
+        steps = len(candidates) // draws
+        if len(chosen) < steps:  # a rounding short of an m-per-class epoch: the hardest of the rest
+            kept = set(chosen)
+            chosen += [i for i in torch.argsort(losses, descending=True).tolist() if i not in kept][: steps - len(chosen)]
+        return [candidates[i] for i in chosen[:steps]]
+
+    def state_dict(self) -> dict:
+        return {"z": self.z}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.z = state["z"]

@@ -21,6 +21,31 @@ def batch_infonce(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (l1 + l2) / 2
 
 
+def batch_supcon(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Supervised contrastive loss of each batch (the labelled form of `batch_infonce`): z of shape
+    [n_batches, B, d], already normalised and scaled by 1/sqrt(tau), labels [n_batches, B]; per anchor
+    -mean_{p in P(i)} s_ip + log sum_{j != i} e^{s_ij}, averaged over the anchors with a positive."""
+    s = z @ z.transpose(1, 2)
+    eye = torch.eye(s.shape[1], dtype=torch.bool, device=s.device)
+    pos = (labels[:, :, None] == labels[:, None, :]) & ~eye
+    log_den = torch.logsumexp(s.masked_fill(eye, float("-inf")), dim=2)
+    n_pos = pos.sum(2)
+    per_anchor = log_den - (s * pos).sum(2) / n_pos.clamp(min=1)
+    has = n_pos > 0
+    return (per_anchor * has).sum(1) / has.sum(1).clamp(min=1)
+
+
+def top_loss_indices(losses: torch.Tensor, pool: int, top_q: int) -> list[int]:
+    """OSGD's selection: the candidates' `losses` in pools of `pool` in order, the indices of the `top_q`
+    of each pool with the highest loss (a last, smaller pool keeps its share, at least one)."""
+    chosen = []
+    for p0 in range(0, len(losses), pool):
+        part = losses[p0 : p0 + pool]
+        q = max(1, round(top_q * len(part) / pool))
+        chosen.extend(p0 + i for i in torch.topk(part, q).indices.tolist())
+    return chosen
+
+
 @register("sampler")
 class OSGDBatchSampler(Sampler[list[int]]):
     """Ordered SGD over batches: split a shuffle into pools of `pool` random batches, keep the `top_q` with the highest loss.
@@ -60,11 +85,5 @@ class OSGDBatchSampler(Sampler[list[int]]):
         perm = rng.permutation(self.n)
         n_batches = self.n // self.batch_size
         batches = perm[: n_batches * self.batch_size].reshape(n_batches, self.batch_size)
-        chosen = []
-        for p0 in range(0, n_batches, self.pool):
-            pool = batches[p0 : p0 + self.pool]
-            idx = torch.from_numpy(pool)
-            losses = batch_infonce(u[idx], v[idx])
-            q = max(1, round(self.top_q * len(pool) / self.pool))
-            chosen.extend(pool[i] for i in torch.topk(losses, q).indices.tolist())
-        self._batches = chosen
+        idx = torch.from_numpy(batches)
+        self._batches = [batches[i] for i in top_loss_indices(batch_infonce(u[idx], v[idx]), self.pool, self.top_q)]

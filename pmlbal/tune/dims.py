@@ -94,11 +94,26 @@ class Dim:
             return float(min(max(float(x), self.low), self.high))
         return self.from_unit(self.to_unit(x))
 
+    def keep(self, x: Any) -> Any:
+        """A starting value (the defaults, --x0) made valid: `snap`, except that a whole number inside
+        the bounds of a power-of-two coordinate stays as given. The defaults are evaluated as a user
+        trains them (digits' batch of 50, not 64), so the comparison with them is the board's; the
+        descent's steps from there land on the powers of two round it."""
+        if self._whole_in_box(x):
+            return int(x)
+        return self.snap(x)
+
+    def _whole_in_box(self, x: Any) -> bool:
+        return (self.scale == "log2-int" and isinstance(x, (int, float)) and not isinstance(x, bool)
+                and math.isfinite(x) and float(x).is_integer() and self.low <= x <= self.high)
+
     def contains(self, x: Any) -> bool:
         if self.scale == "categorical":
             return x in self.choices
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not self.low <= x <= self.high:
             return False
+        if self._whole_in_box(x):  # a kept default (`keep`) is a point of the box
+            return True
         return math.isclose(self.snap(x), x, rel_tol=1e-9, abs_tol=1e-12)
 
     def from_uniform(self, u: float) -> Any:

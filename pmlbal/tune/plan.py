@@ -64,7 +64,7 @@ class SearchPlan:
             d = by_name[k]
             if d.scale == "categorical" and v not in d.choices:
                 raise ValueError(f"x0[{k!r}] = {v!r} is not one of {d.choices}")
-            start[k] = d.snap(v)
+            start[k] = d.keep(v)
         for k, (other, ratio) in (coupled or {}).items():
             if k not in by_name or other not in by_name or k == other:
                 raise ValueError(f"coupled: {k!r} -> {other!r} must name two different coordinates of {names}")

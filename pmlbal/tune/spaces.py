@@ -79,7 +79,7 @@ def default_point(loss: str, dims: Sequence[Dim], loss_kwargs: Mapping[str, Any]
     """The defaults a study starts from and compares its pick with: each coordinate's value in `given`,
     else the run's own (`loss_kwargs`, `batch_size`, `lr`: what the user would train without tuning),
     else the loss class's default argument; snapped onto the box. A coordinate with none of those is an
-    error naming it."""
+    error naming it. A power-of-two coordinate keeps a whole default inside its bounds (`Dim.keep`)."""
     import inspect
 
     from ..registry import get
@@ -97,7 +97,7 @@ def default_point(loss: str, dims: Sequence[Dim], loss_kwargs: Mapping[str, Any]
             v = params[d.name].default
         else:
             raise ValueError(f"no default for coordinate {d.name!r} of {loss}: give it with --x0 {d.name}=VALUE")
-        point[d.name] = d.snap(v)
+        point[d.name] = d.keep(v)
     unknown = set(given or {}) - {d.name for d in dims}
     if unknown:
         raise ValueError(f"--x0 names {sorted(unknown)}, not coordinates of the space {[d.name for d in dims]}")

@@ -162,3 +162,67 @@ def test_update_checks_shapes():
         sampler.update(torch.randn(40, 4))
     with pytest.raises(ValueError, match="40 samples"):
         sampler.update(torch.randn(30, 4), torch.randn(30, 4))
+
+
+# -- OSGD for labelled training (`--sampler osgd`) ---------------------------------------------------
+def naive_supcon(z, labels):
+    """Per batch, the mean over anchors with a positive of -mean_p s_ip + log sum_{j != i} e^{s_ij}, by loops."""
+    out = []
+    for zb, yb in zip(z, labels):
+        terms = []
+        for i in range(len(yb)):
+            pos = [p for p in range(len(yb)) if p != i and yb[p] == yb[i]]
+            if not pos:
+                continue
+            s = [float(zb[i] @ zb[j]) for j in range(len(yb))]
+            den = np.log(sum(np.exp(s[j]) for j in range(len(yb)) if j != i))
+            terms.append(den - np.mean([s[p] for p in pos]))
+        out.append(np.mean(terms) if terms else 0.0)
+    return np.array(out)
+
+
+def test_batch_supcon_matches_a_loop_and_skips_anchors_without_a_positive():
+    from pmlbal.samplers.osgd import batch_supcon
+
+    g = torch.Generator().manual_seed(3)
+    z = F.normalize(torch.randn(5, 8, 6, generator=g, dtype=torch.float64), dim=2) * 3
+    labels = torch.randint(0, 3, (5, 8), generator=g)
+    labels[0] = torch.arange(8)  # no anchor has a positive: the batch scores 0
+    np.testing.assert_allclose(batch_supcon(z, labels).numpy(), naive_supcon(z, labels), rtol=1e-10)
+
+
+def test_osgd_batches_keep_an_epochs_steps_of_the_hardest_class_balanced_batches():
+    from pmlbal.samplers import OSGDBatches
+    from pmlbal.samplers.batches import MPerClassBatches
+    from pmlbal.samplers.osgd import batch_supcon
+
+    labels = np.repeat(np.arange(24), 20)
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(24, 8, generator=g)
+    centres[:6] = centres[0] + 0.05 * torch.randn(6, 8, generator=g)  # six confusable classes
+    emb = centres[labels] + 0.3 * torch.randn(len(labels), 8, generator=g)
+    calls = []
+
+    def embed():
+        calls.append(1)
+        return emb
+
+    src = OSGDBatches(labels, 32, 4, seed=1, resample_every=2)
+    plain = MPerClassBatches(labels, 32, 4, seed=1)
+    for n in (1, 2, 3):
+        batches = src.epoch(n, embed)
+        assert len(batches) == len(plain.epoch(n, embed)) == len(labels) // 32
+        assert all(sorted(Counter(labels[b]).values()) == [4] * 8 for b in batches)
+    assert len(calls) == 2  # epochs 1 and 3 re-embed; epoch 2 scores fresh candidates on the old embeddings
+
+    z = F.normalize(emb, dim=1) / np.sqrt(0.1)
+    lab = torch.from_numpy(labels)
+
+    def score(bs):
+        idx = torch.from_numpy(np.stack(bs))
+        return float(batch_supcon(z[idx], lab[idx]).mean())
+
+    assert score(src.epoch(4, embed)) > score(plain.epoch(4, embed)) + 0.1
+    again = OSGDBatches(labels, 32, 4, seed=1, resample_every=2)
+    again.load_state_dict(src.state_dict())
+    assert all(np.array_equal(a, b) for a, b in zip(again.epoch(6, embed), src.epoch(6, embed)))

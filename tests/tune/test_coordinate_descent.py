@@ -331,3 +331,20 @@ def test_a_run_that_raised_is_retried_even_when_it_was_the_last_of_the_budget():
 def test_negative_tolerance_is_refused():
     with pytest.raises(ValueError, match="tol"):
         CoordinateDescent([Dim("x", "log", 1, 2)], tol=-0.1)
+
+
+def test_a_default_off_the_powers_of_two_is_evaluated_as_given():
+    """digits trains batches of 50: the study's first point is 50 itself (paired with the board's default
+    row), the descent's batch-size steps from it go to 32 and 64, and its trials count as in the box."""
+    from pmlbal.tune.spaces import default_point, search_space
+
+    bs = Dim("batch_size", "log2-int", 8, 64)
+    assert bs.keep(50) == 50 and bs.keep(50.0) == 50 and bs.keep(100) == 64 and bs.keep(5) == 8
+    assert bs.contains(50) and not bs.contains(50.5) and not bs.contains(65)
+    assert sorted(y for _, y in bs.neighbours(50, bs.default_step())) == [32, 64]
+    dims = search_space("BalancedNTXentLoss", "digits")
+    start = default_point("BalancedNTXentLoss", dims, {}, 50, 2e-3)
+    assert start["batch_size"] == 50
+    cd = CoordinateDescent(DIMS, x0={"balance": 1.0, "temperature": 0.07, "batch_size": 50}, budget=8)
+    first = cd.ask([])
+    assert first.probes[0]["batch_size"] == 50
