@@ -32,6 +32,9 @@ def loss_label(config: dict[str, Any]) -> str:
     label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
     if config.get("protocol"):
         label += f" [protocol {config['protocol']}]"
+    if config.get("sampler", "m-per-class") != "m-per-class":  # two samplers of one loss are two rows apart
+        every = config.get("resample_every", 1)
+        label += f" [sampler {config['sampler']}" + (f", every {every} epochs" if every != 1 else "") + "]"
     if not config.get("tuned_from"):
         return label
     runs, by = config.get("tuned_runs"), config.get("tuned_by")

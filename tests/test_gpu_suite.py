@@ -31,8 +31,13 @@ def test_every_step_has_a_body_and_a_limit():
     assert len(steps) == len(set(steps)) >= 13
     assert set(steps) == set(limits) == set(bodies) - {"*"}
     assert all(0 < int(v) <= 150 for v in limits.values())  # no step may take a third of the call
-    # The default budget fits one device call of 8 minutes, with time to pack the results.
-    assert int(re.search(r"echo 1500 \|\| echo (\d+)", text).group(1)) <= 470
+    # The default budget fits one device call of 8 minutes, with time to pack the results, and the
+    # default round's limits fit the budget: no step is skipped for want of time when each keeps to its own.
+    budget = int(re.search(r"echo 1500 \|\| echo (\d+)", text).group(1))
+    assert budget <= 470
+    default = re.search(r'DEFAULT_STEPS="([^"]+)"', text).group(1).split()
+    assert set(default) <= set(steps) and {"tests", "losses-ntxent", "losses-others", "tune-workers"} <= set(default)
+    assert sum(int(limits[s]) for s in default) <= budget
 
 
 def test_benchmark_calls_use_existing_scripts_and_options():
@@ -67,3 +72,19 @@ def test_every_shell_script_in_benchmarks_is_executable():
     scripts = sorted(Path(__file__).parents[1].joinpath("benchmarks").glob("*.sh"))
     assert scripts
     assert [s.name for s in scripts if not os.access(s, os.X_OK)] == []
+
+
+@pytest.mark.slow
+def test_dry_run_names_failures_first_and_keeps_each_step_in_its_limit(tmp_path):
+    """GPU_SUITE_DRY=1 on the CPU, for the steps whose code paths a GPU round depends on most: each ends
+    ok inside its (dry) limit, and the packed logs come back."""
+    import os
+    import sys
+
+    env = {**os.environ, "GPU_SUITE_DRY": "1", "GPU_SUITE_STEPS": "env tests losses-ntxent losses-others",
+           "OUT": str(tmp_path / "out"), "GPU_SUITE_WORK": str(tmp_path / "work"), "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(SUITE)], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    status = (tmp_path / "work" / "logs" / "status.md").read_text()
+    assert [line.split("|")[2].strip() for line in status.splitlines()[2:]] == ["ok"] * 4, status
+    assert (tmp_path / "out" / "gpu_suite.tgz").is_file()

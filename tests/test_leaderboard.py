@@ -332,3 +332,13 @@ def test_board_markers_are_filled_from_the_records_and_refilled_when_a_record_ch
     assert write_board_markers([doc], tmp_path) == [doc] and "| 1 | BalancedNTXentLoss |" in doc.read_text()
     with pytest.raises(ValueError, match="board:cars marker, but no cars test-split records"):
         fill_board_markers("<!-- board:cars:top 3 -->\n<!-- /board -->", [], tmp_path, doc)
+
+
+def test_a_non_default_sampler_is_named_in_the_row_label():
+    from pmlbal.board_rows import loss_label
+
+    base = {"loss": "BalancedNTXentLoss", "loss_kwargs": {"balance": 2.0}}
+    assert loss_label({**base, "sampler": "m-per-class"}) == "BalancedNTXentLoss(balance=2.0)"
+    assert loss_label({**base, "sampler": "osgd"}) == "BalancedNTXentLoss(balance=2.0) [sampler osgd]"
+    assert loss_label({**base, "sampler": "spectral", "resample_every": 2}) == (
+        "BalancedNTXentLoss(balance=2.0) [sampler spectral, every 2 epochs]")
