@@ -7,8 +7,8 @@ Two tables (Markdown), each with its figure under RESULTS_DIR/ when --figures is
 
 - "batches": high-loss mini-batches. BalancedNTXentLoss at the glyph board's best setting, trained with
   each batch source (`--sampler m-per-class | spectral | osgd`, the same number of optimiser steps),
-  test MAP@R after every epoch (`--eval-every 1`): mean and sample s.d. over seeds per epoch, and the
-  training seconds per epoch; figure `cjk-glyphs_batches.png` (MAP@R against the optimiser step).
+  test MAP@R after every epoch (`--eval-every 1`): mean and sample s.d. over seeds per epoch (what the
+  selection costs is `benchmarks/batch_selection.py`'s: the records' times depend on the load); figure `cjk-glyphs_batches.png` (MAP@R against the optimiser step).
 - "batch size": DHELLoss, KCLLoss, PML's NTXentLoss and BalancedNTXentLoss with negatives "sum" and
   "mean" at batch sizes 32 to 256: test MAP@R and the effective rank of the test embeddings (the
   dimensional-collapse measure), mean and s.d. over seeds; figure `cjk-glyphs_batch_size.png`.
@@ -60,20 +60,19 @@ def _cpus(runs: list[dict]) -> str:
 
 def batches_table(records) -> tuple[list[str], dict]:
     """The per-epoch table of the batch sources and the series the figure draws."""
-    series, lines = {}, ["| sampler | seeds | " + " | ".join(f"epoch {e}" for e in range(5))
-                         + " | train s / epoch | CPU |", "|---" * 8 + "|"]
+    series, lines = {}, ["| sampler | seeds | " + " | ".join(f"epoch {e}" for e in range(5)) + " | CPU |",
+                         "|---" * 8 + "|"]
     for name in SAMPLERS:
         runs = _test_runs(records, "BalancedNTXentLoss", BEST, sampler=name, eval_every=1, batch_size=128)
         if not runs:
-            lines.append(f"| {name} | 0 |" + " — |" * 6 + " |")
+            lines.append(f"| {name} | 0 |" + " — |" * 6)
             continue
         curves = [[r["initial"]["map_at_r"]] + [e["metrics"]["map_at_r"] for e in r["epochs"]] for r in runs]
         by_epoch = [[100 * c[e] for c in curves] for e in range(5)]
         steps = len(runs[0]["steps"]) // runs[0]["config"]["epochs"]
         series[name] = ([e * steps for e in range(5)], by_epoch)
-        per_epoch = [r["train_time_s"] / r["config"]["epochs"] for r in runs]
         lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | "
-                     + " | ".join(_ms(v) for v in by_epoch) + f" | {statistics.mean(per_epoch):.0f} | {_cpus(runs)} |")
+                     + " | ".join(_ms(v) for v in by_epoch) + f" | {_cpus(runs)} |")
     return lines, series
 
 

@@ -137,3 +137,29 @@ def test_transfer_table_scores_each_validation_scheme_against_test():
     rho, tau, regret = got["random fold per config"]
     assert -1 < rho < 1 and -1 < tau < 1 and 0 < regret < 0.3
     assert "regret" in tt.report(rows) and "random fold per config" in tt.report(rows)
+
+
+def _claim_record(loss, kwargs, seed, map_at_r, **config):
+    cfg = {"dataset": "cjk-glyphs", "loss": loss, "loss_kwargs": kwargs, "eval_split": "test", "epochs": 4,
+           "lr": 0.008, "tuned_by": None, "sampler": "m-per-class", "eval_every": 0, "batch_size": 128, **config}
+    curve = [map_at_r * f for f in (0.5, 0.8, 0.9, 1.0)]
+    return {"config": cfg, "seed": seed, "final": {"map_at_r": map_at_r, "effective_rank": 10.0 + seed},
+            "initial": {"map_at_r": 0.01}, "steps": [{}] * 8,
+            "epochs": [{"epoch": e + 1, "metrics": {"map_at_r": v}} for e, v in enumerate(curve)]}
+
+
+def test_claims_tables_give_mean_and_sample_sd_per_cell_and_leave_other_configurations_out():
+    claims = _load("claims")
+    recs = [_claim_record("DHELLoss", {"balance": 4.0}, s, v, batch_size=64) for s, v in enumerate((0.70, 0.72, 0.74))]
+    recs.append(_claim_record("DHELLoss", {"balance": 4.0}, 0, 0.10, batch_size=64, lr=0.001))  # another lr
+    recs += [_claim_record("BalancedNTXentLoss", claims.BEST, s, 0.5 + s / 100, sampler="osgd", eval_every=1)
+             for s in range(2)]
+    lines, series = claims.batch_size_table(recs)
+    dhel = next(line for line in lines if line.startswith("| DHELLoss"))
+    assert "| — | 72.00 ± 2.00 | — | — |" in dhel and "11.00 ± 1.00" in dhel and "0/3/0/0" in dhel
+    assert series["DHELLoss(balance=4)"][1] == pytest.approx([70.0, 72.0, 74.0])
+    lines, series = claims.batches_table(recs)
+    osgd = next(line for line in lines if line.startswith("| osgd"))
+    assert "| 0, 1 | 1.00 ± 0.00 | 25.25 ± 0.35 |" in osgd and osgd.endswith("| 50.50 ± 0.71 | no fingerprint |")
+    assert series["osgd"][0] == [0, 2, 4, 6, 8]
+    assert next(line for line in lines if line.startswith("| spectral")).count("—") == 6
