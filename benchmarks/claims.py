@@ -14,12 +14,15 @@ Two tables (Markdown), each with its figure under RESULTS_DIR/ when --figures is
   dimensional-collapse measure), mean and s.d. over seeds; figure `cjk-glyphs_batch_size.png`.
 
 The make-up of each cell (seeds, CPU of the records) is printed with it, so a missing run shows.
+`--docs FILE` also writes each table between `<!-- claims:batches -->` (or `claims:batch-size`) and
+`<!-- /claims -->` in FILE (docs/claims.md), so the prose's tables are the records'.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -131,22 +134,41 @@ def batch_size_figure(series: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+def fill_docs(path: Path, tables: dict[str, list[str]]) -> None:
+    """Replace each `<!-- claims:NAME -->` ... `<!-- /claims -->` block of `path` with table NAME."""
+    from pmlbal.files import atomic_write_text
+
+    text = path.read_text()
+    for name, lines in tables.items():
+        pattern = re.compile(rf"(<!-- claims:{re.escape(name)} -->\n).*?(<!-- /claims -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{path} has no <!-- claims:{name} --> ... <!-- /claims --> block")
+        text = pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
+    atomic_write_text(path, text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--figures", action="store_true", help="also write the two figures under RESULTS_DIR/")
+    ap.add_argument("--docs", type=Path, help="also fill this file's <!-- claims:NAME --> blocks")
     args = ap.parse_args()
     records = [r for r in iter_records(args.results_dir) if r.get("config", {}).get("dataset") == DATASET]
+    tables = {}
     lines, series = batches_table(records)
+    tables["batches"] = lines
     print(f"## {DATASET}: batch sources, BalancedNTXentLoss({json.dumps(BEST)[1:-1]}), batch 128, test MAP@R %\n")
     print("\n".join(lines))
     if args.figures:
         batches_figure(series, Path(args.results_dir) / f"{DATASET}_batches.png")
     lines, series = batch_size_table(records)
+    tables["batch-size"] = lines
     print(f"\n## {DATASET}: test MAP@R % and effective rank against batch size (mean ± s.d. over seeds)\n")
     print("\n".join(lines))
     if args.figures:
         batch_size_figure(series, Path(args.results_dir) / f"{DATASET}_batch_size.png")
+    if args.docs:
+        fill_docs(args.docs, tables)
 
 
 if __name__ == "__main__":
