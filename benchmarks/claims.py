@@ -38,6 +38,9 @@ BATCH_SIZE_LOSSES = (
     ("KCLLoss(balance=64)", "KCLLoss", {"balance": 64.0}),
     ("NTXentLoss(T=0.1) [PML]", "NTXentLoss", {"temperature": 0.1}),
     ("BalancedNTXentLoss(balance=1, sum)", "BalancedNTXentLoss", {"balance": 1.0}),
+    ("BalancedNTXentLoss(balance=1, mean)", "BalancedNTXentLoss", {"balance": 1.0, "negatives": "mean"}),
+    # Twice the balance of the mean form's own default: the effective balance of the sum form at balance 1
+    # (`pmlbal.losses.effective_balance`); run once at two sizes (docs/claims.md says what it shows).
     ("BalancedNTXentLoss(balance=2, mean)", "BalancedNTXentLoss", {"balance": 2.0, "negatives": "mean"}),
 )
 
