@@ -102,7 +102,7 @@ def batch_size_table(records) -> tuple[list[str], dict]:
 
 
 def batches_figure(series: dict, path: Path) -> None:
-    from pmlbal.figures import plt, save_figure
+    from pmlbal.figures import plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, (steps, by_epoch) in series.items():
@@ -110,16 +110,12 @@ def batches_figure(series: dict, path: Path) -> None:
         lo, hi = [min(v) for v in by_epoch], [max(v) for v in by_epoch]
         (line,) = ax.plot(steps, mean, marker="o", label=f"{name} ({len(by_epoch[0])} seeds)")
         ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
-    ax.set_xlabel("optimiser step (128 images each)")
-    ax.set_ylabel("test MAP@R (%)")
-    ax.set_title(f"{DATASET}: batch sources at equal steps (mean, band: min to max over seeds)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    _finish(fig, ax, "optimiser step (128 images each)", "batch sources at equal steps (mean, band: min to max "
+            "over seeds)", path)
 
 
 def batch_size_figure(series: dict, path: Path) -> None:
-    from pmlbal.figures import plt, save_figure
+    from pmlbal.figures import plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, maps in series.items():
@@ -129,9 +125,15 @@ def batch_size_figure(series: dict, path: Path) -> None:
         ax.errorbar(xs, mean, yerr=sd, marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
-    ax.set_xlabel("batch size (4 samples per class)")
+    _finish(fig, ax, "batch size (4 samples per class)", "MAP@R against batch size (mean ± s.d. over seeds)", path)
+
+
+def _finish(fig, ax, xlabel: str, title: str, path: Path) -> None:
+    from pmlbal.figures import save_figure
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test MAP@R (%)")
-    ax.set_title(f"{DATASET}: MAP@R against batch size (mean ± s.d. over seeds)", fontsize=9)
+    ax.set_title(f"{DATASET}: {title}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
@@ -157,19 +159,18 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, help="also fill this file's <!-- claims:NAME --> blocks")
     args = ap.parse_args()
     records = [r for r in iter_records(args.results_dir) if r.get("config", {}).get("dataset") == DATASET]
+    sections = (
+        ("batches", batches_table, batches_figure, "_batches.png",
+         f"batch sources, BalancedNTXentLoss({json.dumps(BEST)[1:-1]}), batch 128, test MAP@R %"),
+        ("batch-size", batch_size_table, batch_size_figure, "_batch_size.png",
+         "test MAP@R % and effective rank against batch size (mean ± s.d. over seeds)"),
+    )
     tables = {}
-    lines, series = batches_table(records)
-    tables["batches"] = lines
-    print(f"## {DATASET}: batch sources, BalancedNTXentLoss({json.dumps(BEST)[1:-1]}), batch 128, test MAP@R %\n")
-    print("\n".join(lines))
-    if args.figures:
-        batches_figure(series, Path(args.results_dir) / f"{DATASET}_batches.png")
-    lines, series = batch_size_table(records)
-    tables["batch-size"] = lines
-    print(f"\n## {DATASET}: test MAP@R % and effective rank against batch size (mean ± s.d. over seeds)\n")
-    print("\n".join(lines))
-    if args.figures:
-        batch_size_figure(series, Path(args.results_dir) / f"{DATASET}_batch_size.png")
+    for name, table, figure, suffix, heading in sections:
+        tables[name], series = table(records)
+        print(f"## {DATASET}: {heading}\n\n" + "\n".join(tables[name]) + "\n")
+        if args.figures:
+            figure(series, Path(args.results_dir) / f"{DATASET}{suffix}")
     if args.docs:
         fill_docs(args.docs, tables)
 
