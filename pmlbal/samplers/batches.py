@@ -136,7 +136,7 @@ class OSGDBatches:
         if self.z is None or (n - 1) % self.resample_every == 0:
             z = torch.nn.functional.normalize(torch.as_tensor(embed()).float(), dim=1)
             self.z = z / np.sqrt(self.TEMPERATURE)
-        draws = self.POOL // self.TOP_Q
+        draws = self.POOL // self.TOP_Q  # top_q of every pool of draws x steps candidates: exactly `steps` kept
         candidates = np.stack([b for j in range(draws) for b in
                                class_balanced_batches(self.labels, self.batch_size, self.m,
                                                       (self.seed * 1000 + n) * 100 + j)])
@@ -144,12 +144,7 @@ class OSGDBatches:
         candidates = candidates[order]  # pools mix the draws
         idx = torch.from_numpy(candidates)
         losses = batch_supcon(self.z[idx], torch.from_numpy(self.labels)[idx])
-        chosen = top_loss_indices(losses, self.POOL, self.TOP_Q)
-        steps = len(candidates) // draws
-        if len(chosen) < steps:  # a rounding short of an m-per-class epoch: the hardest of the rest
-            kept = set(chosen)
-            chosen += [i for i in torch.argsort(losses, descending=True).tolist() if i not in kept][: steps - len(chosen)]
-        return [candidates[i] for i in chosen[:steps]]
+        return [candidates[i] for i in top_loss_indices(losses, self.POOL, self.TOP_Q)]
 
     def state_dict(self) -> dict:
         return {"z": self.z}
