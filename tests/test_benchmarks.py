@@ -163,3 +163,14 @@ def test_claims_tables_give_mean_and_sample_sd_per_cell_and_leave_other_configur
     assert "| 0, 1 | 1.00 ± 0.00 | 25.25 ± 0.35 |" in osgd and osgd.endswith("| 50.50 ± 0.71 | no fingerprint |")
     assert series["osgd"][0] == [0, 2, 4, 6, 8]
     assert next(line for line in lines if line.startswith("| spectral")).count("—") == 6
+
+
+def test_claims_docs_without_a_block_are_refused_and_left_as_they_were(tmp_path):
+    claims = _load("claims")
+    page = tmp_path / "claims.md"
+    page.write_text("<!-- claims:batches -->\nold\n<!-- /claims -->\n")
+    with pytest.raises(SystemExit, match="no <!-- claims:batch-size -->"):
+        claims.fill_docs(page, {"batches": ["| new |"], "batch-size": ["| x |"]})
+    assert page.read_text() == "<!-- claims:batches -->\nold\n<!-- /claims -->\n"
+    claims.fill_docs(page, {"batches": ["| new |"]})
+    assert page.read_text() == "<!-- claims:batches -->\n| new |\n<!-- /claims -->\n"

@@ -226,3 +226,10 @@ def test_osgd_batches_keep_an_epochs_steps_of_the_hardest_class_balanced_batches
     again = OSGDBatches(labels, 32, 4, seed=1, resample_every=2)
     again.load_state_dict(src.state_dict())
     assert all(np.array_equal(a, b) for a, b in zip(again.epoch(6, embed), src.epoch(6, embed)))
+
+
+def test_osgd_batches_refuse_a_batch_of_more_classes_than_the_split_has():
+    from pmlbal.samplers import OSGDBatches
+
+    with pytest.raises(ValueError, match="8 classes per batch, but the split has 2"):
+        OSGDBatches(np.repeat(np.arange(2), 20), 32, 4)
