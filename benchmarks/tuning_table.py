@@ -24,7 +24,9 @@ compared on the very same training outcomes, and each search seed draws its trai
 processes of one thread each fill the grid faster than one process of N threads on a small
 model; a last run without --shard finds every record and writes the table. A point another
 process is training (its run lock) is skipped, and the table waits for a run that finds them all;
-`--reverse` walks the points from the end, so a process that finished its shard can take on
+`--seed-indices 2,3` trains only those seed indices, seed by seed (every point at the first, then the next),
+and writes no table: a seed index whose runs all come from one CPU model stays whole, and an interrupted
+pass leaves complete seed indices rather than a patchwork. `--reverse` walks the points from the end, so a process that finished its shard can take on
 another shard's remaining points from the other side. Points are trained nearest the default first
 (L1 distance in lattice steps), so a partial lattice is a neighbourhood of the default.
 """
@@ -96,6 +98,16 @@ def parse_shard(ap: argparse.ArgumentParser, text: str | None) -> tuple[int, int
     return k, n
 
 
+def parse_seed_indices(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    try:
+        indices = [int(x) for x in text.split(",")]
+    except ValueError:
+        ap.error(f"--seed-indices {text!r}: expected comma-separated integers, e.g. 2,3")
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        ap.error(f"--seed-indices {text!r}: seeds must be distinct and non-negative")
+    return indices
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="digits", choices=sorted(LATTICES))
@@ -107,6 +119,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=None, help="default: results/tuning_DATASET_grid.csv")
     ap.add_argument("--shard", default=None, metavar="K/N", help="train points K, K+N, ... only; no table")
+    ap.add_argument("--seed-indices", default=None, metavar="LIST",
+                    help="train only these seeds (comma-separated), seed by seed; no table")
     ap.add_argument("--reverse", action="store_true", help="train the points from the last one back")
     args = ap.parse_args()
     shard = parse_shard(ap, args.shard)
@@ -114,6 +128,11 @@ def main() -> None:
     seeds = args.seeds or lattice.seeds
     args.runs_dir = args.runs_dir or lattice.runs_dir or f".cache/tuning-{args.dataset}"
     args.out = args.out or f"results/tuning_{args.dataset}_grid.csv"
+    if args.seed_indices is not None:
+        indices = parse_seed_indices(ap, args.seed_indices)
+        rows, skipped = run_points(args, [(*p, seed) for seed in indices for p in lattice.points()], shard)
+        print(f"{len(rows)} runs recorded at seeds {indices}{f', {skipped} being trained elsewhere' if skipped else ''}")
+        return
     points = [(*p, seed) for p in lattice.points() for seed in range(seeds)]
     rows, skipped = run_points(args, points, shard)
     if args.second_seeds and not skipped:

@@ -114,6 +114,20 @@ def test_tuning_table_skips_a_point_another_process_trains_and_writes_no_table(t
     assert "another process is training this point; skipped" in capsys.readouterr().out
 
 
+def test_tuning_table_seed_indices_train_seed_by_seed_and_write_no_table(tmp_path, monkeypatch, capsys):
+    table = _load("tuning_table")
+    trained = _fake_grid(monkeypatch, table)
+    out = tmp_path / "grid.csv"
+    _run_table(monkeypatch, table, out, "--seed-indices", "3,2")
+    points = [(2.0**b, 2**bs) for b, _, bs in table.LATTICES["digits"].points()]
+    assert trained == [(p, 3) for p in points] + [(p, 2) for p in points]  # seed-major, in the order given
+    assert not out.exists() and "8 runs recorded at seeds [3, 2]" in capsys.readouterr().out
+    for bad in ("2,x", "2,2", "-1"):
+        with pytest.raises(SystemExit):
+            _run_table(monkeypatch, table, out, "--seed-indices", bad)
+        assert f"--seed-indices '{bad}'" in capsys.readouterr().err
+
+
 def test_tuning_table_refuses_a_bad_shard(tmp_path, monkeypatch, capsys):
     table = _load("tuning_table")
     for bad in ("2/2", "one/2"):
