@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections import defaultdict
 from statistics import mean, stdev
 from typing import Any
@@ -27,8 +28,23 @@ UNTRAINED = "untrained model"
 PIXELS = "raw pixels"
 
 
-def loss_label(config: dict[str, Any]) -> str:
-    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
+#: Significant digits of a float in a board's label; the command and the CSV keep the exact value.
+LABEL_DIGITS = 4
+
+
+def _label_value(value: Any, digits: int | None) -> str:
+    """`value` as a label shows it: a float with more than `digits` significant digits rounded to
+    them (6.8831488149573685 -> 6.883), every other value as written (2.0, 0.0625, 'mean')."""
+    if digits is None or not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    short = f"{value:.{digits}g}"
+    return str(value) if float(short) == value else short
+
+
+def loss_label(config: dict[str, Any], digits: int | None = LABEL_DIGITS) -> str:
+    """The loss and its arguments, e.g. `BalancedNTXentLoss(balance=6.883, temperature=0.4219)`, with
+    the protocol, a non-default sampler and the tuning that chose it; `digits=None` keeps exact floats."""
+    kwargs = ", ".join(f"{k}={_label_value(v, digits)}" for k, v in sorted(config.get("loss_kwargs", {}).items()))
     label = f"{config['loss']}({kwargs})" if kwargs else config["loss"]
     if config.get("protocol"):
         label += f" [protocol {config['protocol']}]"
@@ -40,6 +56,20 @@ def loss_label(config: dict[str, Any]) -> str:
     runs, by = config.get("tuned_runs"), config.get("tuned_by")
     tuned = f"tuned by {by}" if by else "tuned"
     return label + (f" [{tuned}, {runs} val run{'s' if runs != 1 else ''}]" if runs else f" [{tuned}]")
+
+
+def board_command(record: dict[str, Any]) -> str:
+    """The record's `pmlbal train` command without its seed, for a board row whose runs differ only in
+    it (the board appends `--seed S`): each option once, as click would read the last one."""
+    parts, out, i = shlex.split(record["command"]), [], 0
+    while i < len(parts):
+        if parts[i] == "--seed":
+            i += 2
+            continue
+        if not parts[i].startswith("--seed="):
+            out.append(parts[i])
+        i += 1
+    return shlex.join(out)
 
 
 def metric_label(name: str) -> str:
@@ -175,11 +205,11 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         runs = sorted(by_seed.values(), key=lambda r: r["seed"])
         cfg = runs[0]["config"]
         row = {
-            "loss": loss_label(cfg), "untrained": False, "config_key": key, "seeds": len(runs),
+            "loss": loss_label(cfg), "loss_exact": loss_label(cfg, digits=None), "untrained": False, "config_key": key, "seeds": len(runs),
             "stale": stale, "threads": _thread_set(runs), "cpus": _cpu_set(runs),
             "backbone": cfg["backbone"], "embedding_dim": cfg["embedding_dim"], "batch_size": cfg["batch_size"],
             "epochs": cfg["epochs"], "train_time_s": mean(r.get("train_time_s") or 0.0 for r in runs),
-            "command": runs[0]["command"], "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
+            "command": board_command(runs[0]), "device": runs[0].get("device", "?"), "eval_split": cfg["eval_split"],
         }
         for name in dataset_spec(dataset).metrics:
             row[name] = _stats([r["final"][name] for r in runs if name in r["final"]])

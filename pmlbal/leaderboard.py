@@ -172,7 +172,7 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
                + ([f"best_recall@{k}_mean", f"best_recall@{k}_std", "best_epochs"] if best_col else []))
     for row in rows:
         b = row.get("best")
-        w.writerow([row["loss"], *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
+        w.writerow([row.get("loss_exact", row["loss"]), *[f"{row[m][i]:.6f}" for m in metrics for i in (0, 1)], row["seeds"], row["backbone"],
                     row["embedding_dim"], "" if row["batch_size"] is None else row["batch_size"], row["epochs"],
                     f"{row['train_time_s']:.1f}", row["config_key"], row["command"],
                     " ".join(map(str, row.get("threads", ()))), " ".join(f or "?" for f in row.get("cpus", {})),

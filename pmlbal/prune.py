@@ -1,5 +1,7 @@
-"""Retire tuned rows: the test records of a tuning study's pick move out of DIR/runs/ (into
-DIR/pruned/<study>/, kept, off the boards) when the study is retired or no longer in its storage."""
+"""Retire board rows: the test records of a tuning study's pick move out of DIR/runs/ (into
+DIR/pruned/<study>/, kept, off the boards) when the study is retired or no longer in its storage, and
+the stale records of a configuration (an earlier numerics version's, which this code does not
+compute) move to DIR/pruned/stale/ when their row is not worth re-training."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .records import RecordError, read_record
+from .records import RecordError, is_current, read_record
 
 
 def tuned_from(record: dict) -> tuple[str, str] | None:
@@ -50,4 +52,32 @@ def prune(results_dir: str | Path, storage: str, studies: Sequence[str] = (), dr
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
             moved.append(path)
+    return moved
+
+
+def prune_stale(results_dir: str | Path, keys: Sequence[str], dry_run: bool = False,
+                log: Callable[[str], None] = print) -> list[Path]:
+    """Move to DIR/pruned/stale/ the stale test records (`pmlbal.records.is_current` false) of the
+    configurations whose run key is in `keys`; the paths moved (or, with `dry_run`, that would be).
+    A key with no stale test record is an error before anything moves: a typo retires nothing."""
+    runs, found = Path(results_dir) / "runs", {}
+    for path in sorted(runs.glob("*.json")):
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        if (record["config_key"] in keys and not is_current(record)
+                and record["config"].get("eval_split", "test") == "test"):
+            found.setdefault(record["config_key"], []).append(path)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise ValueError(f"no stale test record of configuration {', '.join(map(repr, missing))} under {runs}")
+    moved = []
+    for path in (p for k in keys for p in found[k]):
+        target = Path(results_dir) / "pruned" / "stale" / path.name
+        log(f"{'would move' if dry_run else 'moved'} {path} -> {target}")
+        if not dry_run:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        moved.append(path)
     return moved

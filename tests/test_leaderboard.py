@@ -342,3 +342,33 @@ def test_a_non_default_sampler_is_named_in_the_row_label():
     assert loss_label({**base, "sampler": "osgd"}) == "BalancedNTXentLoss(balance=2.0) [sampler osgd]"
     assert loss_label({**base, "sampler": "spectral", "resample_every": 2}) == (
         "BalancedNTXentLoss(balance=2.0) [sampler spectral, every 2 epochs]")
+
+
+def test_labels_round_long_floats_to_four_significant_digits_and_the_csv_keeps_them_exact(tmp_path):
+    from pmlbal.board_rows import loss_label
+
+    cfg = {"loss": "BalancedNTXentLoss", "loss_kwargs": {"balance": 6.8831488149573685, "temperature": 0.4219158948686158}}
+    assert loss_label(cfg) == "BalancedNTXentLoss(balance=6.883, temperature=0.4219)"
+    assert loss_label(cfg, digits=None) == "BalancedNTXentLoss(balance=6.8831488149573685, temperature=0.4219158948686158)"
+    # Short values are shown as written: the labels of untuned rows do not change.
+    assert loss_label({"loss": "X", "loss_kwargs": {"balance": 2.0, "t": 0.0625, "agg": "mean", "n": 64}}) == \
+        "X(agg=mean, balance=2.0, n=64, t=0.0625)"
+    record = fake_record(balance=6.8831488149573685)
+    record["command"] = "pmlbal train --loss BalancedNTXentLoss --loss-arg balance=6.8831488149573685"
+    write_record(record, tmp_path)
+    write_leaderboards(tmp_path, plots=False)
+    board = (tmp_path / "digits.md").read_text()
+    assert "| BalancedNTXentLoss(balance=6.883) |" in board and "balance=6.8831488149573685 --seed S`" in board
+    row = next(csv.DictReader(io.StringIO((tmp_path / "digits.csv").read_text())))
+    assert row["loss"] == "BalancedNTXentLoss(balance=6.8831488149573685)"
+
+
+def test_a_row_whose_first_seed_is_not_zero_names_its_seed_once(tmp_path):
+    for seed in (1, 2):
+        record = fake_record(seed=seed)
+        record["command"] = f"pmlbal train --dataset digits --loss BalancedNTXentLoss --seed {seed} --batch-size 50"
+        write_record(record, tmp_path)
+    write_leaderboards(tmp_path, plots=False)
+    board = (tmp_path / "digits.md").read_text()
+    assert "`pmlbal train --dataset digits --loss BalancedNTXentLoss --batch-size 50 --seed S`" in board
+    assert "--seed 1" not in board

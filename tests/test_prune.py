@@ -42,3 +42,21 @@ def test_prune_moves_only_the_retired_and_the_deleted_studies_rows(tmp_path):
     assert all(paths[k].exists() for k in ("kept", "elsewhere", "plain")) and trial.exists()
     bad = run("--study", "nope")
     assert bad.exit_code == 1 and "no study 'nope'" in bad.output and "it holds: kept, retired" in bad.output
+
+
+def test_prune_stale_moves_only_the_stale_test_records_of_the_named_configurations(tmp_path):
+    stale, current, trial = _record(seed=0), _record(seed=1), _record(seed=0, split="val")
+    for r in (stale, trial):
+        r["numerics"]["version"] = NUMERICS_VERSION - 1
+    paths = [write_record(r, tmp_path) for r in (stale, current, trial)]
+    run = lambda *a: CliRunner().invoke(main, ["records", "prune", "--results-dir", str(tmp_path), *a])  # noqa: E731
+
+    out = run("--stale", stale["config_key"], "--stale", "feedfacecafe")
+    assert out.exit_code == 1 and "no stale test record of configuration 'feedfacecafe'" in out.output
+    assert all(p.exists() for p in paths)  # a typo retires nothing
+    out = run("--stale", current["config_key"], "--study", "x")
+    assert out.exit_code == 1 and "give one or the other" in out.output
+    out = run("--stale", stale["config_key"])
+    assert out.exit_code == 0 and "1 record(s) moved" in out.output
+    assert not paths[0].exists() and (tmp_path / "pruned" / "stale" / paths[0].name).is_file()
+    assert paths[1].exists() and paths[2].exists()  # a current record, a validation trial: kept

@@ -122,15 +122,24 @@ def records_remake(ctx, dataset, split, results_dir):
 @click.option("--study", "studies", multiple=True, metavar="NAME",
               help="Retire this study's tuned rows (repeatable); default: those of studies no longer in --storage.")
 @click.option("--storage", default=None, help="The studies' Optuna storage (default: sqlite:///RESULTS_DIR/tuning.db).")
+@click.option("--stale", "stale_keys", multiple=True, metavar="KEY",
+               help="Retire the stale records (an earlier numerics version's) of this configuration key "
+                    "(the boards' CSV column config_key; repeatable) to DIR/pruned/stale/, instead of studies.")
 @click.option("--dry-run", is_flag=True, help="Say what would move; move nothing.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-def records_prune(studies, storage, dry_run, results_dir):
+def records_prune(studies, storage, stale_keys, dry_run, results_dir):
     """Move the test records of retired or deleted tuning studies' picks from DIR/runs/ to
-    DIR/pruned/<study>/ (kept, off the boards); then rebuild the boards with `pmlbal leaderboard`."""
-    from ..prune import prune
+    DIR/pruned/<study>/, or with --stale a configuration's stale records to DIR/pruned/stale/ (kept, off
+    the boards); then rebuild the boards with `pmlbal leaderboard`."""
+    from ..prune import prune, prune_stale
 
+    if stale_keys and (studies or storage):
+        fail(click.UsageError("--stale retires stale records, --study/--storage a study's: give one or the other"))
     try:
-        moved = prune(results_dir, storage or f"sqlite:///{results_dir}/tuning.db", studies, dry_run, log=click.echo)
+        if stale_keys:
+            moved = prune_stale(results_dir, stale_keys, dry_run, log=click.echo)
+        else:
+            moved = prune(results_dir, storage or f"sqlite:///{results_dir}/tuning.db", studies, dry_run, log=click.echo)
     except user_errors() as err:
         fail(err)
     click.echo(f"{len(moved)} record(s) {'would move' if dry_run else 'moved'}")
