@@ -1,4 +1,9 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file under the final name."""
+"""Atomic file writes: a crash or a full disk never leaves a half-written file under the final name.
+
+Temporary files are named `.<name>.[<random>.]<pid>.tmp` beside their target, so the leftovers of a
+killed process can be told from a live writer's (`pmlbal.procs.remove_dead_temporaries`), and a
+finished file gets the mode an ordinary `open` would give it (0666 less the umask), not mkstemp's 0600:
+other users of a shared results folder can read the records and boards."""
 
 from __future__ import annotations
 
@@ -9,12 +14,23 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+#: The mode `open` gives a new file in this process.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write` on a temp file in `path`'s folder, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

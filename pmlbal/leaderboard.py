@@ -246,6 +246,9 @@ def fill_board_markers(text: str, records: list[dict[str, Any]], results_dir: st
 def write_board_markers(paths: Iterable[str | Path], results_dir: str | Path = "results",
                         warn: Callable[[str], None] = print) -> list[Path]:
     """Fill the board markers of each file in `paths` (atomically); the files that changed."""
+    paths = list(paths)
+    if not paths:  # nothing to fill: no second pass over the records (and no second warning per bad one)
+        return []
     records = list(iter_records(results_dir, on_error=lambda msg: warn(f"skipped {msg}")))
     changed = []
     for path in map(Path, paths):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,3 +37,19 @@ def owner_alive(owner: str) -> bool:
     if not sep or not host or not pid.isdigit():
         return False
     return host != socket.gethostname() or pid_alive(int(pid))
+
+
+def remove_dead_temporaries(folder: str | Path, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete the temporary files matching `pattern` in `folder` whose writer, a process of this host
+    named in the file (`.<name>.[...].<pid>.tmp`, as `pmlbal.files` names them), is gone: what a kill
+    during a write leaves (a checkpoint's can be 60 MB, an image cache's gigabytes). Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(pattern):
+        pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:  # another process cleaned it first
+                pass
+    return removed

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from .config import BOOKKEEPING, TrainConfig, identity
 from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
-from .procs import owner_alive, owner_id
+from .procs import owner_alive, owner_id, remove_dead_temporaries
 
 SCHEMA_VERSION = 1
 #: What a training run computes, as a number. Bump it in the change that moves any run's metrics
@@ -85,6 +85,8 @@ def write_record(record: dict[str, Any], results_dir: str | Path, folder: str = 
     temp folder and raise an OSError naming both places (hours of training are not lost to a full disk)."""
     path = Path(results_dir) / folder / record_name(record)
     text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable)
+    if path.parent.is_dir():  # what processes killed while writing a record left here
+        remove_dead_temporaries(path.parent, ".*.json.*.tmp")
     try:
         atomic_write_text(path, text)
     except OSError as err:
@@ -258,7 +260,41 @@ def read_record(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise RecordError(f"{path}: missing field(s) {', '.join(missing)}")
+    problem = _type_problem(record)
+    if problem:
+        raise RecordError(f"{path}: {problem}")
     return record
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with the types of the fields every reader relies on (the boards, the tuner, look-ups),
+    or None: a record that passes is read without a TypeError anywhere."""
+    for key in ("run_id", "config_key", "command"):
+        if not isinstance(record[key], str):
+            return f"{key} must be a string, got {record[key]!r}"
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+        return f"seed must be an integer, got {record['seed']!r}"
+    cfg = record["config"]
+    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), str) for k in ("dataset", "loss")):
+        return "config must be a mapping with a dataset and a loss name"
+    if not isinstance(cfg.get("loss_kwargs", {}), dict):
+        return f"config.loss_kwargs must be a mapping, got {cfg['loss_kwargs']!r}"
+    for section in ("final", "initial", "pixels"):
+        values = record.get(section)
+        if values is None and section != "final":
+            continue
+        if not isinstance(values, dict):
+            return f"{section} must be a mapping of metric names to numbers, got {values!r}"
+        bad = next((k for k, v in values.items() if not _is_number(v)), None)
+        if bad is not None:
+            return f"{section}.{bad} must be a number, got {values[bad]!r}"
+    if not isinstance(record.get("epochs", []), list):
+        return "epochs must be a list"
+    return None
 
 
 def iter_records(results_dir: str | Path, on_error=None):

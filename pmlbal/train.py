@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +31,7 @@ from .config import (DATASET_DEFAULTS, EVAL_ON, FIELD_ROLES, IDENTITY_NEUTRAL, L
 from .devices import DEVICE_HELP, check_device, distributed_context, pick_device  # noqa: F401
 from .evaluation import MetricsError, check_retrievable, embed, evaluate  # noqa: F401
 from .loop import DivergedError, epoch_line, train_epoch, train_step  # noqa: F401
+from .procs import remove_dead_temporaries
 from .provenance import failure_record, run_record
 from .records import (best_epoch, check_writable, run_key, find_existing, find_failed, replace_record, run_lock,
                       write_record)
@@ -53,7 +55,7 @@ def train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = None, *
     loss's own parameters), sees the whole global batch; rank 0 evaluates and writes the record
     and returns it, the other ranks return None.
 
-    A single-process run saves a checkpoint at the end of every epoch but the last
+    A single-process run saves a checkpoint at the end of every epoch, the last included
     (`pmlbal.resume.checkpoint_path`) and removes it once the record is written; with `resume` a run
     whose checkpoint exists continues after the checkpoint's epoch and ends with the record an
     uninterrupted run would have written (timing fields aside). `tensorboard`: also log the loss and
@@ -144,6 +146,8 @@ def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None]
     cfg = run.cfg
     if resume and ckpt is None and log and run.rank == 0:
         log("no resuming under torchrun (checkpoints are single-process): the run starts from epoch 1")
+    if ckpt is not None:  # what a process killed while writing this run's checkpoint left
+        remove_dead_temporaries(ckpt.parent, f".{ckpt.name}.*.tmp")
     if resume and ckpt is not None and ckpt.exists():
         done = load_run_state(ckpt, run)
         if log:
@@ -156,7 +160,7 @@ def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None]
 
 def _train_epochs(run: Run, done: Progress, bar, ckpt: Path | None, board, on_epoch: Callable[[dict], None] | None,
                   t_start: float, steps_per_epoch: int) -> None:
-    """The epochs after `done.epoch`, each recorded in `done` (and checkpointed but the last); a
+    """The epochs after `done.epoch`, each recorded in `done` (and checkpointed); a
     divergence is recorded under failed/ and raised again with the record's path."""
     cfg = run.cfg
     try:
@@ -174,8 +178,9 @@ def _train_epochs(run: Run, done: Progress, bar, ckpt: Path | None, board, on_ep
                 sys.stdout.flush()  # a pipe or file is block-buffered: the line must arrive now
             if board is not None and run.rank == 0:
                 board.epoch(entry, epoch_steps, first_step=(epoch - 1) * steps_per_epoch)
-            if ckpt is not None and epoch != cfg.epochs:  # after the last one the record follows at once
-                _checkpoint(ckpt, run, done, done.elapsed + time.perf_counter() - t_start)
+            if ckpt is not None:  # the last one too: a kill during the final evaluation keeps the epochs
+                _checkpoint(ckpt, run, done, done.elapsed + time.perf_counter() - t_start,
+                            optional=epoch == cfg.epochs)
             if on_epoch:
                 on_epoch(entry)
     except DivergedError as err:
@@ -259,12 +264,18 @@ def _store(record: dict[str, Any], results_dir: str) -> dict[str, Any]:
     return record
 
 
-def _checkpoint(path: Path, run: Run, done: Progress, elapsed: float) -> None:
+def _checkpoint(path: Path, run: Run, done: Progress, elapsed: float, optional: bool = False) -> None:
     """The epoch checkpoint; if it cannot be written, the epochs so far go to an interrupted/ record
-    (or, when the disk refuses that too, to the system's temp folder) and the run stops in one line."""
+    (or, when the disk refuses that too, to the system's temp folder) and the run stops in one line.
+    An `optional` one (after the last epoch, where only the evaluation and an 8 KB record are left)
+    that cannot be written is skipped with a warning: the run goes on to its record."""
     try:
         save_run_state(path, run, done, elapsed)
     except CheckpointWriteError as err:
+        if optional:
+            path.unlink(missing_ok=True)  # an earlier epoch's state must not pass for the last one's
+            warnings.warn(f"{err}; evaluating without it", RuntimeWarning, stacklevel=2)
+            return
         try:
             record = write_record(failure_record(run, err, done.epochs, elapsed, status="interrupted"),
                                   run.cfg.results_dir, folder="interrupted")

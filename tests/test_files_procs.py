@@ -49,3 +49,26 @@ def test_owner_format_and_liveness():
     assert owner_alive("another-host:1")  # cannot be checked from here: trusted
     for broken in ("", "host", f"{socket.gethostname()} {os.getpid()}", "host:", ":12"):
         assert not owner_alive(broken), broken
+
+
+def test_written_files_get_an_ordinary_files_mode_not_mkstemps_0600(tmp_path):
+    """Records and boards in a shared results folder are readable by its other users."""
+    import pmlbal.files as files
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "board.md", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "board.md").stat().st_mode & 0o777 == files.FILE_MODE == 0o666 & ~old
+
+
+def test_only_dead_writers_temporaries_are_removed(tmp_path):
+    from pmlbal.procs import remove_dead_temporaries
+
+    dead, mine = tmp_path / f".r.json.x1.{dead_pid()}.tmp", tmp_path / f".r.json.x2.{os.getpid()}.tmp"
+    odd = tmp_path / ".r.json.notapid.tmp"
+    for f in (dead, mine, odd):
+        f.write_text("partial")
+    assert remove_dead_temporaries(tmp_path, ".*.json.*.tmp") == [dead]
+    assert mine.exists() and odd.exists()

@@ -372,3 +372,26 @@ def test_a_row_whose_first_seed_is_not_zero_names_its_seed_once(tmp_path):
     board = (tmp_path / "digits.md").read_text()
     assert "`pmlbal train --dataset digits --loss BalancedNTXentLoss --batch-size 50 --seed S`" in board
     assert "--seed 1" not in board
+
+
+def test_a_record_with_a_wrong_typed_field_is_skipped_once_by_name_and_the_boards_are_written(tmp_path):
+    from click.testing import CliRunner
+
+    from pmlbal.cli import main
+
+    write_record(fake_record(), tmp_path)
+    bad = {"string.json": {"map_at_r": "0.99", "recall@1": 0.5}, "null.json": None}
+    for name, final in bad.items():
+        record = fake_record(seed=5)
+        record["final"] = final
+        (tmp_path / "runs" / name).write_text(json.dumps(record))
+    seedless = fake_record(seed=6)
+    seedless["seed"] = "6"
+    (tmp_path / "runs" / "seed.json").write_text(json.dumps(seedless))
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path), "--no-plots"])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "digits.md").is_file()
+    for name, what in (("string.json", "final.map_at_r must be a number"), ("null.json", "final must be a mapping"),
+                       ("seed.json", "seed must be an integer")):
+        lines = [line for line in out.output.splitlines() if name in line]
+        assert len(lines) == 1 and what in lines[0], out.output  # named once, with the field

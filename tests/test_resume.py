@@ -228,3 +228,45 @@ def test_osgd_run_resumes_with_its_saved_embeddings(tmp_path, cache):
     resumed = train(part, resume=True)
     assert resumed["config"]["sampler"] == "osgd" and "--sampler osgd" in resumed["command"]
     assert_same_record(whole, resumed)
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_final_evaluation_keeps_every_epoch_and_dead_writers_temp_files_go(tmp_path, cache):
+    cfg = TrainConfig(**{**SMALL, "epochs": 2}, results_dir=str(tmp_path / "whole"), cache_dir=cache)
+    whole = train(cfg)
+    part = replace(cfg, results_dir=str(tmp_path / "part"))
+    with pytest.raises(Killed):  # on_epoch runs after the last epoch's checkpoint, where the evaluation starts
+        train(part, on_epoch=_die_after(2))
+    ckpt = checkpoint_path(part.resolved())
+    assert ckpt.is_file()
+    # What a kill at the checkpoint's and the record's rename leaves: temp files of a process now gone.
+    dead = 2**22 + 12345  # above the default pid_max of 2^22: no process has it
+    leftovers = [ckpt.with_name(f".{ckpt.name}.{dead}.tmp"), ckpt.with_name(f".x.json.abc123.{dead}.tmp")]
+    live = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")  # this process's own: never touched
+    for f in (*leftovers, live):
+        f.write_bytes(b"partial")
+    epochs = []
+    resumed = train(part, resume=True, on_epoch=lambda e: epochs.append(e["epoch"]))
+    assert epochs == [] and not ckpt.exists()  # nothing trained again: straight to the evaluation
+    assert_same_record(whole, resumed)
+    assert not any(f.exists() for f in leftovers) and live.exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_last_epochs_checkpoint_still_writes_the_record(tmp_path, cache, monkeypatch):
+    import pmlbal.resume as resume
+
+    real_save, calls = resume.torch.save, []
+
+    def full_disk_at_the_last(state, f):
+        calls.append(1)
+        if state["progress"]["epoch"] == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        real_save(state, f)
+
+    monkeypatch.setattr(resume.torch, "save", full_disk_at_the_last)
+    cfg = TrainConfig(**{**SMALL, "epochs": 2}, results_dir=str(tmp_path), cache_dir=cache)
+    with pytest.warns(RuntimeWarning, match="cannot write the run checkpoint .*evaluating without it"):
+        record = train(cfg)
+    assert len(calls) == 2 and Path(record["path"]).is_file() and [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert not checkpoint_path(cfg.resolved()).exists() and not list((tmp_path / "runs").glob(".*.tmp"))

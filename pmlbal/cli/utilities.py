@@ -23,11 +23,17 @@ def leaderboard(dataset, results_dir, seeds, no_plots, docs):
     from ..leaderboard import write_board_markers, write_leaderboards
     from ..records import check_writable, iter_records
 
+    said: set[str] = set()
+
+    def warn(message: str) -> None:  # the boards and the docs' tables read the records apart: say each once
+        if message not in said:
+            said.add(message)
+            click.echo(message, err=True)
+
     try:
         check_writable(results_dir, create=False)  # before reading hundreds of records
-        boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots,
-                                    warn=lambda m: click.echo(m, err=True))
-        for path in write_board_markers(docs, results_dir, warn=lambda m: click.echo(m, err=True)):
+        boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots, warn=warn)
+        for path in write_board_markers(docs, results_dir, warn=warn):
             click.echo(f"updated the board tables of {path}", err=True)
     except (OSError, ValueError) as err:
         fail(err)

@@ -71,18 +71,9 @@ def boxes_path(images: Path) -> Path:
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the `.<name>.npy.<pid>.tmp` files of processes of this host that are gone (killed
     while writing a cache: each can be gigabytes); returns what was removed."""
-    from ..procs import pid_alive
+    from ..procs import remove_dead_temporaries
 
-    removed = []
-    for tmp in folder.glob(".*.npy.*.tmp"):
-        pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            try:
-                tmp.unlink()
-                removed.append(tmp)
-            except FileNotFoundError:
-                pass
-    return removed
+    return remove_dead_temporaries(folder, ".*.npy.*.tmp")
 
 
 def load_or_build(
