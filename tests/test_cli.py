@@ -233,3 +233,24 @@ def test_license_matches_pyproject_and_changelog_exists():
     assert 'license = "MIT"' in (root / "pyproject.toml").read_text()
     assert (root / "LICENSE").read_text().startswith("MIT License")
     assert "## [Unreleased]" in (root / "CHANGELOG.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "-x", "a b"])
+def test_a_study_name_that_could_leave_the_results_folder_is_refused_before_anything_is_written(tmp_path, name):
+    for args in (["tune", "--show"], ["tune-worker", "--storage", f"sqlite:///{tmp_path}/t.db"]):
+        out = CliRunner().invoke(main, [*args, "--study", name, "--results-dir", str(tmp_path)])
+        assert out.exit_code == 2 and "a study name is also a file name" in out.output, out.output
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / "x").exists()
+
+
+def test_a_worker_heartbeat_longer_than_half_the_coordinators_grace_is_refused(tmp_path):
+    import optuna
+
+    from pmlbal.tune.workers import GRACE
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize")
+    study.set_user_attr(GRACE, 20.0)
+    out = CliRunner().invoke(main, ["tune-worker", "--storage", url, "--study", "s", "--heartbeat", "30",
+                                    "--results-dir", str(tmp_path)])
+    assert out.exit_code == 1 and "declares a trial lost after 20 s" in out.output and "at most 10" in out.output

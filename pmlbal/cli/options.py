@@ -6,6 +6,7 @@ Only light modules are imported here (the registry, the data sets' names, the pr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -175,3 +176,15 @@ def without(*names: str):
         return f
 
     return decorator
+
+
+#: A study name is also a file name (its plot, its workers' logs): letters, digits and . _ + = - only.
+STUDY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def check_study_name(ctx, param, value):
+    """Click callback: refuse a study name that could leave --results-dir in a path (`../x`, `a/b`)."""
+    if value is not None and (not STUDY_NAME_RE.fullmatch(value) or ".." in value):
+        raise click.BadParameter(f"{value!r}: a study name is also a file name; use letters, digits and . _ + = - "
+                                 "(no '/' or '..')")
+    return value

@@ -8,7 +8,8 @@ import click
 
 from .configs import base_config
 from .errors import fail, interrupted, user_errors
-from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, default_storage, train_options, without
+from .options import (LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, check_study_name,
+                      default_storage, train_options, without)
 
 
 @click.command()
@@ -24,7 +25,7 @@ from .options import LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_op
 @click.option("--storage", default=None,
               help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several "
                    "machines); default sqlite:///RESULTS_DIR/tuning.db.")
-@click.option("--study", "study_name", default=None, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
+@click.option("--study", "study_name", default=None, callback=check_study_name, help="Study name (default: DATASET-LOSS-SEARCH); resumed if it exists.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--space", multiple=True, metavar="NAME=LOW:HIGH", help="Override a coordinate's range (repeatable).")
 @click.option("--x0", "x0_items", multiple=True, metavar="NAME=VALUE",
@@ -149,14 +150,17 @@ def _show_study(storage, name: str, results_dir: str) -> None:
 
 @click.command("tune-worker")
 @click.option("--storage", required=True, help="The study's storage URL (as given to `pmlbal tune`).")
-@click.option("--study", "study_name", required=True, help="The study to work for.")
+@click.option("--study", "study_name", required=True, callback=check_study_name, help="The study to work for.")
 @click.option("--device", default=None, callback=check_device_option, help="Override the study's device (e.g. cuda:1).")
 @click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--heartbeat", type=POSITIVE_FLOAT, default=30.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--heartbeat", type=POSITIVE_FLOAT, default=None,
+              help="Seconds between heartbeats (default: a quarter of the coordinator's --grace, at most 30).")
 @click.option("--idle-timeout", type=POSITIVE_FLOAT, default=None,
               help="Leave after this many seconds with nothing queued (default: wait for the search to end).")
-def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, idle_timeout):
+@click.option("--coordinator", default=None, metavar="HOST:PID",
+              help="Leave when this process (the `pmlbal tune` that started the worker) is gone.")
+def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, idle_timeout, coordinator):
     """Claim a study's queued trials, train each and report, until the search is done."""
     import os
 
@@ -165,7 +169,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
     from ..tune import open_storage
     from ..tune.budget import sampling_budget, spec_trials
     from ..tune.run import dims_of, load_spec, make_sampler, objective_from_spec
-    from ..tune.workers import work
+    from ..tune.workers import GRACE, heartbeat_for, work
 
     try:
         store = open_storage(storage)
@@ -173,6 +177,10 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
             study = optuna.load_study(study_name=study_name, storage=store)
         except KeyError:
             raise ValueError(f"no study {study_name!r} in {storage}; start it with `pmlbal tune --workers 0`")
+        grace = float(study.user_attrs.get(GRACE, 120.0))
+        if heartbeat is not None and heartbeat > grace / 2:
+            raise ValueError(f"--heartbeat {heartbeat:g} s: the coordinator declares a trial lost after {grace:g} s "
+                             f"without one; give at most {grace / 2:g} (default {heartbeat_for(grace):g})")
         spec = load_spec(study)
         if spec["search"] != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
             study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid())
@@ -182,7 +190,8 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
         objective = objective_from_spec(spec, **overrides)
     except user_errors() as err:
         fail(err)
-    n = work(study, objective, heartbeat=heartbeat, sample_new=spec["search"] != "cd",
+    n = work(study, objective, heartbeat=heartbeat_for(grace) if heartbeat is None else heartbeat,
+             coordinator=coordinator, sample_new=spec["search"] != "cd",
              budget=sampling_budget(spec_trials(spec), spec.get("confirm", False), spec["search"]),
              total=spec_trials(spec), idle_timeout=idle_timeout, log=click.echo)
     click.echo(f"worker done: {n} trials run")

@@ -28,7 +28,7 @@ from .spaces import final_samples_per_class, grid_values, suggest
 from .spec import config_for, dims_of, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
 from .trials import FAILED_FOR_GOOD, RUN, trials_as_results
-from .workers import STATE, Heartbeat, StaleMonitor, coordinate
+from .workers import GRACE, STATE, Heartbeat, StaleMonitor, coordinate, heartbeat_for
 
 __all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "confirm_next", "dims_of",
            "final_config", "find_tuned", "load_spec", "make_sampler", "make_spec", "objective_from_spec",
@@ -118,7 +118,7 @@ def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int, x0: Mapp
 
 def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, budget: int, storage: Any,
                study_name: str, seed: int = 0, direction: str = "maximize", *, spec: Mapping[str, Any] | None = None,
-               local: bool = True, heartbeat: float = 30.0, grace: float = 120.0, poll: float = 1.0,
+               local: bool = True, heartbeat: float | None = None, grace: float = 120.0, poll: float = 1.0,
                confirm: bool = False, progress: Callable[[optuna.Study], None] | None = None,
                log: Callable[[str], None] = lambda s: None) -> optuna.Study:
     """Create or resume `study_name` and spend `budget` trials on it.
@@ -139,6 +139,8 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
     s = dict(spec or {})
     study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget, s))
     study.set_user_attr("search", search)
+    study.set_user_attr(GRACE, grace)  # workers started by hand beat to it (`heartbeat_for`)
+    heartbeat = heartbeat_for(grace) if heartbeat is None else heartbeat
     x0, noise = s.get("x0"), float(s.get("noise") or 0.0)
     if search == "cd":
         coordinate(study, dims, x0=x0, tol=float(s.get("tol") or 0.0), budget=budget, order=[d.name for d in dims],

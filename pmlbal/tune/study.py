@@ -83,7 +83,7 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
 
             return run_ray_search(val, loss, dims, spec, store, name, trials, cpus_per_trial=cpus_per_trial,
                                   gpus_per_trial=gpus_per_trial, address=address, progress=update, log=say)
-        procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir) \
+        procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir, grace) \
             if workers > 1 else []
         try:
             return run_search(training_objective(val, loss, dims, metric) if workers == 1 else None, dims, search,

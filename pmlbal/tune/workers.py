@@ -10,12 +10,19 @@ Liveness: a worker writes a heartbeat into its running trial's system attributes
 own heartbeat exists only for RDB storages; this one works on journal files too, and staleness
 is judged by the coordinator's clock (a heartbeat that has not changed for `grace` seconds),
 so clocks of different machines need not agree. A stale trial is marked failed; the search then
-asks for its point again (one retry), exactly as for a trial that raised.
+asks for its point again (one retry), exactly as for a trial that raised. The heartbeat interval
+follows from the grace (`heartbeat_for`: four beats a grace period), so the two cannot disagree, and
+a retry whose run another live worker is still training waits for that run's record.
+
+Workers that a coordinator started watch it (`--coordinator HOST:PID`): when it is gone (killed), they
+stop within a heartbeat, failing the trial they hold so a later run of the search retries it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 import traceback
@@ -26,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..procs import owner_alive, owner_id
+from ..records import RunLockedError
 from . import store
 from .coordinate_descent import CoordinateDescent
 from .dims import Dim, point_key
@@ -35,6 +43,17 @@ from .trials import LOST, ORPHAN, RUN, Decision, trial_point, trial_run
 HEARTBEAT = "pmlbal:heartbeat"
 OWNER = "pmlbal:worker"
 STATE = "pmlbal:state"  # study user attribute: "running" or "done"
+GRACE = "pmlbal:grace"  # study user attribute: the coordinator's grace, from which workers' heartbeat follows
+
+#: The longest heartbeat interval, in seconds, and beats per grace period.
+MAX_HEARTBEAT, BEATS_PER_GRACE = 30.0, 4
+
+
+def heartbeat_for(grace: float) -> float:
+    """The heartbeat interval under a coordinator that declares a trial lost after `grace` seconds
+    without one: BEATS_PER_GRACE beats a grace period, at most MAX_HEARTBEAT seconds apart."""
+    return min(MAX_HEARTBEAT, grace / BEATS_PER_GRACE)
+
 
 def worker_name() -> str:
     """The owner of the trials this process runs ("host:pid", `pmlbal.procs.owner_id`)."""
@@ -44,8 +63,11 @@ def worker_name() -> str:
 class Heartbeat:
     """Context manager: writes a fresh value to the trial's heartbeat attribute every `interval` s."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial | FrozenTrial, interval: float) -> None:
-        self.study, self.trial, self.interval = study, trial, interval
+    def __init__(self, study: optuna.Study, trial: optuna.Trial | FrozenTrial, interval: float,
+                 watch: Callable[[], bool] | None = None) -> None:
+        """`watch`: checked at every beat; when it turns False (the coordinator is gone) the main thread
+        gets a KeyboardInterrupt and the beats stop."""
+        self.study, self.trial, self.interval, self.watch = study, trial, interval, watch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -54,6 +76,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.watch is not None and not self.watch():
+                # A real SIGINT (not _thread.interrupt_main): it also cuts short a blocking call.
+                os.kill(os.getpid(), signal.SIGINT)
+                return
             try:
                 self.beat()
             except Exception:  # a finished trial or a storage hiccup: the next beat retries
@@ -93,14 +119,17 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
-              heartbeat: float = 30.0, log: Callable[[str], None] = print) -> FrozenTrial:
+              heartbeat: float = 30.0, log: Callable[[str], None] = print,
+              watch: Callable[[], bool] | None = None, poll: float = 5.0) -> FrozenTrial:
     """Run a claimed trial under a heartbeat and report it; an exception fails it with its error.
 
-    Ctrl-C also fails the trial (so it is retried) and is then re-raised.
+    A run that another live process is training (`RunLockedError`: this trial is the retry of one
+    declared lost whose worker still trains) is waited for, `poll` seconds at a time, and its record
+    read back. Ctrl-C (or `watch` turning False) fails the trial (so it is retried) and is re-raised.
     """
-    with Heartbeat(study, trial, heartbeat):
+    with Heartbeat(study, trial, heartbeat, watch):
         try:
-            value = objective(trial)
+            value = _wait_out_locks(objective, trial, poll, log)
         except KeyboardInterrupt:
             _tell_failed(study, trial, "interrupted")
             raise
@@ -113,6 +142,19 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         # The coordinator gave this trial up for lost (no heartbeat) and queued it again.
         log(f"trial {trial.number} finished after it was declared lost; its retry stands")
         return store.get_trial(study, trial)
+
+
+def _wait_out_locks(objective: Callable[[optuna.Trial], float], trial: optuna.Trial, poll: float,
+                    log: Callable[[str], None]) -> float:
+    said = False
+    while True:
+        try:
+            return objective(trial)
+        except RunLockedError as err:
+            if not said:
+                log(f"trial {trial.number}: {err}; waiting for that run's record")
+                said = True
+            time.sleep(poll)
 
 
 def _tell_failed(study, trial, error: str, tb: str | None = None) -> FrozenTrial:
@@ -131,7 +173,7 @@ def study_state(study: optuna.Study) -> str:
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, poll: float = 1.0,
          heartbeat: float = 30.0, sample_new: bool = False, budget: int | None = None, total: int | None = None,
-         max_trials: int | None = None, idle_timeout: float | None = None,
+         max_trials: int | None = None, idle_timeout: float | None = None, coordinator: str | None = None,
          log: Callable[[str], None] = print) -> int:
     """Worker loop: claim queued trials and run them until the study is done; returns trials run.
 
@@ -139,10 +181,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, pol
     grid) while fewer than `budget` trials exist; leave once `total` (default `budget`) trials exist
     and all are finished, or the supervisor says "done" (with `--confirm` it queues the re-runs
     between the two). `idle_timeout`: give up after that many seconds with nothing to run (None:
-    wait for the coordinator's "done").
+    wait for the coordinator's "done"). `coordinator`: the "host:pid" of the process that started this
+    worker; once it is gone the worker leaves, within a poll when idle and within a heartbeat in a trial.
     """
     ran, idle_since = 0, time.monotonic()
+    alive = None if coordinator is None else (lambda: owner_alive(coordinator))
     while max_trials is None or ran < max_trials:
+        if alive is not None and not alive():
+            log(f"the coordinator {coordinator} is gone; worker exits")
+            break
         trial = claim_queued(study)
         if trial is None and sample_new and (budget is None or len(study.get_trials(deepcopy=False)) < budget):
             with _sqlite_claim_lock(study):  # ask() pops queued trials too
@@ -157,7 +204,13 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], *, pol
                 break
             time.sleep(poll)
             continue
-        frozen = run_trial(study, trial, objective, heartbeat, log)
+        try:
+            frozen = run_trial(study, trial, objective, heartbeat, log, watch=alive)
+        except KeyboardInterrupt:
+            if alive is None or alive():
+                raise
+            log(f"the coordinator {coordinator} is gone; trial {trial.number} failed for a retry; worker exits")
+            break
         log(f"trial {frozen.number} {frozen.state.name.lower()}: {frozen.params} -> {frozen.value}")
         ran += 1
         idle_since = time.monotonic()
@@ -254,9 +307,10 @@ def coordinate(study: optuna.Study, dims: Sequence[Dim], *, x0: Mapping[str, Any
 
 # -- worker processes ----------------------------------------------------------------------------
 def start_workers(storage: str, name: str, n: int, device: str, results_dir: str,
-                  cache_dir: str | None = None) -> list:
+                  cache_dir: str | None = None, grace: float = 120.0) -> list:
     """Start `n` `pmlbal tune-worker` processes for study `name`, one per GPU in turn when `device`
-    is auto or cuda and there are several; each logs to RESULTS_DIR/logs/NAME-workerI.log."""
+    is auto or cuda and there are several; each logs to RESULTS_DIR/logs/NAME-workerI.log, beats
+    `heartbeat_for(grace)` and watches this process (it leaves when this one is killed)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -273,7 +327,8 @@ def start_workers(storage: str, name: str, n: int, device: str, results_dir: str
     procs = []
     for i, dev in enumerate(devices):
         args = [sys.executable, "-m", "pmlbal.cli", "tune-worker", "--storage", storage, "--study", name,
-                "--device", dev, "--results-dir", results_dir]
+                "--device", dev, "--results-dir", results_dir, "--heartbeat", str(heartbeat_for(grace)),
+                "--coordinator", owner_id()]
         if cache_dir:
             args += ["--cache-dir", cache_dir]
         with open(log_dir / f"{name}-worker{i}.log", "ab") as out:

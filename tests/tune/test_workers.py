@@ -244,3 +244,84 @@ def test_random_search_spread_over_workers_stops_at_the_budget(tmp_path):
     assert all(p.exitcode == 0 for p in procs)
     assert 12 <= len(trials) <= 14 and all(t.state == TrialState.COMPLETE for t in trials)  # a race may add one per extra worker
     assert len({t.system_attrs[OWNER] for t in trials}) >= 2
+
+
+def test_the_heartbeat_follows_the_grace_so_a_live_worker_is_never_declared_lost():
+    from pmlbal.tune.workers import heartbeat_for
+
+    assert heartbeat_for(120.0) == 30.0 and heartbeat_for(20.0) == 5.0  # the --grace 20 of the fault trial
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"balance": 1.0})
+    trial = claim_queued(study)
+    grace = 0.4
+    monitor = StaleMonitor(grace=grace)
+
+    def slow(t):  # a trial several grace periods long, swept as a coordinator does
+        for _ in range(12):
+            assert monitor.sweep(study, log=lambda s: None) == []
+            time.sleep(grace / 4)
+        return 1.0
+
+    assert run_trial(study, trial, slow, heartbeat=heartbeat_for(grace), log=lambda s: None).state == TrialState.COMPLETE
+
+
+def test_a_retry_whose_run_another_live_worker_trains_waits_for_its_record():
+    from pmlbal.records import RunLockedError
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"balance": 1.0})
+    trial, calls, said = claim_queued(study), [], []
+
+    def locked_twice(t):
+        calls.append(1)
+        if len(calls) < 3:
+            raise RunLockedError("another process (host:1) is training this run")
+        return 0.5  # the other worker's record, read back
+
+    frozen = run_trial(study, trial, locked_twice, heartbeat=1.0, log=said.append, poll=0.01)
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 0.5 and len(calls) == 3
+    assert len(said) == 1 and "waiting for that run's record" in said[0]
+
+
+def _orphan_worker(url, name, coordinator, started):
+    study = optuna.load_study(study_name=name, storage=url)
+
+    def long_trial(trial):
+        open(started, "x").close()
+        time.sleep(60)  # far longer than the test waits
+        return 1.0
+
+    work(study, long_trial, poll=0.02, heartbeat=0.1, coordinator=coordinator, log=lambda s: None)
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "in-a-trial"])
+def test_a_worker_whose_coordinator_dies_leaves_within_its_heartbeat(tmp_path, busy):
+    url = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(study_name="o", storage=url, direction="maximize")
+    ctx = mp.get_context("fork")
+    coordinator = ctx.Process(target=time.sleep, args=(60,))
+    coordinator.start()
+    started = tmp_path / "started"
+    if busy:
+        study.enqueue_trial({"balance": 1.0})
+    owner = f"{__import__('socket').gethostname()}:{coordinator.pid}"
+    worker = ctx.Process(target=_orphan_worker, args=(url, "o", owner, str(started)))
+    worker.start()
+    try:
+        if busy:
+            deadline = time.monotonic() + 30
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert started.exists()
+        time.sleep(0.3)
+        assert worker.is_alive()  # the coordinator lives: the worker waits (or trains)
+        coordinator.kill()
+        coordinator.join()
+        worker.join(timeout=10)
+        assert worker.exitcode == 0
+    finally:
+        for p in (worker, coordinator):
+            if p.is_alive():
+                p.kill()
+    if busy:  # the trial it held is failed, so a later run of the search retries it
+        assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["error"] == "interrupted"
