@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 from .board_rows import (METRIC_LABELS, PIXELS, UNTRAINED, UNTRAINED_FIELDS, UNTRAINED_KEYS,  # noqa: F401
                          _sort_value, board_metrics, build_rows, loss_label, metric_label, pixel_rows, untrained_rows)
 from .cpu import summary
+from .metrics.collapse import COLLAPSE_MARGIN, COLLAPSE_RANK
 from .records import NUMERICS_VERSION, atomic_write_text, iter_records
 from .registry import dataset_spec
 
@@ -110,8 +111,22 @@ def _mixed_threads(rows: list[dict[str, Any]]) -> bool:
 
 
 def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
-    return "\n".join([f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
-                      *table_lines(rows, dataset, expected_seeds)]) + "\n"
+    ranked, collapsed = ranked_rows(rows), [r for r in rows if r.get("collapsed")]
+    lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
+             *table_lines(ranked, dataset, expected_seeds, cpu_letters(rows))]
+    if collapsed:
+        lines += ["", "## Collapsed runs", "",
+                  f"Configurations with a collapsed run (`pmlbal.metrics.collapse`: test embeddings of effective rank "
+                  f"below {COLLAPSE_RANK}, or the lead metric more than {100 * COLLAPSE_MARGIN:.0f} points below the "
+                  "untrained network's; each record states its verdict under `collapse`): failures, not results, so "
+                  "off the ranking above. *collapsed* counts the row's collapsed runs and gives the first one's reason.",
+                  "", *table_lines(collapsed, dataset, expected_seeds, cpu_letters(rows))]
+    return "\n".join(lines) + "\n"
+
+
+def ranked_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a board ranks: every row but those with a collapsed run."""
+    return [r for r in rows if not r.get("collapsed")]
 
 
 def table_lines(rows: list[dict[str, Any]], dataset: str, expected_seeds: int,
@@ -123,11 +138,14 @@ def table_lines(rows: list[dict[str, Any]], dataset: str, expected_seeds: int,
     threads_col = _mixed_threads(rows)
     letters = cpu_letters(rows) if letters is None else letters
     cpu_col = len(letters) > 1
+    collapsed_col = any(r.get("collapsed") for r in rows)
     lines = ["| # | loss | " + " | ".join(metric_label(m) for m in metrics) + (" | eff. rank" if rank_col else "")
+             + (" | collapsed" if collapsed_col else "")
              + (" | best epoch" if best_col else "")
              + " | seeds" + (" | threads" if threads_col else "") + (" | cpu" if cpu_col else "")
              + " | backbone | dim | batch | epochs | train s | command |",
-             "|---|---|" + "---|" * len(metrics) + ("---|" if rank_col else "") + ("---|" if best_col else "") + ("---|" if threads_col else "")
+             "|---|---|" + "---|" * len(metrics) + ("---|" if rank_col else "") + ("---|" if collapsed_col else "")
+             + ("---|" if best_col else "") + ("---|" if threads_col else "")
              + ("---|" if cpu_col else "") + "---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         # One run has no spread to report: "± 0.00" would claim one.
@@ -135,6 +153,9 @@ def table_lines(rows: list[dict[str, Any]], dataset: str, expected_seeds: int,
         if rank_col:
             rank = row.get("effective_rank")
             cells.append("–" if rank is None else f"{rank[0]:.1f}" + (f" ± {rank[1]:.1f}" if row["seeds"] > 1 else ""))
+        if collapsed_col:
+            n, why = row.get("collapsed") or (0, "")
+            cells.append(f"{n} of {row['seeds']}: {why}" if n else "–")
         if best_col:
             b = row.get("best")
             cells.append("–" if b is None else f"{100 * b[0]:.2f}" + (f" ± {100 * b[1]:.2f}" if len(b[2]) > 1 else "")
@@ -168,7 +189,7 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["loss", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "seeds", "backbone",
-                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command", "threads", "cpus", "stale"]
+                "embedding_dim", "batch_size", "epochs", "train_time_s", "config_key", "command", "threads", "cpus", "stale", "collapsed"]
                + ([f"best_recall@{k}_mean", f"best_recall@{k}_std", "best_epochs"] if best_col else []))
     for row in rows:
         b = row.get("best")
@@ -176,7 +197,7 @@ def render_csv(rows: list[dict[str, Any]], dataset: str) -> str:
                     row["embedding_dim"], "" if row["batch_size"] is None else row["batch_size"], row["epochs"],
                     f"{row['train_time_s']:.1f}", row["config_key"], row["command"],
                     " ".join(map(str, row.get("threads", ()))), " ".join(f or "?" for f in row.get("cpus", {})),
-                    int(bool(row.get("stale")))]
+                    int(bool(row.get("stale"))), (row.get("collapsed") or (0,))[0]]
                    + ([] if not best_col else ["", "", ""] if b is None
                       else [f"{b[0]:.6f}", f"{b[1]:.6f}", " ".join(map(str, b[2]))]))
     return buf.getvalue()
@@ -227,10 +248,11 @@ def fill_board_markers(text: str, records: list[dict[str, Any]], results_dir: st
 
     def excerpt(m: re.Match) -> str:
         ds, n = m["dataset"], int(m["n"])
-        rows = build_rows(records, ds)
+        every = build_rows(records, ds)
+        rows = ranked_rows(every)
         if not rows:
             raise ValueError(f"{doc}: a board:{ds} marker, but no {ds} test-split records under {results_dir}")
-        expected, letters = max(r["seeds"] for r in rows), cpu_letters(rows)
+        expected, letters = max(r["seeds"] for r in every), cpu_letters(every)
         link = Path(os.path.relpath(results_dir / f"{ds}.md", doc.parent)).as_posix()
         note = (f"The first {min(n, len(rows))} of {len(rows)} rows of [`{link}`]({link}), written there and here by "
                 f"`pmlbal leaderboard --docs {doc.name}` from the run records: values in %, mean ± sample s.d. over seeds"

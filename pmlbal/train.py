@@ -31,6 +31,7 @@ from .config import (DATASET_DEFAULTS, EVAL_ON, FIELD_ROLES, IDENTITY_NEUTRAL, L
 from .devices import DEVICE_HELP, check_device, distributed_context, pick_device  # noqa: F401
 from .evaluation import MetricsError, check_retrievable, embed, evaluate  # noqa: F401
 from .loop import DivergedError, epoch_line, train_epoch, train_step  # noqa: F401
+from .metrics.collapse import collapse_of
 from .procs import remove_dead_temporaries
 from .provenance import failure_record, run_record
 from .records import (best_epoch, check_writable, run_key, find_existing, find_failed, replace_record, run_lock,
@@ -256,7 +257,9 @@ def _train_folds(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None,
 
 def _store(record: dict[str, Any], results_dir: str) -> dict[str, Any]:
     """Write `record` as its configuration and seed's one record; add its "path" and, when it replaced
-    earlier records, their paths as "replaced" (returned to the caller, not written)."""
+    earlier records, their paths as "replaced" (returned to the caller, not written). The record carries
+    its collapse verdict (`pmlbal.metrics.collapse`): a collapsed run is a failure that keeps its metrics."""
+    record["collapse"] = collapse_of(record)
     path, replaced = replace_record(record, results_dir)
     record["path"] = str(path)
     if replaced:

@@ -254,3 +254,16 @@ def test_a_worker_heartbeat_longer_than_half_the_coordinators_grace_is_refused(t
     out = CliRunner().invoke(main, ["tune-worker", "--storage", url, "--study", "s", "--heartbeat", "30",
                                     "--results-dir", str(tmp_path)])
     assert out.exit_code == 1 and "declares a trial lost after 20 s" in out.output and "at most 10" in out.output
+
+
+def test_train_says_when_its_run_collapsed(tmp_path, monkeypatch):
+    import pmlbal.train
+
+    record = {"final": {"map_at_r": 0.177, "effective_rank": 1.04}, "path": str(tmp_path / "r.json"),
+              "collapse": {"reason": "effective rank 1.04 < 1.5 (the embeddings lie on about one line)"}}
+    monkeypatch.setattr(pmlbal.train, "train", lambda cfg, **kw: record)
+    out = CliRunner().invoke(main, ["train", "--dataset", "digits", "--lr", "3e3", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0 and "warning: this run collapsed: effective rank 1.04" in out.output
+    record["collapse"] = {"reason": None}
+    out = CliRunner().invoke(main, ["train", "--dataset", "digits", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0 and "collapsed" not in out.output

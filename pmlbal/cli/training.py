@@ -58,6 +58,10 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
     f = record["final"]
     click.echo(" ".join(f"{k}={v:.4f}" for k, v in f.items() if isinstance(v, float)))
     click.echo(f"record: {record['path']}")
+    why = (record.get("collapse") or {}).get("reason")
+    if why:
+        click.echo(f"warning: this run collapsed: {why}. Its record says so; the board lists it under "
+                   "'Collapsed runs', not in the ranking (a lower --lr usually helps).", err=True)
     for old in record.get("replaced", []):
         click.echo(f"replaced the earlier record of this configuration and seed: {old}")
     if record.get("model_path"):

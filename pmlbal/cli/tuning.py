@@ -97,6 +97,11 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
         raise click.ClickException(f"study {name!r}: no trial finished")
     click.echo(f"study {name}: {len(study.trials)} trials; pick: val {best.value:.4f} "
                f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}; {versus_defaults(best)}")
+    collapsed = next((t.user_attrs["collapsed"] for t in study.trials
+                      if t.number in best.trials and t.user_attrs.get("collapsed")), None)
+    if collapsed:  # not a configuration to train: say so and stop before the final run
+        raise click.ClickException(f"study {name}: the pick collapsed ({collapsed}); no configuration of this "
+                                   "study trains a usable embedding: narrow --space (e.g. the lr) and tune again")
     if final:
         try:
             record = retrain_best(study, storage, results_dir=kw["results_dir"], cache_dir=kw["cache_dir"],

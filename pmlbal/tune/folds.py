@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import TrainConfig
+from ..metrics.collapse import collapse_of
 
 
 def fold_configs(cfg: TrainConfig, run: int) -> list[TrainConfig]:
@@ -34,6 +35,8 @@ class FoldScore:
     values: tuple[float, ...]
     gains: tuple[float, ...]
     run_ids: tuple[str, ...]
+    #: Each fold run's collapse reason (`pmlbal.metrics.collapse`; None: not collapsed).
+    collapsed: tuple[str | None, ...] = ()
 
     @property
     def value(self) -> float:
@@ -46,15 +49,20 @@ class FoldScore:
 
     def attrs(self) -> dict[str, Any]:
         """What the trial stores beside its value (Optuna user attributes)."""
-        return {"run_id": self.run_ids[0], "fold_run_ids": list(self.run_ids), "fold_values": list(self.values),
-                "fold_spread": self.spread, "val_gain": float(np.mean(self.gains))}
+        attrs = {"run_id": self.run_ids[0], "fold_run_ids": list(self.run_ids), "fold_values": list(self.values),
+                 "fold_spread": self.spread, "val_gain": float(np.mean(self.gains))}
+        reason = next((r for r in self.collapsed if r), None)
+        if reason:  # the pick's report refuses to present a collapsed point as a result
+            attrs["collapsed"] = reason
+        return attrs
 
 
 def score_folds(records: Sequence[dict[str, Any]], metric: str) -> FoldScore:
     """The `FoldScore` of one trial's fold records (`metric` of their final evaluation)."""
     values = tuple(float(r["final"][metric]) for r in records)
     gains = tuple(v - float((r.get("initial") or {}).get(metric, float("nan"))) for v, r in zip(values, records))
-    return FoldScore(values, gains, tuple(str(r["run_id"]) for r in records))
+    collapsed = tuple((r.get("collapse") or collapse_of(r)).get("reason") for r in records)
+    return FoldScore(values, gains, tuple(str(r["run_id"]) for r in records), collapsed)
 
 
 def train_trial(cfg: TrainConfig, run: int, metric: str,
