@@ -155,7 +155,8 @@ def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None]
             log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}")
         return done
     if ckpt is not None and ckpt.exists() and log:
-        log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (resume continues it)")
+        log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (`pmlbal train` without "
+            "--fresh, or train(..., resume=True), continues it)")
     return Progress(initial=untrained_metrics(run, log) if run.rank == 0 else None)
 
 

@@ -267,3 +267,34 @@ def test_train_says_when_its_run_collapsed(tmp_path, monkeypatch):
     record["collapse"] = {"reason": None}
     out = CliRunner().invoke(main, ["train", "--dataset", "digits", "--results-dir", str(tmp_path)])
     assert out.exit_code == 0 and "collapsed" not in out.output
+
+
+def test_train_continues_an_interrupted_run_by_default_and_fresh_starts_again(tmp_path, monkeypatch):
+    import pmlbal.train
+
+    seen = []
+    monkeypatch.setattr(pmlbal.train, "train", lambda cfg, **kw: seen.append(kw["resume"]) or
+                        {"final": {}, "path": str(tmp_path / "r.json")})
+    for extra in ([], ["--fresh"], ["--resume"]):
+        out = CliRunner().invoke(main, ["train", "--results-dir", str(tmp_path), *extra])
+        assert out.exit_code == 0, out.output
+    assert seen == [True, False, True]
+    assert "nothing to resume" not in CliRunner().invoke(main, ["train", "--results-dir", str(tmp_path)]).output
+
+
+@pytest.mark.results_dir_guard
+def test_a_run_into_the_checkouts_committed_results_needs_the_folder_named(tmp_path, monkeypatch):
+    import pmlbal.train
+
+    checkout = tmp_path / "pmlbal-checkout"
+    for d in (".git", "pmlbal", "results/runs"):
+        (checkout / d).mkdir(parents=True)
+    (checkout / "pmlbal" / "__init__.py").write_text("")
+    monkeypatch.chdir(checkout)
+    monkeypatch.setattr(pmlbal.train, "train", lambda cfg, **kw: {"final": {}, "path": cfg.results_dir})
+    out = CliRunner().invoke(main, ["train"])
+    assert out.exit_code == 2 and "is pmlbal's committed results folder" in out.output
+    assert CliRunner().invoke(main, ["train", "--results-dir", "results"]).exit_code == 0  # named: allowed
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = CliRunner().invoke(main, ["train", "--results-dir=~/mine"])
+    assert out.exit_code == 0 and f"record: {tmp_path / 'mine'}" in out.output and not (checkout / "~").exists()

@@ -36,13 +36,13 @@ def test_interrupted_train_names_its_checkpoint_and_the_resume_command(tmp_path,
     monkeypatch.setattr(pmlbal.train, "train", interrupted_after_an_epoch)
     args = ["train", "--epochs", "3", "--loss", "NTXentLoss(temperature=0.1)", "--results-dir", str(tmp_path)]
     line = _interrupted_line(CliRunner().invoke(main, args))
-    command = f"pmlbal train --epochs 3 --loss 'NTXentLoss(temperature=0.1)' --results-dir {tmp_path} --resume"
-    assert line.endswith(f"to continue, run: {command}")
+    command = f"pmlbal train --epochs 3 --loss 'NTXentLoss(temperature=0.1)' --results-dir {tmp_path}"
+    assert line.endswith(f"to continue, run: {command}")  # train continues by default, as bench does
     if epoch_finished:
         assert f"the checkpoint of the last finished epoch is kept: {kept[0]};" in line
     else:
         assert "no epoch had finished, so no checkpoint is kept" in line
-    again = _interrupted_line(CliRunner().invoke(main, args + ["--resume"]))  # --resume is not named twice
+    again = _interrupted_line(CliRunner().invoke(main, args + ["--fresh"]))  # the same command, less --fresh
     assert again.endswith(f"to continue, run: {command}")
 
 

@@ -24,13 +24,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 ARGV = "pmlbal.argv"
 
 
-def interrupted(ctx: click.Context, kept: str, add: tuple[str, ...] = ()) -> None:
+def interrupted(ctx: click.Context, kept: str, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> None:
     """Ctrl-C: one line on stderr saying what the interrupted work kept and the command that continues
-    it (the arguments given, plus `add` where not given), then exit 130 (128 + SIGINT), as a shell does,
-    instead of click's bare "Aborted!"."""
+    it (the arguments given, less `drop`, plus `add` where not given), then exit 130 (128 + SIGINT), as a
+    shell does, instead of click's bare "Aborted!"."""
     import shlex
 
-    argv = list(ctx.meta.get(ARGV, ctx.command_path.split()[1:]))
+    argv = [a for a in ctx.meta.get(ARGV, ctx.command_path.split()[1:]) if a not in drop]
     argv += [a for a in add if a not in argv]
     click.echo(f"Interrupted: {kept}; to continue, run: {shlex.join(['pmlbal', *argv])}", err=True)
     ctx.exit(130)

@@ -6,6 +6,7 @@ Only light modules are imported here (the registry, the data sets' names, the pr
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -45,6 +46,32 @@ POSITIVE_FLOAT_OR_NONE = PositiveFloatOrNone()
 def default_storage(results_dir: str) -> str:
     """The tuning studies live with the run records they produced."""
     return f"sqlite:///{Path(results_dir, 'tuning.db')}"
+
+
+def expand_user(ctx, param, value):
+    """Callback: `~` expanded in a folder option (a shell leaves `--opt=~/x` alone, and a literal ./~ follows)."""
+    return os.path.expanduser(value) if isinstance(value, str) else value
+
+
+def check_results_dir(ctx, param, value):
+    """`--results-dir`'s callback: `~` expanded (a shell leaves `--results-dir=~/x` alone), and the default
+    refused inside pmlbal's own checkout, whose results/ holds the committed boards and records: a run
+    lands there only when asked for by name."""
+    from click.core import ParameterSource
+
+    value = os.path.expanduser(value)
+    if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT and is_checkout_results(value):
+        raise click.UsageError(f"{Path(value).resolve()} is pmlbal's committed results folder (this is its checkout): "
+                               "give --results-dir results to add this run to the committed boards, or another folder")
+    return value
+
+
+def is_checkout_results(path: str) -> bool:
+    """Whether `path` is the results/ folder of a git checkout of pmlbal itself."""
+    folder = Path(path).resolve()
+    root = folder.parent
+    return (folder.name == "results" and (folder / "runs").is_dir() and (root / ".git").exists()
+            and (root / "pmlbal" / "__init__.py").is_file())
 
 
 def check_device_option(ctx, param, value):
@@ -154,8 +181,10 @@ def _machine_options() -> list:
                      help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
         click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
-                     help="Run records go to DIR/runs/."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     callback=check_results_dir,
+                     help="Run records go to DIR/runs/ (in pmlbal's own checkout, give it: its results/ are the "
+                          "committed boards)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None, callback=expand_user,
                      help="Decoded-image cache (default ~/.cache/pmlbal or $PMLBAL_CACHE)."),
     ]
 

@@ -23,8 +23,9 @@ from .options import check_device_option, train_options
               help="YAML or JSON file with the keys of a record's `config`; flags given override it.")
 @click.option("--from-record", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Re-run the configuration of this run record (RESULTS_DIR/runs/*.json); flags given override it.")
-@click.option("--resume", is_flag=True,
-              help="Continue this configuration's interrupted run after its last finished epoch, if it has one.")
+@click.option("--resume/--fresh", default=True, show_default=True,
+              help="Continue this configuration's interrupted run after its last finished epoch, as bench does "
+                   "(--fresh: start again from epoch 1).")
 @click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
               help="Also log losses, loss terms, metrics and the configuration to TensorBoard under DIR "
                    "(pip install 'pmlbal[tensorboard]').")
@@ -41,7 +42,8 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
     cfg = None
     try:
         cfg = _train_config(ctx, loss, loss_arg, seed, save_model, config_file, from_record, kw)
-        if resume and int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun: train says why it cannot resume
+        if resume and ctx.get_parameter_source("resume").name == "COMMANDLINE" and \
+                int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun: train says why it cannot resume
             from ..resume import checkpoint_path
 
             if not checkpoint_path(cfg.resolved()).exists():  # e.g. a flag differs from the interrupted run's
@@ -69,8 +71,8 @@ def train(ctx, loss, loss_arg, seed, save_model, config_file, from_record, resum
 
 
 def _interrupted(ctx, cfg) -> None:
-    """Ctrl-C during `train`: the checkpoint of the last finished epoch (`pmlbal.resume`) stays where
-    `--resume` finds it."""
+    """Ctrl-C during `train`: the checkpoint of the last finished epoch (`pmlbal.resume`) stays where the
+    same command (without --fresh) finds it."""
     from ..resume import checkpoint_path
 
     path = checkpoint_path(cfg.resolved()) if cfg is not None else None
@@ -78,7 +80,7 @@ def _interrupted(ctx, cfg) -> None:
         kept = f"the checkpoint of the last finished epoch is kept: {path}"
     else:
         kept = "no epoch had finished, so no checkpoint is kept"
-    interrupted(ctx, kept, ("--resume",))
+    interrupted(ctx, kept, drop=("--fresh",))
 
 
 def _train_config(ctx, loss, loss_arg, seed, save_model, config_file, from_record, kw):

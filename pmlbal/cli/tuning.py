@@ -8,7 +8,7 @@ import click
 
 from .configs import base_config
 from .errors import fail, interrupted, user_errors
-from .options import (LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, check_study_name,
+from .options import (LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_option, check_study_name, expand_user,
                       default_storage, train_options, without)
 
 
@@ -157,8 +157,9 @@ def _show_study(storage, name: str, results_dir: str) -> None:
 @click.option("--storage", required=True, help="The study's storage URL (as given to `pmlbal tune`).")
 @click.option("--study", "study_name", required=True, callback=check_study_name, help="The study to work for.")
 @click.option("--device", default=None, callback=check_device_option, help="Override the study's device (e.g. cuda:1).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              callback=expand_user)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, callback=expand_user)
 @click.option("--heartbeat", type=POSITIVE_FLOAT, default=None,
               help="Seconds between heartbeats (default: a quarter of the coordinator's --grace, at most 30).")
 @click.option("--idle-timeout", type=POSITIVE_FLOAT, default=None,

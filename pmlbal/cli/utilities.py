@@ -8,12 +8,13 @@ import click
 
 from ..data import SPLITS
 from .errors import fail, interrupted, user_errors
-from .options import DATASET, POSITIVE_INT
+from .options import DATASET, POSITIVE_INT, expand_user
 
 
 @click.command()
 @click.option("--dataset", type=DATASET, default=None, help="Only this data set (default: every one with records).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              callback=expand_user)
 @click.option("--seeds", type=POSITIVE_INT, default=None, help="Seeds a complete row should have (rows with fewer are marked).")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
 @click.option("--docs", "docs", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -85,7 +86,8 @@ def records():
 
 
 @records.command("migrate")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              callback=expand_user)
 def records_migrate(results_dir):
     """Rename DIR/runs/ and DIR/failed/ records written before records were named by their key
     (<dataset>-<loss>-<config_key>-s<seed>-<id>.json), so that look-ups find them; run once."""
@@ -104,7 +106,8 @@ def records_migrate(results_dir):
 @click.option("--dataset", type=DATASET, default=None, help="Only this data set's records (default: every one).")
 @click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
               help="The runs evaluated on test (the boards' runs), or all of them, tuning trials included.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              callback=expand_user)
 @click.pass_context
 def records_remake(ctx, dataset, split, results_dir):
     """Re-train, with this code, every run whose records an earlier numerics version computed (stale), its
@@ -132,7 +135,8 @@ def records_remake(ctx, dataset, split, results_dir):
                help="Retire the stale records (an earlier numerics version's) of this configuration key "
                     "(the boards' CSV column config_key; repeatable) to DIR/pruned/stale/, instead of studies.")
 @click.option("--dry-run", is_flag=True, help="Say what would move; move nothing.")
-@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              callback=expand_user)
 def records_prune(studies, storage, stale_keys, dry_run, results_dir):
     """Move the test records of retired or deleted tuning studies' picks from DIR/runs/ to
     DIR/pruned/<study>/, or with --stale a configuration's stale records to DIR/pruned/stale/ (kept, off
