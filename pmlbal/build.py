@@ -123,11 +123,12 @@ def _held_out(train_set: Any, square: np.ndarray | None, mask: np.ndarray, cfg: 
     return ImageBank(square[mask], device), train_set.labels[mask]
 
 
-def build_run(config: TrainConfig, fold: int | None = None) -> Run:
+def build_run(config: TrainConfig, fold: int | None = None, log: Callable[[str], None] | None = None) -> Run:
     """Resolve `config`, set up the process (torchrun), data, model, loss, optimiser and batch
     source; with `fold`, on the train classes outside that cross-validation fold. Seeds the global
     torch generator (the model's initialisation): call it inside `torch.random.fork_rng` to keep
-    the caller's state, as `train` does."""
+    the caller's state, as `train` does. `log` hears of the image cache once the data set's layout
+    has been checked, before its decoding (minutes the first time)."""
     cfg = config.resolved()
     if cfg.cv_folds and fold is None or fold is not None and not 0 <= fold < cfg.cv_folds:
         raise ValueError(f"fold must be in 0..{cfg.cv_folds - 1} for cv_folds={cfg.cv_folds}, got {fold}")
@@ -137,7 +138,7 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
     # Rank 0 draws the augmentations a single process would; other ranks their own stream.
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
 
-    train_set, eval_set, train_bank, eval_bank, held_out = _load_data(cfg, device, fold)
+    train_set, eval_set, train_bank, eval_bank, held_out = _load_data(cfg, device, fold, log if rank == 0 else None)
     loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
     # A loss with parameters (Proxy-Anchor's proxies) draws them from a fork of the seeded generator,
     # so every loss of one seed starts from the same network: paired comparisons, one untrained row.
@@ -167,7 +168,8 @@ def build_run(config: TrainConfig, fold: int | None = None) -> Run:
                train_loss, opt, sched, batches, loss_labels, trunk, fold, held_out)
 
 
-def _load_data(cfg: TrainConfig, device: torch.device, fold: int | None) -> tuple[Any, Any, ImageBank, ImageBank, Any]:
+def _load_data(cfg: TrainConfig, device: torch.device, fold: int | None,
+               log: Callable[[str], None] | None = None) -> tuple[Any, Any, ImageBank, ImageBank, Any]:
     """The train and eval splits (of the run's validation fold, `data_splits`) and their decoded
     images (opened from the cache, or decoded into it first); with `fold`, the train split keeps
     only the classes outside that cross-validation fold, and the fifth value is the held-out
@@ -176,6 +178,9 @@ def _load_data(cfg: TrainConfig, device: torch.device, fold: int | None) -> tupl
     train_set = data_mod.create(cfg.dataset, cfg.root, train_split)
     eval_set = data_mod.create(cfg.dataset, cfg.root, eval_split)
     check_splits(train_set.labels, eval_set.labels, cfg)  # before any decoding or training
+    if log:  # a missing root or layout has been reported by now: the cache comes next
+        log(f"{cfg.dataset}: preparing the image cache ({train_split} and {eval_split} at {cfg.cache_size} px; "
+            "decoded once, then reused)")
     if cfg.cache_mode == "aspect":
         images, boxes = load_or_build_aspect(train_set, cfg.cache_size, cfg.cache_dir, progress=cfg.progress)
     else:

@@ -120,11 +120,7 @@ def _train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bo
 def _train_model(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None, resume: bool, board,
                  log: Callable[[str], None] | None) -> dict[str, Any] | None:
     """One model: build the run, start it (or resume it), train its epochs, then evaluate and record it."""
-    if log and int(os.environ.get("RANK", "0")) == 0:
-        # Decoding a data set into the cache can take minutes the first time: say so before it starts.
-        log(f"{cfg.dataset}: preparing the image cache ({cfg.train_split} and {cfg.eval_split} "
-            f"at {cfg.cache_size} px; decoded once, then reused)")
-    run = build_run(cfg)
+    run = build_run(cfg, log=log)  # says when it prepares the image cache: minutes the first time
     cfg, t_start = run.cfg, time.perf_counter()
     ckpt = checkpoint_path(cfg) if run.world == 1 else None
     done = _start(run, ckpt, resume, log)

@@ -25,7 +25,7 @@ from tests.data.layouts import make_sop
         (["tune", "--storage", "nosuchdb://host/x", "--budget", "1"], "cannot open storage nosuchdb://host/x"),
         (["bench", "--seeds", "0"], "seeds"),
         (["sweep", "--balance", "a,b"], "comma lists"),
-        (["datasets", "check", "sop", "/nonexistent/place"], "Ebay_train.txt"),
+        (["datasets", "check", "sop", "--root", "/nonexistent/place"], "Ebay_train.txt"),
         (["train", "--protocol", "proxy-anchor"], "has values for cars, cub, sop, not for data set 'digits'"),
         (["train", "--protocol", "nope"], "'nope' is not one of"),
         (["train", "--backbone", "resnet50.nope"], "unknown pretrained tag 'nope'"),
@@ -69,10 +69,10 @@ def test_a_bad_loss_late_in_the_list_fails_before_any_training(args, tmp_path):
 
 def test_datasets_check_counts_and_names_missing_file(tmp_path):
     root = make_sop(tmp_path)
-    ok = CliRunner().invoke(main, ["datasets", "check", "sop", str(root)])
+    ok = CliRunner().invoke(main, ["datasets", "check", "sop", "--root", str(root)])
     assert ok.exit_code == 0 and "sop train" in ok.output and "12 images" in ok.output
     (root / "bicycle_final" / "8_1.JPG").unlink()
-    bad = CliRunner().invoke(main, ["datasets", "check", "sop", str(root)])
+    bad = CliRunner().invoke(main, ["datasets", "check", "sop", "--root", str(root)])
     assert bad.exit_code == 1 and "8_1.JPG" in bad.output
 
 
@@ -298,3 +298,18 @@ def test_a_run_into_the_checkouts_committed_results_needs_the_folder_named(tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     out = CliRunner().invoke(main, ["train", "--results-dir=~/mine"])
     assert out.exit_code == 0 and f"record: {tmp_path / 'mine'}" in out.output and not (checkout / "~").exists()
+
+
+def test_datasets_check_takes_root_as_every_command_does_and_the_old_positional_with_a_note(tmp_path):
+    bad = CliRunner().invoke(main, ["datasets", "check", "sop", "--root", str(tmp_path)])
+    assert bad.exit_code == 1 and "Ebay_train.txt" in bad.output
+    old = CliRunner().invoke(main, ["datasets", "check", "sop", str(tmp_path)])
+    assert old.exit_code == 1 and "deprecated; use --root" in old.output and "Ebay_train.txt" in old.output
+    both = CliRunner().invoke(main, ["datasets", "check", "sop", str(tmp_path), "--root", str(tmp_path)])
+    assert both.exit_code == 2 and "give the root once" in both.output
+
+
+def test_a_missing_root_is_reported_before_any_word_of_the_image_cache(tmp_path):
+    out = CliRunner().invoke(main, ["train", "--dataset", "cub", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 1 and "a root folder is required" in out.output
+    assert "preparing the image cache" not in out.output

@@ -169,7 +169,7 @@ def test_a_split_of_single_image_classes_is_an_error_not_a_nan_record(tmp_path):
     root = make_sop(tmp_path / "sop", train_classes=6, test_classes=5, per_class=2)
     test = (root / "Ebay_test.txt").read_text().splitlines()
     (root / "Ebay_test.txt").write_text("\n".join(test[:1] + test[1::2]) + "\n")  # one image per test class
-    check = CliRunner().invoke(main, ["datasets", "check", "sop", str(root)])
+    check = CliRunner().invoke(main, ["datasets", "check", "sop", "--root", str(root)])
     one_line_error(check, "single image", "nan")
     run = CliRunner().invoke(main, ["train", "--dataset", "sop", "--root", str(root), "--samples-per-class", "2",
                                     "--batch-size", "8", "--results-dir",
@@ -355,8 +355,8 @@ def test_bad_values_end_in_one_line_errors(tmp_path):
         (["tune", "--budget", "1", "--storage", f"journal:{journal}"], ["not an optuna journal file", "line 1"]),
         (["tune", "--show", "--storage", f"journal:{journal}"], ["not an optuna journal file"]),
         (["tune", "--budget", "1", "--storage", "sqlite:////proc/nope/x.db"], ["cannot open storage", "/proc/nope"]),
-        (["datasets", "check", "cub", str(tmp_path / "cub")], ["image_class_labels.txt", "'two'"]),
-        (["datasets", "check", "cars", str(tmp_path / "cars")], ["cars_annos.mat", "truncated"]),
+        (["datasets", "check", "cub", "--root", str(tmp_path / "cub")], ["image_class_labels.txt", "'two'"]),
+        (["datasets", "check", "cars", "--root", str(tmp_path / "cars")], ["cars_annos.mat", "truncated"]),
     ]
     for args, words in cases:
         extra = ["--results-dir", str(tmp_path / "r")] if args[0] in ("train", "tune") else []

@@ -54,12 +54,20 @@ def datasets():
 
 @datasets.command("check")
 @click.argument("name", type=DATASET)
-@click.argument("root", type=click.Path(file_okay=False), required=False)
+@click.argument("old_root", metavar="", type=click.Path(file_okay=False), required=False)
+@click.option("--root", type=click.Path(file_okay=False), default=None, callback=expand_user,
+              help="Folder holding the data set's official layout, as for train (not needed for digits).")
 @click.option("--decode", is_flag=True, help="Also open every image (slow), reporting unreadable files by path.")
-def datasets_check(name, root, decode):
-    """Verify NAME's layout under ROOT: image and class counts per split; exit 1 naming what is wrong."""
+def datasets_check(name, old_root, root, decode):
+    """Verify NAME's layout under --root: image and class counts per split; exit 1 naming what is wrong."""
     from ..data import CorruptImageError, DatasetLayoutError, create
     from ..evaluation import check_retrievable
+
+    if old_root is not None:  # the positional form of earlier releases
+        if root is not None:
+            raise click.UsageError("give the root once, as --root")
+        click.echo(f"note: `datasets check {name} ROOT` is deprecated; use --root {old_root}", err=True)
+        root = old_root
 
     try:
         for split in SPLITS:

@@ -101,7 +101,7 @@ def test_datasets_check_full_split(tmp_path, monkeypatch):
 
 # -- named errors on miniature font folders ----------------------------------------------------------
 def _check(root: Path, tmp_path: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["datasets", "check", "cjk-glyphs", str(root)],
+    result = CliRunner().invoke(main, ["datasets", "check", "cjk-glyphs", "--root", str(root)],
                                 env={"PMLBAL_CACHE": str(tmp_path / "cache")})
     return result.exit_code, result.output
 

@@ -109,7 +109,7 @@ def test_read_idx_checks_shape_against_size(tmp_path):
 
 @needs_real
 def test_datasets_check_on_the_real_files():
-    result = CliRunner().invoke(main, ["datasets", "check", "fashion-mnist", str(REAL)])
+    result = CliRunner().invoke(main, ["datasets", "check", "fashion-mnist", "--root", str(REAL)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["fashion-mnist", "train", str(5 * TRAIN_CAP_PER_CLASS), "images", "5", "classes"]
@@ -119,7 +119,7 @@ def test_datasets_check_on_the_real_files():
 def test_datasets_check_names_a_missing_file(tmp_path):
     root = miniature(tmp_path / "fm")
     shutil.move(root / "train-images-idx3-ubyte.gz", tmp_path / "elsewhere.gz")
-    result = CliRunner().invoke(main, ["datasets", "check", "fashion-mnist", str(root)])
+    result = CliRunner().invoke(main, ["datasets", "check", "fashion-mnist", "--root", str(root)])
     assert result.exit_code != 0 and "missing train-images-idx3-ubyte.gz" in result.output
     assert "Traceback" not in result.output
 
