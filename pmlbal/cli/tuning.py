@@ -66,6 +66,7 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
 
     from ..bench import parse_loss_spec
     from ..tune import open_storage, pick
+    from ..tune.optuna import SPEC
     from ..tune.progress import format_params, runs_text
     from ..tune.report import versus_defaults
     from ..tune.run import retrain_best, storage_exists
@@ -93,10 +94,11 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
     except KeyboardInterrupt:
         interrupted(ctx, f"study {name} keeps its finished trials (the interrupted one runs again)")
     best = pick(study)
+    folds = int((study.user_attrs.get(SPEC) or {}).get("base", {}).get("val_folds") or 1)
     if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
     click.echo(f"study {name}: {len(study.trials)} trials; pick: val {best.value:.4f} "
-               f"(mean of {runs_text(best.runs)}) at {format_params(best.params)}; {versus_defaults(best)}")
+               f"(mean of {runs_text(best.runs, folds)}) at {format_params(best.params)}; {versus_defaults(best)}")
     collapsed = next((t.user_attrs["collapsed"] for t in study.trials
                       if t.number in best.trials and t.user_attrs.get("collapsed")), None)
     if collapsed:  # not a configuration to train: say so and stop before the final run

@@ -7,11 +7,15 @@ from typing import Any, Callable, Mapping
 import optuna
 
 from .budget import runs_ended
-from .optuna import pick
+from .optuna import SPEC, pick
 
 
-def runs_text(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
+def runs_text(n: int, folds: int = 1) -> str:
+    """`n` trials of a point as the training runs they are: '2 runs', or with K validation folds a
+    trial '1 trial of 3 fold runs' (runs are what the budget counts)."""
+    if folds <= 1:
+        return f"{n} run" if n == 1 else f"{n} runs"
+    return f"{n} trial{'s' if n != 1 else ''} of {folds} fold runs{' each' if n != 1 else ''}"
 
 
 def format_params(params: Mapping[str, Any]) -> str:
@@ -53,8 +57,10 @@ def update_bar(bar: Any, study: optuna.Study) -> None:
     bar._pmlbal_state = state
     bar.n = min(spent, bar.total)
     best = pick(study)
-    if best is not None:
-        bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs)}{', the defaults' if best.is_default else ''}) "
-                            f"at {format_params(best.params)}; running {len(trials) - len(finished)}")
+    if best is not None:  # refresh=False: the one refresh below draws it (a log file got every update twice)
+        folds = int((study.user_attrs.get(SPEC) or {}).get("base", {}).get("val_folds") or 1)
+        bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs, folds)}"
+                            f"{', the defaults' if best.is_default else ''}) "
+                            f"at {format_params(best.params)}; running {len(trials) - len(finished)}", refresh=False)
     bar.refresh()
 

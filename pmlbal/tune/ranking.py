@@ -7,8 +7,9 @@
   them), the one with the fewest runs is run again; ties to the better ranked.
 - **The pick**: the best point among the confirmed ones (at least `CONFIRMED_RUNS` runs) when there are
   any, so a lucky single run (a winner's curse) cannot be the pick; and, when the search started from
-  the defaults, that point only if it beats the defaults on paired runs (`paired_gain`) by more than
-  the standard error of the difference. Otherwise the pick is the defaults.
+  the defaults, that point only if it is confirmed and beats the defaults on paired runs (`paired_gain`)
+  by more than the standard error of the difference. Otherwise the pick is the defaults: one lucky run
+  (a budget too small to confirm anything) never replaces them.
 """
 
 from __future__ import annotations

@@ -68,6 +68,9 @@ def versus_defaults(best) -> str:
     g = best.vs_default
     if best.is_default and g is None:
         return "the pick is the defaults: no other configuration has a run that ended well"
+    if best.is_default and g.beats:  # ahead on its one run, never re-run: a budget too small to confirm it
+        return (f"the pick is the defaults: the best other point led by {g.mean:+.4f} ± {g.se:.4f} s.e. on its one "
+                f"paired run, but a point must be confirmed (re-run) to replace them: give a larger --budget")
     if best.is_default:
         return (f"the pick is the defaults: no configuration beat them on paired runs (the best other: "
                 f"{g.mean:+.4f} ± {g.se:.4f} s.e. over {g.pairs} pair{'s' if g.pairs != 1 else ''})")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .dims import Dim, point_key
-from .ranking import TOP_POINTS, PairedGain, paired_gain, pick_best, ranked
+from .ranking import CONFIRMED_RUNS, TOP_POINTS, PairedGain, paired_gain, pick_best, ranked
 
 FAILED = float("-inf")  # the value of a run that failed for good: never an improvement, never picked
 
@@ -199,8 +199,8 @@ class TrialTable:
     # -- the pick ----------------------------------------------------------------------------------
     def pick(self) -> TablePick | None:
         """The best alive point by `ranking.pick_best`, unless the search started from the defaults and
-        that point does not beat them on paired runs by more than the standard error: then the defaults.
-        None when no point has a run that ended well."""
+        that point is unconfirmed (fewer than `CONFIRMED_RUNS` runs) or does not beat them on paired runs
+        by more than the standard error: then the defaults. None when no point has a run that ended well."""
         alive = self.alive()
         k = pick_best(alive, self.mean, self.runs, self.seen)
         if k is None:
@@ -213,7 +213,8 @@ class TrialTable:
             gain = None if other is None else paired_gain(self.values[other], self.values[x0], self.noise)
             return self._pick(x0, gain if gain is not None and gain.pairs else None, True)
         gain = paired_gain(self.values[k], self.values[x0], self.noise)
-        return self._pick(k, gain, False) if gain.beats else self._pick(x0, gain, True)
+        confirmed = self.runs(k) >= CONFIRMED_RUNS
+        return self._pick(k, gain, False) if gain.beats and confirmed else self._pick(x0, gain, True)
 
     def _pick(self, k: tuple, gain: PairedGain | None, is_default: bool) -> TablePick:
         return TablePick(k, dict(self.points[k]), self.mean(k), self.runs(k), gain, is_default)

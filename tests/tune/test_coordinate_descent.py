@@ -312,8 +312,10 @@ def test_descent_halves_the_step_on_a_log_coordinate():
                               value=lambda p, run: -(math.log2(p["b"]) - 0.7) ** 2)
     assert [math.log2(r.point["b"]) for r in results] == pytest.approx([0, 1, -1, 2, 1.5, 0.5, 0.75, 0.25], abs=1e-9)
     assert all(r.run == 0 for r in results)
-    assert final.action == "done" and final.best["b"] == pytest.approx(2**0.75)
-    assert final.best_value == pytest.approx(-(0.05**2))
+    # Version 1 re-runs nothing, so no point is confirmed: the pick stays the defaults (b = 1), with the
+    # best unconfirmed point (2^0.75) named in the paired comparison as ahead on its one run.
+    assert final.action == "done" and final.best["b"] == 1.0 and final.is_default
+    assert final.vs_default.pairs == 1 and final.vs_default.mean == pytest.approx(0.7**2 - 0.05**2)
 
 
 def test_a_run_that_raised_is_retried_even_when_it_was_the_last_of_the_budget():

@@ -118,3 +118,21 @@ def test_a_run_lost_with_its_worker_is_forgiven_up_to_lost_retries_times_and_no_
     assert forgiven_losses(past, ["balance"]) == set()  # a run that kills every worker is a failure
     other = past + [_lost_trial(99, 2.0)]
     assert forgiven_losses(other, ["balance"]) == {99}  # counted per point
+
+
+def test_one_unconfirmed_run_never_replaces_the_defaults_and_the_report_says_why():
+    """The fault trial's `tune --dataset digits --budget 6`: the defaults and one other point, one 3-fold
+    trial each, the other ahead by +0.038 against a noise floor of 0.035: ahead, but never re-run."""
+    from pmlbal.tune.progress import runs_text
+    from pmlbal.tune.report import versus_defaults
+
+    x0 = {"balance": 1.0, "temperature": 0.1}
+    table = _table({(1.0, 0.1): [0.700], (2.0, 0.1): [0.738]}, x0, noise=0.035)
+    pick = table.pick()
+    assert pick.is_default and pick.vs_default.beats and pick.vs_default.pairs == 1
+    line = versus_defaults(pick)
+    assert "must be confirmed (re-run) to replace them" in line and "+0.0380" in line
+    confirmed = _table({(1.0, 0.1): [0.700, 0.700], (2.0, 0.1): [0.738, 0.738]}, x0, noise=0.035).pick()
+    assert not confirmed.is_default  # the same lead over two paired runs: now it is the pick
+    assert runs_text(1, folds=3) == "1 trial of 3 fold runs" and runs_text(2, folds=3) == "2 trials of 3 fold runs each"
+    assert runs_text(1) == "1 run" and runs_text(2) == "2 runs"

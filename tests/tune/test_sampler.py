@@ -232,7 +232,8 @@ def test_large_log_bounds_do_not_repeat_the_edge_point(budget):
     first = [t.params["x"] for t in study.trials if t.user_attrs["run"] == 0]
     assert len(first) == len(set(first))  # the edge point 1e4 runs once as a first run
     assert len(study.trials) == (20 if budget else len(study.trials)) and len(study.trials) < 60
-    assert pick(study).params["x"] == pytest.approx(1e4)
+    best = pick(study)  # the defaults unless a confirmed point beats them; only the budgeted engine confirms
+    assert best.params["x"] == pytest.approx(1e4) if budget else best.is_default
 
 
 def test_parallel_jobs_stop_at_the_budget_even_with_trials_running():

@@ -197,7 +197,9 @@ def test_a_raising_trial_is_recorded_with_its_error_and_retried_once(tmp_path):
     assert failed and all(t.user_attrs["error"] == "RuntimeError: diverged" for t in failed)
     for t in failed:  # each failing point ran exactly twice: the trial and its one retry
         assert calls.count(t.params["x"]) == 2
-    assert final.best == {"x": 4.0}
+    assert final.vs_default.pairs == 1 and final.is_default  # version 1 confirms nothing: the defaults stay
+    best_run = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert best_run.params == {"x": 4.0}
 
 
 def test_coordinator_resumes_a_killed_search(tmp_path):
