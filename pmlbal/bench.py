@@ -122,7 +122,8 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
     plan = [(spec, seed) for spec in losses for seed in range(seeds)]
     done: dict[int, dict[str, Any]] = {}
     waiting: list[int] = []
-    bar, log = _overall_bar(base, configs, plan, log)
+    bar, log, todo = _overall_bar(base, configs, plan, log)
+    eta = _Eta(todo, log)
     for n, (spec, seed) in enumerate(plan, 1):
         cfg = replace(configs[spec], seed=seed).resolved()
         existing = find_existing(cfg.results_dir, run_key(cfg), seed)
@@ -139,6 +140,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
             waiting.append(n)
         else:
             bar.update()
+            eta.step()
             if outcome is not None:
                 done[n] = outcome
     # Runs another process was training: wait for its record (or take the run over if it died).
@@ -152,6 +154,7 @@ def run_bench(base: TrainConfig, losses: list[str], seeds: int,
                 still.append(n)
             else:
                 bar.update()
+                eta.step()
                 if outcome is not None:
                     done[n] = outcome
         waiting = still
@@ -193,7 +196,27 @@ def _overall_bar(base: TrainConfig, configs: dict[str, TrainConfig], plan: list[
     def say(message: str) -> None:
         with tqdm.external_write_mode():
             log(message)
-    return bar, say
+    return bar, say, todo
+
+
+class _Eta:
+    """The total and the time left, said after each run trained (the bar shows them on a terminal
+    only; a log or a pipe gets this line): the mean time of the runs trained so far times those left."""
+
+    def __init__(self, todo: int, log: Callable[[str], None]) -> None:
+        self.todo, self.log, self.done, self.t0 = todo, log, 0, time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.t0
+        left = elapsed / self.done * (self.todo - self.done)
+        self.log(f"    {self.done} of {self.todo} runs to train done in {_clock(elapsed)}"
+                 + (f"; about {_clock(left)} left" if self.done < self.todo else ""))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
 def _attempt(cfg: TrainConfig, n: int, total: int, spec: str, log: Callable[[str], None], quiet: bool = False):
