@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,10 @@ def render_dataset(scan: FaceScan, chars: np.ndarray, classes: tuple[int, int], 
     failures = np.zeros(len(scan.faces), dtype=np.int64)
     kept_classes = 0
     start, chunk = 0, int(wanted * 1.15) + 16
+    if progress:  # the bar below is a terminal's only; a log or a pipe hears this line, before minutes of work
+        print(f"cjk-glyphs: rendering {wanted:,} characters from {len(scan.faces)} font faces with {workers} "
+              f"process{'es' if workers != 1 else ''} (once, then read from the cache; about a minute per core)",
+              file=sys.stderr, flush=True)
     bar = tqdm(total=wanted, desc="rendering cjk-glyphs", unit="class", disable=None if progress else True,
                leave=False)
     # fork, not spawn: spawn re-imports the caller's main script, which may itself be loading this data
@@ -173,7 +178,10 @@ def render_dataset(scan: FaceScan, chars: np.ndarray, classes: tuple[int, int], 
             block = chars[start:start + chunk]
             start += len(block)
             tasks = [(f, block[np.isin(block, scan.coverage[f])]) for f in scan.faces]
-            rendered = list(pool.map(_render_chunk, tasks, chunksize=1))
+            rendered = []
+            for face in pool.map(_render_chunk, tasks, chunksize=1):  # the first block is most of the work
+                rendered.append(face)
+                bar.set_postfix_str(f"faces {len(rendered)}/{len(tasks)} of this block")
             for j, (_, _, failed) in enumerate(rendered):
                 failures[j] += failed
             index = [{int(c): k for k, c in enumerate(t[1].tolist())} for t in tasks]

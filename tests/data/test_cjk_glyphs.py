@@ -220,3 +220,14 @@ def test_board_shows_the_pixel_row(tmp_path):
     assert len(pixel) == 1 and pixel[0]["map_at_r"][0] == 0.25
     text = render_markdown(rows, "digits", 2)
     assert "raw pixels (32 px, L2-normalised)" in text and "no network" in text
+
+
+@needs_fonts
+def test_a_first_render_says_what_it_does_before_it_starts(tmp_path, capsys):
+    if len(SCAN.faces) < cj.MIN_FACES:
+        pytest.skip("too few CJK faces installed")
+    cj.load_rendered(None, tmp_path, classes=(4, 4), workers=1, progress=True)
+    err = capsys.readouterr().err
+    assert f"cjk-glyphs: rendering 8 characters from {len(SCAN.faces)} font faces with 1 process" in err
+    cj.load_rendered(None, tmp_path, classes=(4, 4), workers=1, progress=True)  # from the cache: nothing to say
+    assert "rendering" not in capsys.readouterr().err
