@@ -10,7 +10,7 @@ import torch
 from .config import TrainConfig
 from .devices import pick_device
 from .evaluation import evaluate
-from .files import atomic_path
+from .files import atomic_path, describe_load_error
 from .models import EmbeddingModel
 
 
@@ -30,7 +30,7 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable pmlbal checkpoint: {type(err).__name__}: {err}") from err
+        raise ValueError(f"{path} is not a readable pmlbal checkpoint ({describe_load_error(err)})") from None
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
     cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .files import atomic_path, describe_load_error
 from .records import run_key
 
 #: Bump when the checkpoint layout changes; an older file is then refused by name, not misread.
@@ -110,7 +110,7 @@ def load_run_state(path: Path, run) -> Progress:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors share no base class
-        raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({type(err).__name__}: {err}); "
+        raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({describe_load_error(err)}); "
                          f"remove it to start the run afresh") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None

@@ -72,3 +72,27 @@ def test_only_dead_writers_temporaries_are_removed(tmp_path):
         f.write_text("partial")
     assert remove_dead_temporaries(tmp_path, ".*.json.*.tmp") == [dead]
     assert mine.exists() and odd.exists()
+
+
+def test_a_refused_torch_load_is_named_in_one_line_without_the_unsafe_advice(tmp_path):
+    import pickle
+
+    import torch
+
+    from pmlbal.files import describe_load_error
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"obj": socket.AF_INET}, foreign)  # an enum: weights_only refuses it
+    torch_errors = []
+    for path, data in ((foreign, None), (tmp_path / "half.pt", b"PK\x03\x04 half a zip")):
+        if data is not None:
+            path.write_bytes(data)
+        try:
+            torch.load(path, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises several unrelated types
+            torch_errors.append(err)
+    assert len(torch_errors) == 2
+    for err in torch_errors + [pickle.UnpicklingError("Weights only load failed. ... weights_only=False ...")]:
+        text = describe_load_error(err)
+        assert "weights_only" not in text and "\n" not in text
+    assert "not a file pmlbal wrote" in describe_load_error(torch_errors[0])
