@@ -56,31 +56,60 @@ def row_labels(rows: list[dict[str, Any]]) -> list[str]:
 
 
 # -- Recall@K bars --------------------------------------------------------------------------------------
-def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
-    """Recall@K per board row (mean ± sample s.d.), the untrained model hatched; the y-axis spans the data
-    (Recall@K of retrieval models sits in a narrow band near the top, invisible from 0), the
-    legend sits right of the bars."""
-    ks = dataset_spec(dataset).ks
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
-    width = 0.8 / len(ks)
+#: Hatches of the two reference rows: the untrained network, and the raw pixels (no network at all).
+HATCH_UNTRAINED, HATCH_PIXELS = "//", ".."
+
+
+def _bars(ax, rows: list[dict[str, Any]], metrics: list[str], width: float) -> tuple[list[float], list[float]]:
+    """One bar group per row, one bar per metric (mean ± sample s.d.; no error bar for a single run,
+    which has no spread), the reference rows hatched; the lows and highs the bars reach."""
     lows, highs = [], []
-    for j, k in enumerate(ks):
-        means = [100 * r[f"recall@{k}"][0] for r in rows]
-        stds = [100 * r[f"recall@{k}"][1] for r in rows]
-        bars = ax.bar([i + j * width for i in range(len(rows))], means, width, yerr=stds, capsize=2, label=f"R@{k}")
+    for j, m in enumerate(metrics):
+        means = [100 * r[m][0] for r in rows]
+        stds = [100 * r[m][1] if r.get("seeds", 1) > 1 else float("nan") for r in rows]
+        bars = ax.bar([i + j * width for i in range(len(rows))], means, width, yerr=stds, capsize=2,
+                      label=_metric_label(m))
         for bar, row in zip(bars, rows):
-            if row.get("untrained"):
-                bar.set_hatch("//")
-        lows += [m - s for m, s in zip(means, stds) if m == m]  # NaN: a metric a row lacks
-        highs += [m + s for m, s in zip(means, stds) if m == m]
-    lows, highs = lows or [0.0], highs or [100.0]
-    span = max(max(highs) - min(lows), 1.0)
-    ax.set_ylim(max(0.0, min(lows) - 0.1 * span), min(100.0, max(highs) + 0.05 * span))
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
-    ax.set_xticklabels(row_labels(rows), rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("Recall@K (%)")
-    ax.set_title(f"{dataset}: Recall@K (mean ± sample s.d. over seeds; hatched: untrained)")
-    _legend_right(ax)
+            if row.get("pixels"):
+                bar.set_hatch(HATCH_PIXELS)
+            elif row.get("untrained"):
+                bar.set_hatch(HATCH_UNTRAINED)
+        lows += [mu - (sd if sd == sd else 0) for mu, sd in zip(means, stds) if mu == mu]  # NaN: a metric a row lacks
+        highs += [mu + (sd if sd == sd else 0) for mu, sd in zip(means, stds) if mu == mu]
+    return lows or [0.0], highs or [100.0]
+
+
+def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
+    """The board's rows as bars (mean ± sample s.d.; no error bar for one run): where the data set
+    leads with another metric than Recall@1 (MAP@R), a first panel of it on an axis from 0, then
+    Recall@K on an axis that spans the data (Recall@K of retrieval models sits in a narrow band near
+    the top, invisible from 0; the axis label says where it starts). The untrained network's bars are
+    hatched //, the raw pixels' dotted; each legend sits right of its bars."""
+    spec = dataset_spec(dataset)
+    ks, lead = spec.ks, spec.lead_metric
+    panels = [[lead], [f"recall@{k}" for k in ks]] if lead != f"recall@{ks[0]}" else [[f"recall@{k}" for k in ks]]
+    widths = [max(4, 0.5 * len(rows))] * (len(panels) == 2) + [max(6, 1.2 * len(rows))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 2, 4), gridspec_kw={"width_ratios": widths},
+                             squeeze=False)
+    for ax, metrics in zip(axes[0], panels):
+        width = 0.8 / len(metrics)
+        lows, highs = _bars(ax, rows, metrics, width)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+        ax.set_xticklabels(row_labels(rows), rotation=30, ha="right", fontsize=7)
+        if metrics == [lead] and len(panels) == 2:  # the sort key: on a true scale
+            ax.set_ylim(0.0, min(100.0, max(highs) * 1.1))
+            ax.set_ylabel(f"{_metric_label(lead)} (%)")
+            ax.set_title(f"{_metric_label(lead)}: the board's lead metric", fontsize=9)
+            continue
+        span = max(max(highs) - min(lows), 1.0)
+        low = max(0.0, min(lows) - 0.1 * span)
+        ax.set_ylim(low, min(100.0, max(highs) + 0.05 * span))
+        ax.set_ylabel("Recall@K (%)" + (f"; axis from {low:.0f} %, not 0" if low > 0 else ""))
+        ax.set_title("Recall@K", fontsize=9)
+        _legend_right(ax)
+    fig.suptitle(f"{dataset}: mean ± sample s.d. over seeds; hatched //: untrained network, dotted: raw pixels",
+                 fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -194,9 +223,9 @@ def loss_terms_figure(dataset: str, rows: list[dict[str, Any]], records: list[di
             ax.plot([s[term] for s in rec["steps"]], label=label, lw=1, color=colours[drawn % len(colours)])
         drawn += 1
     for ax, term in zip(axes, ("positive (alignment) term", "entropy (uniformity) term")):
-        ax.set_title(f"{dataset}: {term}")
+        ax.set_title(f"{dataset}: {term}; lower is better", fontsize=9)
         ax.set_xlabel("training step")
-        ax.set_ylabel(f"{term.split(' ')[0]} term value")
+        ax.set_ylabel(f"{term.split(' ')[0]} term value (the loss minimises it)")
     fig.tight_layout()
     if axes[0].get_lines():  # both panels show the same runs: one legend for the two
         fig.legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7)

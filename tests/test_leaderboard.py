@@ -234,8 +234,11 @@ def test_recall_bars_span_the_data_and_keep_the_legend_off_the_bars(tmp_path):
     records = _sweep_records(tmp_path)
     rows = build_rows(records, "digits")
     fig = plots.recall_bars_figure("digits", rows)
-    ax = fig.axes[0]
+    lead, ax = fig.axes  # digits leads with MAP@R: its own panel, on an axis from 0
+    assert lead.get_ylabel() == "MAP@R (%)" and lead.get_ylim()[0] == 0
+    assert len([p for p in lead.patches if p.get_hatch() == plots.HATCH_UNTRAINED]) == 1
     low, high = ax.get_ylim()
+    assert f"axis from {low:.0f} %, not 0" in ax.get_ylabel()
     bottoms = [100 * (r["recall@1"][0] - r["recall@1"][1]) for r in rows]
     assert 0 < low <= min(bottoms) and high <= 100
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["R@1", "R@2", "R@4", "R@8"]
@@ -395,3 +398,33 @@ def test_a_record_with_a_wrong_typed_field_is_skipped_once_by_name_and_the_board
                        ("seed.json", "seed must be an integer")):
         lines = [line for line in out.output.splitlines() if name in line]
         assert len(lines) == 1 and what in lines[0], out.output  # named once, with the field
+
+
+def test_recall_bars_mark_the_raw_pixels_apart_and_give_a_single_run_no_error_bar(tmp_path):
+    import math
+
+    from pmlbal import plots
+
+    for seed, r1 in enumerate([0.8, 0.9]):
+        record = fake_record(seed=seed, r1=r1, initial=(0.7,))
+        record["pixels"], record["config"]["cache_size"] = metrics(0.95), 32
+        write_record(record, tmp_path)
+    kcl = fake_record(loss="KCLLoss", r1=0.85, initial=(0.7,))  # one seed
+    kcl["config"]["cache_size"] = 32
+    write_record(kcl, tmp_path)
+    from pmlbal.records import iter_records
+
+    rows = build_rows(list(iter_records(tmp_path)), "digits")
+    names = [r["loss"] for r in rows]
+    fig = plots.recall_bars_figure("digits", rows)
+    ax = fig.axes[1]
+    assert len([p for p in ax.patches if p.get_hatch() == plots.HATCH_PIXELS]) == 4  # one bar per K
+    assert len([p for p in ax.patches if p.get_hatch() == plots.HATCH_UNTRAINED]) == 4
+    single = names.index("KCLLoss")
+    containers = [c for c in ax.containers if hasattr(c, "errorbar")]  # a BarContainer per metric
+    assert len(containers) == 4
+    for container in containers:
+        segments = container.errorbar.lines[2][0].get_segments()
+        assert all(math.isnan(v) for v in segments[single].ravel())  # one run: no spread drawn
+        two = names.index("BalancedNTXentLoss")
+        assert not any(math.isnan(v) for v in segments[two].ravel())
