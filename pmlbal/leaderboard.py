@@ -124,6 +124,37 @@ def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: in
     return "\n".join(lines) + "\n"
 
 
+def board_summary(rows: list[dict[str, Any]], dataset: str, results_dir: str | Path) -> list[str]:
+    """What a board shows, in two or three sentences a first-time reader can act on: the best trained
+    row against the untrained network and the raw pixels on the lead metric, and what to run next."""
+    lead = dataset_spec(dataset).lead_metric
+    name = metric_label(lead)
+    trained = [r for r in ranked_rows(rows) if not r["untrained"]]
+    pixels = next((r for r in rows if r.get("pixels")), None)
+    untrained = next((r for r in rows if r["untrained"] and not r.get("pixels")), None)
+    if not trained:
+        return []
+    best = max(trained, key=lambda r: _sort_value(r[lead][0]))
+    pct = lambda r: f"{100 * r[lead][0]:.2f} %"  # noqa: E731
+    lines = [f"What this board shows: the best trained row, {best['loss']}, reaches {pct(best)} {name}"
+             + (f"; the untrained network {pct(untrained)}" if untrained else "")
+             + (f"; raw pixels {pct(pixels)}" if pixels else "") + "."]
+    if pixels and pixels[lead][0] >= best[lead][0]:
+        lines.append(f"On {dataset} raw pixels beat every trained loss: its test images are easy to tell apart by "
+                     "their pixels, so this board ranks the losses against each other but cannot show what "
+                     "training adds.")
+        if dataset != "cjk-glyphs":
+            lines.append("To see training matter (an untrained network near chance, pixels far below the trained "
+                         f"losses), run: pmlbal bench --dataset cjk-glyphs --results-dir {results_dir} "
+                         "(glyphs rendered from Debian's CJK fonts; about 2.5 min a run on one core).")
+    elif untrained:
+        gain = 100 * (best[lead][0] - untrained[lead][0])
+        lines.append(f"Training adds {gain:+.2f} points of {name} over the untrained network.")
+    lines.append(f"The whole board, with its plots: {Path(results_dir) / f'{dataset}.md'}; to tune a loss on "
+                 f"validation folds: pmlbal tune --dataset {dataset} --loss NAME --results-dir {results_dir}.")
+    return lines
+
+
 def ranked_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows a board ranks: every row but those with a collapsed run."""
     return [r for r in rows if not r.get("collapsed")]

@@ -428,3 +428,24 @@ def test_recall_bars_mark_the_raw_pixels_apart_and_give_a_single_run_no_error_ba
         assert all(math.isnan(v) for v in segments[single].ravel())  # one run: no spread drawn
         two = names.index("BalancedNTXentLoss")
         assert not any(math.isnan(v) for v in segments[two].ravel())
+
+
+def test_the_board_summary_says_what_the_board_shows_and_what_to_run_next(tmp_path):
+    from pmlbal.leaderboard import board_summary
+    from pmlbal.records import iter_records
+
+    for seed in (0, 1):
+        record = fake_record(seed=seed, r1=0.9, map_at_r=0.40, initial=(0.8, 0.30))
+        record["pixels"], record["config"]["cache_size"] = metrics(0.99, map_at_r=0.60), 32
+        write_record(record, tmp_path)
+    rows = build_rows(list(iter_records(tmp_path)), "digits")
+    text = "\n".join(board_summary(rows, "digits", "my-results"))
+    assert "best trained row, BalancedNTXentLoss, reaches 40.00 % MAP@R" in text
+    assert "untrained network 30.00 %" in text and "raw pixels 60.00 %" in text
+    assert "raw pixels beat every trained loss" in text
+    assert "pmlbal bench --dataset cjk-glyphs --results-dir my-results" in text
+    for r in rows:  # pixels below the trained rows: the gain over the untrained network instead
+        if r.get("pixels"):
+            r["map_at_r"] = (0.2, 0.0)
+    text = "\n".join(board_summary(rows, "digits", "my-results"))
+    assert "Training adds +10.00 points of MAP@R" in text and "cjk-glyphs" not in text

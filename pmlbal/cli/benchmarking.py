@@ -30,7 +30,7 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
     """Train every loss for every seed (skipping recorded runs, resuming interrupted ones), then print the
     leaderboard."""
     from ..bench import DEFAULT_LOSSES, run_bench, split_specs
-    from ..leaderboard import write_leaderboards
+    from ..leaderboard import board_summary, write_leaderboards
     from ..registry import list_losses
 
     tuned, files = _config_words(config_)
@@ -49,6 +49,8 @@ def bench(ctx, losses, seeds, config_, storage, study_name, **kw):
     except KeyboardInterrupt:
         _interrupted(ctx, base.results_dir if base else kw["results_dir"])
     click.echo(Path(base.results_dir, f"{base.dataset}.md").read_text() if boards else "no records")
+    for line in board_summary(boards.get(base.dataset, []), base.dataset, base.results_dir) if boards else []:
+        click.echo(line)
     if not records:  # every run diverged (or failed before): a script must not read this as success
         fail(RuntimeError(f"no run succeeded: none of the {len(specs)} loss(es) x {seeds} seed(s) has a record; "
                           f"see {Path(base.results_dir) / 'failed'}"))
