@@ -10,6 +10,12 @@ pick's runs and of the defaults' runs at each seed, the paired difference by see
 s.d.), the number of training runs the study spent and their summed wall time (Optuna's start and
 end of each trial). Nothing is trained: it reads `results/runs/` and the storage. A seed missing on
 either side is left out of the pairing and said so.
+
+A second table puts each tuned row against the strongest untuned row of its loss family on the same
+board (`FAMILY`: PML's class the balanced one generalises, at any arguments chosen by hand, and the
+balanced class at its own defaults): the test rows that differ from the tuned one only in the loss and its arguments
+(same batch size, epochs, sampler, ...) and have every seed it has; the best of them by mean MAP@R is
+the baseline, and the paired difference by seed is what a PML user gains by tuning.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import replace
 
 import optuna
 
-from pmlbal.config import TrainConfig
+from pmlbal.config import NOT_COMPUTED, TrainConfig, at_default
 from pmlbal.records import find_existing, iter_records, run_key
 from pmlbal.tune.optuna import SPEC, pick, study_defaults
 from pmlbal.tune.spec import load_spec
@@ -68,9 +74,42 @@ def describe(study: optuna.Study, storage: str, results_dir: str) -> dict | None
         "val_default": 100 * statistics.mean(x0_values) if x0_values else float("nan"),
         "tuned": {s: 100 * tuned[s]["final"]["map_at_r"] for s in seeds},
         "default": {s: 100 * defaults[s]["final"]["map_at_r"] for s in defaults},
-        "diffs": diffs, "paired": paired, "runs": len(trials),
+        "diffs": diffs, "paired": paired, "runs": len(trials), "baseline": strongest_untuned(results_dir, tuned),
         "hours": sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials) / 3600,
     }
+
+
+#: PML's class each balanced loss generalises: its rows (any arguments a user picked by hand, never a
+#: tuner's) and the balanced class at its own defaults (= PML's at PML's defaults) are the untuned rows.
+FAMILY = {"BalancedNTXentLoss": "NTXentLoss", "BalancedContrastiveLoss": "ContrastiveLoss",
+          "BalancedSupConLoss": "SupConLoss"}
+_LOSS_FIELDS = NOT_COMPUTED | {"loss", "loss_kwargs", "eval_every"}
+
+
+def _rest(cfg: dict) -> dict:
+    """A configuration less its loss, what computes nothing (evaluating more often changes no weight) and
+    the fields at their default (an older record lacks fields added since at their default value)."""
+    return {k: v for k, v in cfg.items() if k not in _LOSS_FIELDS and not at_default(k, v)}
+
+
+def strongest_untuned(results_dir: str, tuned: dict[int, dict]) -> tuple[str, dict[int, float]] | None:
+    """(label, seed -> test MAP@R %) of the best untuned row of the tuned row's family that shares its
+    other settings and has all its seeds; None if the board has none."""
+    cfg = next(iter(tuned.values()))["config"]
+    pml, rest = FAMILY.get(cfg["loss"]), _rest(cfg)
+    groups: dict[str, dict[int, dict]] = {}
+    for r in iter_records(results_dir):
+        c = r["config"]
+        untuned = c["loss"] == pml or c["loss"] == cfg["loss"] and not c["loss_kwargs"]
+        if untuned and not c.get("tuned_from") and _rest(c) == rest:
+            groups.setdefault(r["config_key"], {})[r["seed"]] = r
+    full = [g for g in groups.values() if set(tuned) <= set(g)]
+    if not full:
+        return None
+    best = max(full, key=lambda g: statistics.mean(g[s]["final"]["map_at_r"] for s in tuned))
+    c = next(iter(best.values()))["config"]
+    label = c["loss"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(c["loss_kwargs"].items())) + ")"
+    return label, {s: 100 * best[s]["final"]["map_at_r"] for s in tuned}
 
 
 def fmt_params(params: dict) -> str:
@@ -108,6 +147,18 @@ def main() -> None:
         print(f"| {r['loss']} | {r['study']} | {r['search']} | {pick_text} | {r['val']:.2f} ({r['val_runs']}) / "
               f"{r['val_default']:.2f} | {by_seed(r['tuned'])} | {by_seed(r['default'])} | {diff} | {r['runs']} "
               f"| {r['hours']:.2f} |")
+    print(f"\n## {args.dataset}: tuned rows against the strongest untuned row of their loss family "
+          "(test MAP@R %, paired by seed)\n")
+    print("| loss | study | strongest untuned row | its test by seed | tuned test by seed | paired diff, mean ± s.d. |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if r["baseline"] is None:
+            continue
+        label, base = r["baseline"]
+        d = [r["tuned"][s] - base[s] for s in sorted(base)]
+        spread = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
+        print(f"| {r['loss']} | {r['study']} | {label} | {by_seed(base)} | {by_seed({s: r['tuned'][s] for s in base})} "
+              f"| {statistics.mean(d):+.2f}{spread} (n={len(d)}) |")
 
 
 if __name__ == "__main__":

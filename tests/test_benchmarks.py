@@ -188,3 +188,27 @@ def test_claims_docs_without_a_block_are_refused_and_left_as_they_were(tmp_path)
     assert page.read_text() == "<!-- claims:batches -->\nold\n<!-- /claims -->\n"
     claims.fill_docs(page, {"batches": ["| new |"]})
     assert page.read_text() == "<!-- claims:batches -->\n| new |\n<!-- /claims -->\n"
+
+
+def test_a_tuned_row_is_measured_against_the_strongest_untuned_row_of_its_family(tmp_path):
+    from pmlbal.records import NUMERICS_VERSION, config_key, new_run_id, write_record
+
+    rows = _load("tuned_rows")
+
+    def record(loss, kwargs, seed, value, batch=128, tuned=False):
+        cfg = {"dataset": "cjk-glyphs", "loss": loss, "loss_kwargs": kwargs, "seed": seed, "batch_size": batch,
+               "eval_split": "test", **({"tuned_from": "sqlite:///x.db#s"} if tuned else {})}
+        r = {"schema": 1, "run_id": new_run_id(cfg), "config": cfg, "config_key": config_key(cfg), "seed": seed,
+             "command": "pmlbal train", "final": {"map_at_r": value},
+             "numerics": {"version": NUMERICS_VERSION, "threads": 1, "device": "cpu"}}
+        write_record(r, tmp_path)
+        return r
+
+    tuned = {s: record("BalancedNTXentLoss", {"balance": 6.9}, s, v, tuned=True) for s, v in ((0, 0.78), (1, 0.80))}
+    for s, (pml, own, hand, wide) in enumerate(((0.74, 0.72, 0.90, 0.95), (0.72, 0.71, 0.91, 0.96))):
+        record("NTXentLoss", {"temperature": 0.1}, s, pml)  # PML's class: untuned, the strongest
+        record("BalancedNTXentLoss", {}, s, own)  # the class at its defaults: untuned
+        record("BalancedNTXentLoss", {"balance": 6.9}, s, hand)  # the tuned values re-trained: not untuned
+        record("NTXentLoss", {"temperature": 0.1}, s, wide, batch=256)  # another batch: not the same board row
+    label, base = rows.strongest_untuned(str(tmp_path), tuned)
+    assert label == "NTXentLoss(temperature=0.1)" and base == {0: 74.0, 1: 72.0}
