@@ -20,8 +20,8 @@ from .options import (LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_o
                    "coordinates: 'Name(key=value, ...)' (see pmlbal.tune.search_space).")
 @click.option("--budget", type=POSITIVE_INT, default=30, show_default=True,
               help="Training runs at most (a trial on K validation folds is K runs).")
-@click.option("--search", type=click.Choice(["cd", "tpe", "random", "grid"]), default="cd", show_default=True,
-              help="Coordinate descent, or Optuna's TPE / random / grid for comparison.")
+@click.option("--search", type=click.Choice(["cd", "tpe", "gp", "random", "grid"]), default="cd", show_default=True,
+              help="Coordinate descent, or Optuna's TPE / Gaussian process (GPSampler) / random / grid.")
 @click.option("--storage", default=None,
               help="Optuna storage: sqlite:///PATH, journal:PATH (several processes) or postgresql://... (several "
                    "machines); default sqlite:///RESULTS_DIR/tuning.db.")
@@ -42,7 +42,7 @@ from .options import (LEAD_METRICS, POSITIVE_FLOAT, POSITIVE_INT, check_device_o
 @click.option("--metric", type=click.Choice(LEAD_METRICS), default=None,
               help="Validation metric to maximise (default: the data set's lead metric, e.g. map_at_r on digits).")
 @click.option("--confirm", is_flag=True,
-              help="tpe/random: spend the last budget/4 runs re-running the 3 best points and the defaults, as cd does.")
+              help="tpe/gp/random: spend the last budget/4 runs re-running the 3 best points and the defaults, as cd does.")
 @click.option("--tune-epochs", type=POSITIVE_INT, default=None,
               help="Epochs of each validation run, fewer than the final run's --epochs to save time "
                    "(recorded in the study; default: --epochs, the final run's length).")
@@ -191,7 +191,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
                              f"without one; give at most {grace / 2:g} (default {heartbeat_for(grace):g})")
         spec = load_spec(study)
         if spec["search"] != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
-            study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid())
+            study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid(), spec_trials(spec))
         overrides = {"results_dir": results_dir, "cache_dir": cache_dir, "progress": False}
         if device:
             overrides["device"] = device

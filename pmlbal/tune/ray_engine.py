@@ -4,7 +4,7 @@ Ray places the trials on the CPUs and GPUs of a local Ray or a cluster; everythi
 engine's. The study, its spec and its budget are the ones `tune_study` builds for either engine; a trial
 trains its fold runs as the Optuna objective does (`run.train_point`), writing ordinary records under the
 results folder and reading back those already there; cd runs `ray.CoordinateDescentSearcher` with the
-spec's plan, tpe and random Ray's `OptunaSearch` with pmlbal's samplers (`run.make_sampler`), and
+spec's plan, tpe, gp and random Ray's `OptunaSearch` with pmlbal's samplers (`run.make_sampler`), and
 ``--confirm`` the same re-runs (`run.confirm_next`). Each trial is added to the study's Optuna storage in
 the driver as it ends, with its run index and fold attributes, so `pick`, ``--show``, ``--final`` and
 ``bench --config tuned`` read a Ray study as any other, and a rerun resumes from the study's trials.
@@ -271,7 +271,7 @@ def _descend(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], 
 
 
 def _sample(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
-    """tpe, random: Ray's OptunaSearch with pmlbal's sampler, the defaults first, told the study's ended
+    """tpe, gp, random: Ray's OptunaSearch with pmlbal's sampler, the defaults first, told the study's ended
     trials (a resumed study); a trial that raises is tried once more by Ray; then the confirm phase."""
     from ray.tune.search.optuna import OptunaSearch
 
@@ -281,7 +281,7 @@ def _sample(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], t
         # A resumed study's sampler takes another seed: the first one's draws are in the study already.
         alg = OptunaSearch({d.name: distribution_of(d) for d in dims}, spec["metric"], "max",
                            points_to_evaluate=[dict(spec["x0"])] if spec.get("x0") and not study.trials else None,
-                           sampler=make_sampler(spec["search"], dims, int(spec.get("seed", 0)) + len(ended)))
+                           sampler=make_sampler(spec["search"], dims, int(spec.get("seed", 0)) + len(ended), trials))
         for t in ended:
             alg.add_evaluated_point(t.params, t.value, error=t.state == TrialState.FAIL,
                                     pruned=t.state == TrialState.PRUNED)
@@ -292,7 +292,7 @@ def _sample(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], t
 
 
 def _confirm(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
-    """tpe, random with ``--confirm``: rounds of `run.confirm_next` re-runs until the budget is spent."""
+    """tpe, gp, random with ``--confirm``: rounds of `run.confirm_next` re-runs until the budget is spent."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

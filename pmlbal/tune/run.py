@@ -1,4 +1,4 @@
-"""Searches over training runs on Optuna storage: cd, tpe, random or grid; final retrain; lookup.
+"""Searches over training runs on Optuna storage: cd, tpe, gp, random or grid; final retrain; lookup.
 
 A study made by `pmlbal tune` carries its own description (the "spec", `spec.py`) in its user
 attributes, so a `pmlbal tune-worker` on another machine needs only the storage URL (`storage.py`)
@@ -35,7 +35,9 @@ __all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_
            "open_storage", "open_study", "retrain_best", "retry_failed_once", "run_search", "storage_exists",
            "supervise", "train_point", "training_objective"]
 
-SEARCHES = ("cd", "tpe", "random", "grid")
+SEARCHES = ("cd", "tpe", "gp", "random", "grid")
+#: The searches whose trials an Optuna sampler proposes and that may end with the confirm phase.
+SAMPLED = ("tpe", "gp", "random")
 FINAL = "pmlbal:final_run_id"
 
 
@@ -82,7 +84,9 @@ def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
 def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None,
                  spec: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
     """The search's sampler (cd with the settings of a study's `spec`: x0, tol, noise, coupled); Optuna's
-    TPE and random draw batch sizes as powers of two, as cd and grid do."""
+    TPE, Gaussian-process (`GPSampler`, its observation noise fitted: runs are noisy) and random search
+    draw batch sizes as powers of two, as cd and grid do. GP's quasi-random start-up trials are a third
+    of `budget`, at most Optuna's 10, so that a small budget still leaves most trials to the model."""
     powers = [d.name for d in dims if d.scale == "log2-int"]
     if search == "cd":
         s = spec or {}
@@ -91,6 +95,10 @@ def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | 
                                         coupled={k: tuple(v) for k, v in (s.get("coupled") or {}).items()})
     if search == "tpe":
         return PowersOfTwo(optuna.samplers.TPESampler(seed=seed), powers)
+    if search == "gp":
+        startup = 10 if budget is None else min(10, max(2, budget // 3))
+        return PowersOfTwo(optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
+                                                     deterministic_objective=False), powers)
     if search == "random":
         return PowersOfTwo(optuna.samplers.RandomSampler(seed=seed), powers)
     if search == "grid":
@@ -127,7 +135,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
     probes and re-runs, re-queues trials of lost workers and, with `local`, runs the queued trials in
     this process. With `local=False` the trials are left to `pmlbal tune-worker` processes. tpe,
     random and grid run Optuna's own loop here (`local`), or supervise the workers (not `local`); their
-    first trial is the defaults (the spec's `x0`), and with `confirm` (tpe, random) their last
+    first trial is the defaults (the spec's `x0`), and with `confirm` (tpe, gp, random) their last
     budget // 4 trials re-run their 3 best points and the defaults, as cd's confirm phase does. A
     trial that raises is recorded as failed with its error and tried once more. `pick(study)` then
     gives the pick.
@@ -135,7 +143,7 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if confirm and search == "grid":
-        raise ValueError("--confirm is for tpe and random (cd always confirms; a grid runs every point once)")
+        raise ValueError("--confirm is for tpe, gp and random (cd always confirms; a grid runs every point once)")
     s = dict(spec or {})
     study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget, s))
     study.set_user_attr("search", search)

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..records import check_writable
 from ..registry import dataset_spec
 from .budget import spec_trials
-from .run import run_search, training_objective
+from .run import SAMPLED, run_search, training_objective
 from .spaces import default_point, search_space
 from .spec import make_spec
 from .storage import open_storage
@@ -62,8 +62,8 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     dims = search_space(loss, base.dataset, dict(space or {}))
     folds = val_folds or spec_ds.val_folds
     val = replace(base, loss=loss, eval_split="val", train_split="train-sub", val_folds=folds, val_fold=0)
-    if confirm and search not in ("tpe", "random"):
-        raise ValueError(f"--confirm is for --search tpe or random (cd always confirms), not {search}")
+    if confirm and search not in SAMPLED:
+        raise ValueError(f"--confirm is for --search {', '.join(SAMPLED)} (cd always confirms), not {search}")
     _check_engine(engine, search, workers, address)
     if workers > 1 and not shared_storage(storage):
         raise ValueError("--workers > 1 needs a storage other processes can open (sqlite:///, journal: or a server)")
@@ -114,8 +114,8 @@ ENGINES = ("optuna", "ray")
 def _check_engine(engine: str, search: str, workers: int, address: str | None) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "ray" and search not in ("cd", "tpe", "random"):
-        raise ValueError(f"--engine ray runs --search cd, tpe or random, not {search}")
+    if engine == "ray" and search not in ("cd", *SAMPLED):
+        raise ValueError(f"--engine ray runs --search cd, {', '.join(SAMPLED)}, not {search}")
     if engine == "ray" and workers != 1:
         raise ValueError("--workers is for --engine optuna: Ray places the trials itself (--cpus-per-trial, "
                          "--gpus-per-trial)")

@@ -196,6 +196,32 @@ def test_cli_tune_engine_ray_records_resumes_and_picks_as_the_optuna_engine(tmp_
     assert shown.exit_code == 0 and "pick so far" in shown.output, shown.output
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("search", ["tpe", "gp"])
+def test_ray_engine_samples_confirms_and_resumes_a_cut_study_without_sampling_it_again(tmp_path, local_ray, search):
+    """Optuna's samplers through Ray, with the confirm phase: the defaults first, the sampled share, then
+    re-runs; a study cut after two trials resumes to the same budget without re-running the defaults or
+    sampling its whole budget again."""
+    url = f"sqlite:///{tmp_path}/tuning.db"
+    common = ["--engine", "ray", "--search", search, "--confirm", "--no-final", "--dataset", "digits", "--epochs",
+              "1", "--val-folds", "1", "--space", "balance=0.5:2", "--budget", "4", "--results-dir", str(tmp_path),
+              "--cache-dir", str(tmp_path / "cache")]
+    first = CliRunner().invoke(main, ["tune", "--study", "w"] + common)
+    assert first.exit_code == 0, first.output
+    study = optuna.load_study(study_name="w", storage=open_storage(url))
+    spec = study.user_attrs["pmlbal:spec"]
+    assert len(study.trials) == 4 and study.trials[0].params == spec["x0"]  # the defaults first
+    assert [t.user_attrs["run"] for t in study.trials][-1] >= 1  # the last quarter re-runs a top point
+    cut = optuna.create_study(study_name="cut", storage=open_storage(url), direction="maximize")
+    cut.set_user_attr("pmlbal:spec", spec)
+    for t in study.trials[:2]:
+        cut.add_trial(t)
+    resumed = CliRunner().invoke(main, ["tune", "--study", "cut"] + common)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(cut.trials) == 4  # not 2 + 4: only what the budget had left
+    assert sum(t.params == spec["x0"] and t.user_attrs["run"] == 0 for t in cut.trials) == 1  # defaults not re-run
+
+
 def test_cli_tune_engine_ray_fails_in_one_line_when_ray_cannot_start(tmp_path, monkeypatch):
     common = ["tune", "--engine", "ray", "--dataset", "digits", "--budget", "1", "--val-folds", "1",
               "--results-dir", str(tmp_path)]

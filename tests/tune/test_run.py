@@ -18,7 +18,7 @@ def analytic(dims):
     return objective
 
 
-@pytest.mark.parametrize("search", ["cd", "tpe", "random", "grid"])
+@pytest.mark.parametrize("search", ["cd", "tpe", "gp", "random", "grid"])
 def test_run_search_resumes_in_sqlite(tmp_path, search):
     dims = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
     url = f"sqlite:///{tmp_path}/t.db"
@@ -39,7 +39,7 @@ def test_cd_picks_near_the_grid_optimum_with_a_quarter_of_its_trials():
     assert len(cd.trials) == 16 and pick(cd).value >= grid.best_value - 0.1
 
 
-@pytest.mark.parametrize("search", ["tpe", "random"])
+@pytest.mark.parametrize("search", ["tpe", "gp", "random"])
 def test_confirm_spends_the_last_quarter_rerunning_the_top_three(search):
     dims = [Dim("balance", "log", 1 / 16, 16), Dim("temperature", "log", 1 / 64, 1.0)]
     values = iter(range(10_000))
@@ -56,7 +56,7 @@ def test_confirm_spends_the_last_quarter_rerunning_the_top_three(search):
     assert all(t.user_attrs["run"] >= 1 and tuple(sorted(t.params.items())) in top3 for t in reruns)
     best = pick(study)
     assert best.runs >= 2 and tuple(sorted(best.params.items())) in top3
-    with pytest.raises(ValueError, match="--confirm is for tpe and random"):
+    with pytest.raises(ValueError, match="--confirm is for tpe, gp and random"):
         run_search(noisy, dims, "grid", budget=4, storage=None, study_name="g", confirm=True)
 
 
@@ -170,7 +170,7 @@ def test_cli_tune_engine_ray_refuses_in_one_line_without_ray_or_with_optuna_only
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     common = ["tune", "--engine", "ray", "--dataset", "digits", "--budget", "1", "--results-dir", str(tmp_path)]
     for args, word in [([], "needs Ray Tune: pip install 'pmlbal[ray]'"),
-                       (["--search", "grid"], "--engine ray runs --search cd, tpe or random"),
+                       (["--search", "grid"], "--engine ray runs --search cd, tpe, gp, random"),
                        (["--workers", "2"], "--workers is for --engine optuna")]:
         bad = CliRunner().invoke(main, common + args)
         lines = bad.output.strip().splitlines()
@@ -270,3 +270,30 @@ def test_tune_storage_defaults_to_the_results_folder(tmp_path, monkeypatch):
     shown = CliRunner().invoke(main, ["tune", "--show", "--results-dir", "elsewhere", "--study", "s"])
     assert shown.exit_code != 0 and "sqlite:///elsewhere/tuning.db does not exist" in shown.output
     assert not (tmp_path / "results").exists()
+
+
+def test_gp_is_optunas_gaussian_process_with_fitted_noise_and_powers_of_two(tmp_path):
+    """`--search gp`: Optuna's GPSampler (noise fitted: runs are noisy) behind the same defaults-first
+    machinery; its start-up share scales with the budget; batch sizes stay powers of two."""
+    import optuna
+
+    from pmlbal.tune.powers import PowersOfTwo
+    from pmlbal.tune.run import make_sampler
+
+    dims = [Dim("balance", "log", 1 / 16, 16), Dim("batch_size", "log2-int", 16, 256)]
+    sampler = make_sampler("gp", dims, seed=0, budget=12)
+    assert isinstance(sampler, PowersOfTwo) and isinstance(sampler.inner, optuna.samplers.GPSampler)
+    assert sampler.inner._n_startup_trials == 4 and not sampler.inner._deterministic
+    assert make_sampler("gp", dims, seed=0, budget=60).inner._n_startup_trials == 10
+
+    def objective(trial):
+        b = trial.suggest_float("balance", 1 / 16, 16, log=True)
+        n = trial.suggest_int("batch_size", 16, 256, log=True)
+        return -(math.log2(b) - 1) ** 2 - 0.1 * (math.log2(n) - 6) ** 2
+
+    x0 = {"balance": 1.0, "batch_size": 128}
+    study = run_search(objective, dims, "gp", budget=12, storage=f"sqlite:///{tmp_path}/g.db", study_name="g",
+                       spec={"x0": x0}, confirm=True)
+    assert len(study.trials) == 12 and study.trials[0].params == x0  # the defaults first
+    assert all(t.params["batch_size"] in (16, 32, 64, 128, 256) for t in study.trials)
+    assert any(t.user_attrs.get("run", 0) >= 1 for t in study.trials[9:])  # the last quarter confirms
