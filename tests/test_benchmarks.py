@@ -212,3 +212,26 @@ def test_a_tuned_row_is_measured_against_the_strongest_untuned_row_of_its_family
         record("NTXentLoss", {"temperature": 0.1}, s, wide, batch=256)  # another batch: not the same board row
     label, base = rows.strongest_untuned(str(tmp_path), tuned)
     assert label == "NTXentLoss(temperature=0.1)" and base == {0: 74.0, 1: 72.0}
+
+
+def test_lattice_csv_writes_one_row_per_recorded_run_and_its_check_sees_drift(tmp_path, monkeypatch):
+    lat = _load("lattice_csv")
+    table = sys.modules["tuning_table"]
+    monkeypatch.setitem(lat.LATTICES, "digits", table.Lattice(range(0, 2), range(-1, 0), range(4, 5)))
+    recorded = {((1.0, 16), 0): 0.5, ((2.0, 16), 0): 0.6, ((2.0, 16), 1): 0.7}  # point (1, 16) lacks seed 1
+    monkeypatch.setattr(lat, "run_key", lambda cfg: (cfg.loss_kwargs["balance"], cfg.batch_size))
+    monkeypatch.setattr(lat, "find_existing", lambda d, key, seed: None if (key, seed) not in recorded else {
+        "final": {"map_at_r": recorded[key, seed], "recall@1": 0.9}, "run_id": f"r{key}{seed}",
+        "numerics": {"device": "cpu", "threads": 1, "cpu": {"id": f"cpu{seed}"}}})
+    rows = lat.lattice_rows("digits", range(0, 3), runs_dir=str(tmp_path))
+    assert [(r["point"], r["seed"], r["map_at_r"], r["cpu"]) for r in rows] == [
+        ("b0_t-1_s4", 0, 0.5, "cpu0"), ("b1_t-1_s4", 0, 0.6, "cpu0"), ("b1_t-1_s4", 1, 0.7, "cpu1")]
+    assert "3 runs over 2 of 2 points; points by runs: 1 run: 1, 2 runs: 1" in lat.summary(rows, "digits")
+    out = tmp_path / "lattice.csv"
+    monkeypatch.setattr(lat, "lattice_rows", lambda dataset, seeds: rows)
+    for args, code in (([], 0), (["--check"], 0)):
+        monkeypatch.setattr(sys, "argv", ["lattice_csv.py", "--dataset", "digits", "--out", str(out), *args])
+        assert lat.main() == code
+    monkeypatch.setattr(lat, "lattice_rows", lambda dataset, seeds: rows[:2])  # the records changed
+    monkeypatch.setattr(sys, "argv", ["lattice_csv.py", "--dataset", "digits", "--out", str(out), "--check"])
+    assert lat.main() == 1
