@@ -141,7 +141,7 @@ class Objective:
 
 
 def mean_pick(trials) -> dict:
-    """SPEC pick over `trials`: the params with the highest mean value."""
+    """The pick rule of docs/tuner.md ("Ranking and the pick") over `trials`: the params with the highest mean value."""
     groups: dict[tuple, list] = defaultdict(list)
     for t in trials:
         if t.value is not None:

@@ -1,7 +1,7 @@
 """Slow, obviously-correct loops for the supervised forms in docs/method.md, the losses' sections (one embedding set).
 
 Each takes embeddings and labels and returns the reduced loss as the pmlbal loss with the
-same arguments and its default reducer does, including SPEC's rules for batches a term
+same arguments and its default reducer does, including docs/method.md's rules ("Conventions") for batches a term
 cannot use: no positive or no negative pair gives 0 (NT-Xent, SupCon, alpha-CL: PML's
 zero loss), an anchor with no positive / no negative adds 0 to the term that needs it.
 """

@@ -1,4 +1,4 @@
-"""Values SPEC fixes where a term has nothing to work on, and at temperatures where exp() overflows."""
+"""Values docs/method.md ("Conventions") fixes where a term has nothing to work on, and at temperatures where exp() overflows."""
 
 from functools import partial
 
@@ -17,7 +17,7 @@ from pmlbal.losses._core import masked_logsumexp
 from tests.helpers import clustered
 from tests.losses import naive
 
-# name: (the loss under test, its loop from SPEC with the same arguments)
+# name: (the loss under test, its loop from docs/method.md with the same arguments)
 LOSSES = {
     "ntxent": (
         lambda: BalancedNTXentLoss(temperature=0.5, balance=0.7),
