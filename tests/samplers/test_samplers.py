@@ -233,3 +233,50 @@ def test_osgd_batches_refuse_a_batch_of_more_classes_than_the_split_has():
 
     with pytest.raises(ValueError, match="8 classes per batch, but the split has 2"):
         OSGDBatches(np.repeat(np.arange(2), 20), 32, 4)
+
+
+def test_osgd_batches_re_embed_on_epochs_one_plus_every_k():
+    from pmlbal.samplers import OSGDBatches
+
+    labels = np.repeat(np.arange(12), 10)
+    emb = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0))
+    src, embedded = OSGDBatches(labels, 24, 4, seed=0, resample_every=2), []
+    for n in range(1, 6):
+        src.epoch(n, lambda n=n: embedded.append(n) or emb)
+    assert embedded == [1, 3, 5]  # epochs 1, 1 + k, 1 + 2k: not 2 and 4
+
+
+def test_osgd_batches_pools_mix_the_draws(monkeypatch):
+    """The first pool of 40 candidates the source scores spans several of its pool/top_q random draws,
+    not one draw's consecutive batches (which would keep 4 of every draw's pools whatever their losses)."""
+    import pmlbal.samplers.batches as batches_mod
+    import pmlbal.samplers.osgd as osgd_mod
+    from pmlbal.samplers import OSGDBatches
+
+    labels = np.repeat(np.arange(40), 10)  # 400 samples, batch 8 of 2 classes x 4: 50 steps an epoch
+    real_draw, real_score = batches_mod.class_balanced_batches, osgd_mod.batch_supcon
+    draw_of, scored = {}, []
+
+    def tagged(labels_, batch_size, m, seed):
+        out = real_draw(labels_, batch_size, m, seed)
+        draw_of.update({tuple(b.tolist()): seed % 100 for b in out})  # seed = (seed * 1000 + n) * 100 + j
+        return out
+
+    def score(z, lab):  # the embeddings are the identity: each row names its sample
+        scored.append([tuple(row.tolist()) for row in z.argmax(dim=2)])
+        return real_score(z, lab)
+
+    monkeypatch.setattr(batches_mod, "class_balanced_batches", tagged)
+    monkeypatch.setattr(osgd_mod, "batch_supcon", score)
+    kept = OSGDBatches(labels, 8, 4, seed=0).epoch(1, lambda: torch.eye(len(labels)))
+    assert len(kept) == 50 and len(scored) == 1 and len(scored[0]) == 500  # 10 draws x 50 steps, scored once
+    first_pool = {draw_of[c] for c in scored[0][:40]}
+    assert len(first_pool) > 3, first_pool
+
+
+def test_the_self_supervised_osgd_sampler_yields_as_many_batches_as_its_len_before_and_after_update():
+    sampler = OSGDBatchSampler(100, batch_size=10, pool=5, top_q=2, seed=0)
+    assert len(list(sampler)) == len(sampler) == 10  # the random shuffle before the first update
+    g = torch.Generator().manual_seed(0)
+    sampler.update(torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g))
+    assert len(list(sampler)) == len(sampler) == 4  # the top 2 of each pool of 5

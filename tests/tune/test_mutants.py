@@ -92,8 +92,23 @@ def test_the_pick_is_the_defaults_unless_a_point_beats_them_on_paired_runs():
     assert math.isclose(gain.mean, 0.05) and math.isclose(gain.se, 0.0156 / math.sqrt(2))
     # The defaults ranking first: still the pick, and compared with the best other point (the report
     # says by how much it fell short, not that no other point ended well).
-    first = _table({(1.0, 0.1): [0.73, 0.73], (2.0, 0.1): [0.72, 0.73, 0.74]}, x0, noise=0.0156).pick()
-    assert first.is_default and first.vs_default.pairs == 2 and math.isclose(first.vs_default.mean, -0.005)
+    first = _table({(1.0, 0.1): [0.74, 0.74], (2.0, 0.1): [0.72, 0.73, 0.74]}, x0, noise=0.0156)
+    assert first.mean(point_key(x0, DIMS)) > first.mean(point_key({"balance": 2.0, "temperature": 0.1}, DIMS))
+    chosen = first.pick()  # strictly first: the defaults' own branch, not a challenger that fell short
+    assert chosen.is_default and chosen.vs_default.pairs == 2 and math.isclose(chosen.vs_default.mean, -0.015)
+
+
+def test_a_zero_noise_tie_never_beats_the_defaults():
+    x0 = {"balance": 1.0, "temperature": 0.1}
+    tie = _table({(1.0, 0.1): [0.70, 0.70], (2.0, 0.1): [0.70, 0.70]}, x0, noise=0.0).pick()
+    assert tie.is_default and tie.vs_default.mean == 0 and tie.vs_default.se == 0 and not tie.vs_default.beats
+
+
+def test_the_paired_standard_error_divides_by_n_minus_one():
+    gain = paired_gain({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.0, 2: 0.0}, noise=0.0)
+    # Differences 1, 2, 4: mean 7/3, sample variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 7/3.
+    assert math.isclose(gain.mean, 7 / 3) and math.isclose(gain.se, math.sqrt(7 / 3) / math.sqrt(3))
+    assert math.isclose(paired_gain({0: 1.0}, {0: 0.0}, noise=0.2).se, 0.2)  # one pair: the noise floor
 
 
 def _lost_trial(number: int, balance: float):

@@ -122,6 +122,8 @@ def test_a_ray_trial_is_recorded_as_the_optuna_engine_stores_it():
     assert diverged.state.name == "FAIL" and diverged.user_attrs[FAILED_FOR_GOOD] == "loss is nan"
     silent = record_trial(study, dims, "map_at_r", {**other, "run": 1}, {"other": 1.0}, None)
     assert silent.state.name == "FAIL" and "reported no map_at_r" in silent.user_attrs["error"]
+    nan = record_trial(study, dims, "map_at_r", {**other, "run": 2}, {"map_at_r": float("nan")}, None)
+    assert nan.state.name == "FAIL" and nan.value is None  # a NaN result is no result, never COMPLETE
     assert pick(study).params == point and pick(study).runs == 1
 
 

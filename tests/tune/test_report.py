@@ -55,6 +55,6 @@ def test_plot_integer_batch_ticks_labelled_colour_bar_every_coordinate(study):
 def test_plot_file_and_spec_key(study, tmp_path):
     from pmlbal.tune.run import SPEC
 
-    assert report.SPEC == SPEC  # report.py keeps its own copy so showing needs no trainer
+    assert report.SPEC is SPEC  # one key, defined once (tune/optuna.py), read by the report and the runner
     path = report.plot_trajectory(study, tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
