@@ -88,10 +88,10 @@ def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
     spec = dataset_spec(dataset)
     ks, lead = spec.ks, spec.lead_metric
     panels = [[lead], [f"recall@{k}" for k in ks]] if lead != f"recall@{ks[0]}" else [[f"recall@{k}" for k in ks]]
-    widths = [max(4, 0.5 * len(rows))] * (len(panels) == 2) + [max(6, 1.2 * len(rows))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 2, 4), gridspec_kw={"width_ratios": widths},
-                             squeeze=False)
-    for ax, metrics in zip(axes[0], panels):
+    # One above the other, sharing the rows' order: the lead metric on top.
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.9 * len(rows)) + 2, 5.5 * len(panels)),
+                             squeeze=False, layout="constrained")
+    for ax, metrics in zip(axes[:, 0], panels):
         width = 0.8 / len(metrics)
         lows, highs = _bars(ax, rows, metrics, width)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
@@ -109,7 +109,6 @@ def recall_bars_figure(dataset: str, rows: list[dict[str, Any]]) -> Figure:
         _legend_right(ax)
     fig.suptitle(f"{dataset}: mean ± sample s.d. over seeds; hatched //: untrained network, dotted: raw pixels",
                  fontsize=9)
-    fig.tight_layout()
     return fig
 
 
