@@ -94,7 +94,7 @@ def test_flags_given_override_the_file_and_the_rest_comes_from_it(tmp_path, trai
     assert (cfg.epochs, cfg.eval_split, cfg.train_split, cfg.seed) == (2, "test", "train", 4)  # flags
     assert (cfg.loss, cfg.lr, cfg.batch_size, cfg.freeze_bn) == ("KCLLoss", 0.001, 40, True)  # file
     assert cfg.loss_kwargs == {"t": 0.2}  # --loss-arg adds to (here: replaces a value of) the file's arguments
-    assert kw["resume"] is False and kw["tensorboard"] is None
+    assert kw["resume"] is True and kw["tensorboard"] is None  # an interrupted run continues by default
 
     CliRunner().invoke(main, ["train", "--config", str(tmp_path / "run.yaml")])
     cfg, _ = trained[-1]

@@ -54,7 +54,7 @@ def test_the_board_marks_stale_rows_and_prefers_current_runs():
     assert "BalancedNTXentLoss(balance=2.0) ‡" in md and "BalancedNTXentLoss(balance=1.0) ‡" not in md
     assert f"earlier numerics version than the current code's ({NUMERICS_VERSION}" in md
     assert "Every CPU run used 2 threads" in md and "| threads |" not in md
-    assert render_csv(rows, "digits").splitlines()[0].endswith(",threads,cpus,stale")
+    assert render_csv(rows, "digits").splitlines()[0].endswith(",threads,cpus,stale,collapsed")
 
 
 def test_a_board_mixing_thread_counts_shows_them_per_row():

@@ -286,6 +286,9 @@ def test_a_retry_whose_run_another_live_worker_trains_waits_for_its_record():
 
 
 def _orphan_worker(url, name, coordinator, started):
+    # A forked child inherits the test process's SIGINT handler (Ray's, once a Ray test ran); the worker
+    # process `pmlbal tune` starts has Python's, which turns SIGINT into KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     study = optuna.load_study(study_name=name, storage=url)
 
     def long_trial(trial):
@@ -319,7 +322,7 @@ def test_a_worker_whose_coordinator_dies_leaves_within_its_heartbeat(tmp_path, b
         assert worker.is_alive()  # the coordinator lives: the worker waits (or trains)
         coordinator.kill()
         coordinator.join()
-        worker.join(timeout=10)
+        worker.join(timeout=60)  # a heartbeat (0.1 s) and one storage write; generous for a loaded machine
         assert worker.exitcode == 0
     finally:
         for p in (worker, coordinator):
