@@ -37,22 +37,33 @@ def prune(results_dir: str | Path, storage: str, studies: Sequence[str] = (), dr
         raise ValueError(f"no study {', '.join(map(repr, unknown))} in {storage}; it holds: {', '.join(sorted(held)) or 'none'}")
     runs = Path(results_dir) / "runs"
     moved = []
+    for path, record in _test_records(runs):
+        source = tuned_from(record)
+        if source is not None and source[0] == storage and \
+                ((source[1] in studies) if studies else (source[1] not in held)):
+            moved.append(_retire(path, Path(results_dir) / "pruned" / source[1], dry_run, log))
+    return moved
+
+
+def _test_records(runs: Path):
+    """(path, record) of each readable test-split record under `runs`."""
     for path in sorted(runs.glob("*.json")):
         try:
             record = read_record(path)
         except RecordError:
             continue
-        source = tuned_from(record)
-        if source is None or source[0] != storage or record["config"].get("eval_split", "test") != "test":
-            continue
-        if (source[1] in studies) if studies else (source[1] not in held):
-            target = Path(results_dir) / "pruned" / source[1] / path.name
-            log(f"{'would move' if dry_run else 'moved'} {path} -> {target}")
-            if not dry_run:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-            moved.append(path)
-    return moved
+        if record["config"].get("eval_split", "test") == "test":
+            yield path, record
+
+
+def _retire(path: Path, folder: Path, dry_run: bool, log: Callable[[str], None]) -> Path:
+    """Move `path` into `folder` (kept, off the boards), or with `dry_run` only say so; returns `path`."""
+    target = folder / path.name
+    log(f"{'would move' if dry_run else 'moved'} {path} -> {target}")
+    if not dry_run:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    return path
 
 
 def prune_stale(results_dir: str | Path, keys: Sequence[str], dry_run: bool = False,
@@ -61,23 +72,10 @@ def prune_stale(results_dir: str | Path, keys: Sequence[str], dry_run: bool = Fa
     configurations whose run key is in `keys`; the paths moved (or, with `dry_run`, that would be).
     A key with no stale test record is an error before anything moves: a typo retires nothing."""
     runs, found = Path(results_dir) / "runs", {}
-    for path in sorted(runs.glob("*.json")):
-        try:
-            record = read_record(path)
-        except RecordError:
-            continue
-        if (record["config_key"] in keys and not is_current(record)
-                and record["config"].get("eval_split", "test") == "test"):
+    for path, record in _test_records(runs):
+        if record["config_key"] in keys and not is_current(record):
             found.setdefault(record["config_key"], []).append(path)
     missing = [k for k in keys if k not in found]
     if missing:
         raise ValueError(f"no stale test record of configuration {', '.join(map(repr, missing))} under {runs}")
-    moved = []
-    for path in (p for k in keys for p in found[k]):
-        target = Path(results_dir) / "pruned" / "stale" / path.name
-        log(f"{'would move' if dry_run else 'moved'} {path} -> {target}")
-        if not dry_run:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-        moved.append(path)
-    return moved
+    return [_retire(path, Path(results_dir) / "pruned" / "stale", dry_run, log) for k in keys for path in found[k]]
