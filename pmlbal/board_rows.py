@@ -12,7 +12,7 @@ from statistics import mean, stdev
 from typing import Any
 
 from .config import DEFAULTS, FIELD_ROLES, at_default
-from .metrics.collapse import collapse_of
+from .metrics.collapse import record_collapse
 from .records import best_epoch, config_key, is_current
 from .registry import dataset_spec
 
@@ -214,7 +214,7 @@ def build_rows(records: list[dict[str, Any]], dataset: str) -> list[dict[str, An
         }
         for name in dataset_spec(dataset).metrics:
             row[name] = _stats([r["final"][name] for r in runs if name in r["final"]])
-        reasons = [(r.get("collapse") or collapse_of(r)).get("reason") for r in runs]
+        reasons = [record_collapse(r) for r in runs]
         if any(reasons):  # a failure that keeps its metrics: the board shows it apart
             row["collapsed"] = (sum(map(bool, reasons)), next(x for x in reasons if x))
         ranks = [r["final"]["effective_rank"] for r in runs if "effective_rank" in r["final"]]

@@ -111,16 +111,16 @@ def _mixed_threads(rows: list[dict[str, Any]]) -> bool:
 
 
 def render_markdown(rows: list[dict[str, Any]], dataset: str, expected_seeds: int) -> str:
-    ranked, collapsed = ranked_rows(rows), [r for r in rows if r.get("collapsed")]
+    ranked, collapsed, letters = ranked_rows(rows), [r for r in rows if r.get("collapsed")], cpu_letters(rows)
     lines = [f"# {dataset} leaderboard", "", *_header(rows, dataset, expected_seeds),
-             *table_lines(ranked, dataset, expected_seeds, cpu_letters(rows))]
+             *table_lines(ranked, dataset, expected_seeds, letters)]
     if collapsed:
         lines += ["", "## Collapsed runs", "",
                   f"Configurations with a collapsed run (`pmlbal.metrics.collapse`: test embeddings of effective rank "
                   f"below {COLLAPSE_RANK}, or the lead metric more than {100 * COLLAPSE_MARGIN:.0f} points below the "
                   "untrained network's; each record states its verdict under `collapse`): failures, not results, so "
                   "off the ranking above. *collapsed* counts the row's collapsed runs and gives the first one's reason.",
-                  "", *table_lines(collapsed, dataset, expected_seeds, cpu_letters(rows))]
+                  "", *table_lines(collapsed, dataset, expected_seeds, letters)]
     return "\n".join(lines) + "\n"
 
 

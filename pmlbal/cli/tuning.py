@@ -66,6 +66,7 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
 
     from ..bench import parse_loss_spec
     from ..tune import open_storage, pick
+    from ..tune.budget import spec_folds
     from ..tune.optuna import SPEC
     from ..tune.progress import format_params, runs_text
     from ..tune.report import versus_defaults
@@ -94,7 +95,7 @@ def tune(ctx, loss, budget, search, storage, study_name, seed, space, x0_items, 
     except KeyboardInterrupt:
         interrupted(ctx, f"study {name} keeps its finished trials (the interrupted one runs again)")
     best = pick(study)
-    folds = int((study.user_attrs.get(SPEC) or {}).get("base", {}).get("val_folds") or 1)
+    folds = spec_folds(study.user_attrs.get(SPEC))
     if best is None:
         raise click.ClickException(f"study {name!r}: no trial finished")
     click.echo(f"study {name}: {len(study.trials)} trials; pick: val {best.value:.4f} "

@@ -18,9 +18,14 @@ def trial_budget(runs: int, folds: int = 1) -> int:
     return runs // folds
 
 
+def spec_folds(spec: dict | None) -> int:
+    """The validation folds a study's trial trains (one run each); 1 without a spec."""
+    return int(((spec or {}).get("base") or {}).get("val_folds") or 1)
+
+
 def spec_trials(spec: dict) -> int:
     """Trials a study's budget buys: its `budget` (training runs) over its base's validation folds."""
-    return trial_budget(spec["budget"], int((spec.get("base") or {}).get("val_folds", 1)))
+    return trial_budget(spec["budget"], spec_folds(spec))
 
 
 def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:

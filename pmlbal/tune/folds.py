@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import TrainConfig
-from ..metrics.collapse import collapse_of
+from ..metrics.collapse import record_collapse
 
 
 def fold_configs(cfg: TrainConfig, run: int) -> list[TrainConfig]:
@@ -61,7 +61,7 @@ def score_folds(records: Sequence[dict[str, Any]], metric: str) -> FoldScore:
     """The `FoldScore` of one trial's fold records (`metric` of their final evaluation)."""
     values = tuple(float(r["final"][metric]) for r in records)
     gains = tuple(v - float((r.get("initial") or {}).get(metric, float("nan"))) for v, r in zip(values, records))
-    collapsed = tuple((r.get("collapse") or collapse_of(r)).get("reason") for r in records)
+    collapsed = tuple(map(record_collapse, records))
     return FoldScore(values, gains, tuple(str(r["run_id"]) for r in records), collapsed)
 
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from .budget import runs_ended
+from .budget import runs_ended, spec_folds
 from .optuna import SPEC, pick
 
 
@@ -58,7 +58,7 @@ def update_bar(bar: Any, study: optuna.Study) -> None:
     bar.n = min(spent, bar.total)
     best = pick(study)
     if best is not None:  # refresh=False: the one refresh below draws it (a log file got every update twice)
-        folds = int((study.user_attrs.get(SPEC) or {}).get("base", {}).get("val_folds") or 1)
+        folds = spec_folds(study.user_attrs.get(SPEC))
         bar.set_postfix_str(f"pick {best.value:.4f} ({runs_text(best.runs, folds)}"
                             f"{', the defaults' if best.is_default else ''}) "
                             f"at {format_params(best.params)}; running {len(trials) - len(finished)}", refresh=False)
