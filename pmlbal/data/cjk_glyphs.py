@@ -148,6 +148,12 @@ def _render_chunk(args):
     return render_face(face, chars)
 
 
+def _announce(wanted: int, faces: int, workers: int) -> None:
+    print(f"cjk-glyphs: rendering {wanted:,} characters from {faces} font faces with {workers} "
+          f"process{'es' if workers != 1 else ''} (once, then read from the cache; about a minute per core)",
+          file=sys.stderr, flush=True)
+
+
 def render_dataset(scan: FaceScan, chars: np.ndarray, classes: tuple[int, int], workers: int | None = None,
                    progress: bool = True) -> dict[str, np.ndarray]:
     """Walk `chars`, render each in every face that maps it, keep its distinct designs, and stop
@@ -165,9 +171,7 @@ def render_dataset(scan: FaceScan, chars: np.ndarray, classes: tuple[int, int], 
     kept_classes = 0
     start, chunk = 0, int(wanted * 1.15) + 16
     if progress:  # the bar below is a terminal's only; a log or a pipe hears this line, before minutes of work
-        print(f"cjk-glyphs: rendering {wanted:,} characters from {len(scan.faces)} font faces with {workers} "
-              f"process{'es' if workers != 1 else ''} (once, then read from the cache; about a minute per core)",
-              file=sys.stderr, flush=True)
+        _announce(wanted, len(scan.faces), workers)
     bar = tqdm(total=wanted, desc="rendering cjk-glyphs", unit="class", disable=None if progress else True,
                leave=False)
     # fork, not spawn: spawn re-imports the caller's main script, which may itself be loading this data
