@@ -8,8 +8,10 @@ loss is one file and one decorator.
 
 `create(name, **kwargs)` builds any registered component, and also any of PML's own losses (the
 baselines the CLI accepts); `list_losses()`, `list_miners()`, `list_samplers()`, `list_datasets()`
-make the names discoverable. Registering has no effect outside these tables: putting pmlbal's
-classes into PML's own modules is `pmlbal.pml_compat.install`, called once by ``import pmlbal``.
+make the names discoverable. The tables fill lazily: ``import pmlbal`` names, per kind, the modules
+that register it (`add_loader`), and the first lookup of a kind imports them, so that a command that
+only parses its options (``pmlbal --help``) never starts torch. Registering tells the listeners
+(`add_listener`): that is how `pmlbal.pml_compat` puts pmlbal's classes into PML's own modules.
 Registering a name twice warns when it is the same class again (a module imported twice) and
 raises when it is a different class (two components would answer to one name).
 """
@@ -28,6 +30,37 @@ _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in _KINDS}
 #: Tuning ranges per loss name: {coordinate: (scale, low, high[, step, min_step])}; PML baselines too.
 _LOSS_TUNING: dict[str, dict[str, tuple]] = {}
 _DATASETS: dict[str, "DatasetSpec"] = {}
+#: Per kind, the callables that import the modules registering it; each runs once, at the kind's first lookup.
+_LOADERS: dict[str, list[Callable[[], Any]]] = {kind: [] for kind in (*_KINDS, "dataset")}
+#: Called as ``listener(kind, name, cls)`` after each registration of a loss, miner, sampler or batch source.
+_LISTENERS: list[Callable[[str, str, type], None]] = []
+
+
+def add_loader(kinds: tuple[str, ...], load: Callable[[], Any]) -> None:
+    """Run `load` (which imports the modules that register `kinds`) before the first lookup of any of them."""
+    for kind in kinds:
+        if kind not in _LOADERS:
+            raise ValueError(f"kind must be one of {tuple(_LOADERS)}, got {kind!r}")
+        _LOADERS[kind].append(load)
+
+
+def add_listener(listener: Callable[[str, str, type], None]) -> None:
+    """Call ``listener(kind, name, cls)`` after every later registration of a class."""
+    _LISTENERS.append(listener)
+
+
+def _loaded(*kinds: str) -> None:
+    # A loader leaves its list before it runs: the modules it imports may look names up themselves
+    # (a partly imported module is then what they see, as in any circular import). One that fails
+    # goes back, so the next lookup tries again and shows the same error.
+    for kind in kinds:
+        while _LOADERS[kind]:
+            load = _LOADERS[kind].pop(0)
+            try:
+                load()
+            except BaseException:
+                _LOADERS[kind].insert(0, load)
+                raise
 
 
 # -- losses, miners, samplers, batch sources ----------------------------------------------------------
@@ -49,6 +82,8 @@ def register(kind: str, name: str | None = None, *, tune: Mapping[str, tuple] | 
         _REGISTRY[kind][key] = cls
         if tune is not None:
             _LOSS_TUNING[key] = dict(tune)
+        for listener in _LISTENERS:
+            listener(kind, key, cls)
         return cls
 
     return decorator
@@ -85,6 +120,7 @@ def get(name: str, kind: str | None = None) -> type:
     """Return the class registered as `name` (optionally restricted to one kind). For kind "loss"
     (or no kind), any of PML's own loss classes is found too."""
     kinds = _KINDS if kind is None else (kind,)
+    _loaded(*kinds)
     for k in kinds:
         if name in _REGISTRY[k]:
             return _REGISTRY[k][name]
@@ -137,15 +173,18 @@ def accepted_arguments(cls: type) -> set[str]:
 
 def list_losses(pml: bool = False) -> list[str]:
     """pmlbal's losses; with `pml`, also the PML baselines that have a registered search space."""
+    _loaded("loss")
     names = set(_REGISTRY["loss"]) | ({n for n in _LOSS_TUNING if _pml_loss_class(n)} if pml else set())
     return sorted(names)
 
 
 def list_miners() -> list[str]:
+    _loaded("miner")
     return sorted(_REGISTRY["miner"])
 
 
 def list_samplers() -> list[str]:
+    _loaded("sampler")
     return sorted(_REGISTRY["sampler"])
 
 
@@ -153,16 +192,19 @@ def registered(kind: str) -> dict[str, type]:
     """A copy of the name -> class table of one kind (what `pmlbal.pml_compat` installs into PML)."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    _loaded(kind)
     return dict(_REGISTRY[kind])
 
 
 def list_batch_sources() -> list[str]:
     """Names `TrainConfig.sampler` (``pmlbal train --sampler``) accepts."""
+    _loaded("batches")
     return sorted(_REGISTRY["batches"])
 
 
 def loss_tuning(name: str) -> dict[str, tuple]:
     """The default search space of a loss's arguments; ValueError naming the losses that have one."""
+    _loaded("loss")
     if name not in _LOSS_TUNING:
         raise ValueError(f"no default search space for {name!r}; known: {', '.join(sorted(_LOSS_TUNING))}")
     return dict(_LOSS_TUNING[name])
@@ -262,12 +304,14 @@ def classes_per_batch(p: int) -> Callable[[int], int]:
 
 
 def dataset_spec(name: str) -> DatasetSpec:
+    _loaded("dataset")
     if name not in _DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose from {sorted(_DATASETS)}")
     return _DATASETS[name]
 
 
 def list_datasets() -> list[str]:
+    _loaded("dataset")
     return sorted(_DATASETS)
 
 

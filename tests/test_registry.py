@@ -48,18 +48,17 @@ def test_registering_a_name_twice_warns_and_a_different_class_under_it_raises(mo
     assert pmlbal.get("BalancedNTXentLoss") is cls
 
 
-def test_registering_leaves_pml_alone_until_install(monkeypatch):
-    from pmlbal import pml_compat, registry
+def test_a_class_registered_after_pml_is_imported_is_in_pml_at_once(monkeypatch):
+    from pmlbal import registry
 
     monkeypatch.setattr(registry, "_REGISTRY", {k: dict(v) for k, v in registry._REGISTRY.items()})
 
     class LateLoss(BalancedLoss):
         pass
 
-    registry.register("loss")(LateLoss)
     assert not hasattr(pml_losses, "LateLoss")
     try:
-        pml_compat.install()
+        registry.register("loss")(LateLoss)
         assert pml_losses.LateLoss is LateLoss and "LateLoss" in pml_losses.SelfSupervisedLoss.supported_losses()
     finally:
         if hasattr(pml_losses, "LateLoss"):
@@ -126,3 +125,64 @@ def test_distributed_wrapper_matches_pml_on_two_gloo_ranks():
     for rank in range(2):
         for a, b in results[rank]:
             assert a == pytest.approx(b, rel=1e-9)
+
+
+ORDERS = {
+    "pmlbal, then PML": "import pmlbal\nfrom pytorch_metric_learning import losses, miners, samplers",
+    "PML, then pmlbal": "from pytorch_metric_learning import losses, miners, samplers\nimport pmlbal",
+    "a pmlbal module, then PML": "from pmlbal.losses import BalancedNTXentLoss\n"
+                                 "from pytorch_metric_learning import losses, miners, samplers",
+    "PML's miners inside pmlbal's import": "import pytorch_metric_learning.miners as miners\nimport pmlbal\n"
+                                           "from pytorch_metric_learning import losses, samplers",
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_pml_holds_pmlbals_classes_in_any_import_order(order):
+    """A fresh process each: in this one PML and pmlbal were imported long ago."""
+    import subprocess
+    import sys
+
+    check = (ORDERS[order] + "\nimport sys\nassert 'torch' in sys.modules\n"
+             "assert losses.BalancedNTXentLoss.__module__ == 'pmlbal.losses.ntxent'\n"
+             "assert losses.KCLLoss.__module__ == 'pmlbal.losses.kcl'\n"
+             "assert 'DHELLoss' in losses.SelfSupervisedLoss.supported_losses()\n"
+             "assert miners.BalancedPairMiner.__module__ == 'pmlbal.miners.balanced_pair'\n"
+             "assert samplers.OSGDBatchSampler.__module__ == 'pmlbal.samplers.osgd'\n"
+             "assert type(losses.__loader__).__name__ == 'SourceFileLoader'\n")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_import_pmlbal_starts_neither_torch_nor_pml_and_its_names_load_on_use():
+    import subprocess
+    import sys
+
+    check = ("import sys, pmlbal\n"
+             "assert not {'torch', 'pytorch_metric_learning', 'numpy'} & set(sys.modules), sorted(sys.modules)\n"
+             "assert 'digits' in pmlbal.list_datasets() and 'torch' not in sys.modules\n"
+             "assert 'spectral' in pmlbal.list_batch_sources() and 'torch' not in sys.modules\n"
+             "assert pmlbal.get('BalancedNTXentLoss').__name__ == 'BalancedNTXentLoss'\n"
+             "assert pmlbal.samplers.SpectralBatchSampler.__module__ == 'pmlbal.samplers.spectral'\n"
+             "import pytorch_metric_learning.losses as L\n"
+             "assert L.BalancedNTXentLoss is pmlbal.losses.BalancedNTXentLoss\n")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_failing_loader_stays_for_the_next_lookup(monkeypatch):
+    from pmlbal import registry
+
+    calls = []
+
+    def load():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ImportError("no such module")
+
+    monkeypatch.setattr(registry, "_LOADERS", {**registry._LOADERS, "miner": [load]})
+    with pytest.raises(ImportError):
+        registry.list_miners()
+    registry.list_miners()
+    registry.list_miners()
+    assert len(calls) == 2

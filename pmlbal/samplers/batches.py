@@ -11,12 +11,14 @@ without these methods is taken to be stateless.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from ..registry import register
+
+if TYPE_CHECKING:  # torch is imported by the one source that computes with it: `--help` lists these names
+    import torch
 
 
 def batches_per_epoch(n_items: int, batch_size: int) -> int:
@@ -131,6 +133,8 @@ class OSGDBatches:
         self.z: torch.Tensor | None = None  # the last embeddings of the training set, normalised and scaled
 
     def epoch(self, n: int, embed: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        import torch
+
         from .osgd import batch_supcon, top_loss_indices
 
         if self.z is None or (n - 1) % self.resample_every == 0:
