@@ -5,7 +5,7 @@ engine's. The study, its spec and its budget are the ones `tune_study` builds fo
 trains its fold runs as the Optuna objective does (`run.train_point`), writing ordinary records under the
 results folder and reading back those already there; cd runs `ray.CoordinateDescentSearcher` with the
 spec's plan, tpe, gp and random Ray's `OptunaSearch` with pmlbal's samplers (`run.make_sampler`), and
-``--confirm`` the same re-runs (`run.confirm_next`). Each trial is added to the study's Optuna storage in
+``--confirm`` the same re-runs (`policy.next_step`). Each trial is added to the study's Optuna storage in
 the driver as it ends, with its run index and fold attributes, so `pick`, ``--show``, ``--final`` and
 ``bench --config tuned`` read a Ray study as any other, and a rerun resumes from the study's trials.
 
@@ -28,10 +28,10 @@ import optuna
 from optuna.trial import TrialState
 
 from ..train import DivergedError, MetricsError, TrainConfig
-from .budget import sampling_budget
 from .dims import Dim, distribution_of
-from .run import confirm_next, make_sampler, train_point
-from .spec import open_study
+from .policy import next_step
+from .run import make_sampler, train_point
+from .spec import cd_settings, open_study
 from .trials import FAILED_FOR_GOOD, RUN, trials_as_results
 
 RAY_EXTRA = "pip install 'pmlbal[ray]'"
@@ -255,10 +255,8 @@ def _descend(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], 
     """cd: the searcher, with the spec's plan, told the study's ended trials first (a resumed study)."""
     from .ray import CoordinateDescentSearcher
 
-    searcher = CoordinateDescentSearcher(
-        dims, spec["metric"], "max", x0=spec.get("x0"), tol=float(spec.get("tol") or 0.0), budget=trials,
-        order=[d.name for d in dims], seed=int(spec.get("seed", 0)), noise=float(spec.get("noise") or 0.0),
-        coupled={k: tuple(v) for k, v in (spec.get("coupled") or {}).items()})
+    searcher = CoordinateDescentSearcher(dims, spec["metric"], "max", budget=trials, order=[d.name for d in dims],
+                                         seed=int(spec.get("seed", 0)), **cd_settings(spec))
     results, _ = trials_as_results(_ended(study), dims)
     for r in results:
         searcher.add_evaluated_point({**r.point, RUN: r.run}, r.value, error=r.value is None and not r.final,
@@ -271,34 +269,41 @@ def _descend(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], 
 
 
 def _sample(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
-    """tpe, gp, random: Ray's OptunaSearch with pmlbal's sampler, the defaults first, told the study's ended
-    trials (a resumed study); a trial that raises is tried once more by Ray; then the confirm phase."""
+    """tpe, gp, random: the policy's steps (`policy.next_step`). A sample step is Ray's OptunaSearch with
+    pmlbal's sampler, the defaults first, told the study's ended trials (a resumed study), a trial that
+    raises tried once more by Ray; a confirm step runs its re-runs as presets."""
     from ray.tune.search.optuna import OptunaSearch
 
-    ended = _ended(study)
-    remaining = sampling_budget(trials, spec.get("confirm", False), spec["search"]) - len(ended)
-    if remaining > 0:
-        # A resumed study's sampler takes another seed: the first one's draws are in the study already.
-        alg = OptunaSearch({d.name: distribution_of(d) for d in dims}, spec["metric"], "max",
-                           points_to_evaluate=[dict(spec["x0"])] if spec.get("x0") and not study.trials else None,
-                           sampler=make_sampler(spec["search"], dims, int(spec.get("seed", 0)) + len(ended), trials))
-        for t in ended:
-            alg.add_evaluated_point(t.params, t.value, error=t.state == TrialState.FAIL,
-                                    pruned=t.state == TrialState.PRUNED)
-        if fit(alg, remaining, 1) < remaining:
-            raise KeyboardInterrupt
-    if spec.get("confirm"):
-        _confirm(study, dims, spec, trials, fit)
+    search, x0 = spec["search"], spec.get("x0")
+    while True:
+        ended = _ended(study)  # Ray adds a trial to the study when it ends: there are no others
+        step = next_step(ended, dims, budget=trials, search=search, confirm=bool(spec.get("confirm")), x0=x0,
+                         noise=cd_settings(spec)["noise"])
+        if step.action == "done":
+            return
+        if step.action == "sample":
+            # A resumed study's sampler takes another seed: the first one's draws are in the study already.
+            alg = OptunaSearch({d.name: distribution_of(d) for d in dims}, spec["metric"], "max",
+                               points_to_evaluate=[dict(p) for p, _ in step.probes] or None,
+                               sampler=make_sampler(search, dims, int(spec.get("seed", 0)) + len(ended), trials))
+            for t in ended:
+                alg.add_evaluated_point(t.params, t.value, error=t.state == TrialState.FAIL,
+                                        pruned=t.state == TrialState.PRUNED)
+            if fit(alg, step.trials, 1) < step.trials:
+                raise KeyboardInterrupt
+        elif step.action == "confirm":
+            _confirm(step.probes, fit)
+        else:
+            raise RuntimeError(f"a Ray study has only ended trials; the policy asked to {step.action}")
 
 
-def _confirm(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
-    """tpe, gp, random with ``--confirm``: rounds of `run.confirm_next` re-runs until the budget is spent."""
+def _confirm(probes, fit: Callable) -> None:
+    """A confirm round (tpe, gp, random with ``--confirm``): its (point, run) re-runs as Ray presets."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    while nxt := confirm_next(study, dims, trials, spec.get("x0"), float(spec.get("noise") or 0.0)):
-        configs = [{**point, RUN: run} for point, run in nxt]
-        # Ray runs presets over a space that names their keys, and warns of a preset outside it.
-        space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in configs[0]}
-        if fit(BasicVariantGenerator(points_to_evaluate=configs), len(configs), 1, space) < len(configs):
-            raise KeyboardInterrupt
+    configs = [{**point, RUN: run} for point, run in probes]
+    # Ray runs presets over a space that names their keys, and warns of a preset outside it.
+    space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in configs[0]}
+    if fit(BasicVariantGenerator(points_to_evaluate=configs), len(configs), 1, space) < len(configs):
+        raise KeyboardInterrupt

@@ -16,21 +16,20 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..train import DivergedError, MetricsError, TrainConfig, train
-from .budget import sampling_budget
-from .coordinate_descent import CoordinateDescent
 from .dims import Dim
 from .folds import FoldScore, train_trial
 from .optuna import SPEC, CoordinateDescentSampler, Pick, pick
 from .plan import SEARCH_VERSION
+from .policy import Step, next_step
 from .powers import PowersOfTwo
 from .spaces import final_samples_per_class, grid_values, suggest
 # The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
-from .spec import config_for, dims_of, load_spec, make_spec, open_study
+from .spec import cd_settings, config_for, dims_of, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
-from .trials import FAILED_FOR_GOOD, RUN, trials_as_results
+from .trials import FAILED_FOR_GOOD, RUN
 from .workers import GRACE, STATE, Heartbeat, StaleMonitor, coordinate, heartbeat_for
 
-__all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "confirm_next", "dims_of",
+__all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "dims_of",
            "final_config", "find_tuned", "load_spec", "make_sampler", "make_spec", "objective_from_spec",
            "open_storage", "open_study", "retrain_best", "retry_failed_once", "run_search", "storage_exists",
            "supervise", "train_point", "training_objective"]
@@ -89,10 +88,8 @@ def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | 
     of `budget`, at most Optuna's 10, so that a small budget still leaves most trials to the model."""
     powers = [d.name for d in dims if d.scale == "log2-int"]
     if search == "cd":
-        s = spec or {}
-        return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims, x0=s.get("x0"),
-                                        tol=s.get("tol", 0.0), noise=s.get("noise", 0.0),
-                                        coupled={k: tuple(v) for k, v in (s.get("coupled") or {}).items()})
+        return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims,
+                                        **cd_settings(spec))
     if search == "tpe":
         return PowersOfTwo(optuna.samplers.TPESampler(seed=seed), powers)
     if search == "gp":
@@ -111,17 +108,6 @@ def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
     whose training diverged: that would only diverge again)."""
     if trial.state == TrialState.FAIL and FAILED_FOR_GOOD not in trial.user_attrs:
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
-
-
-def confirm_next(study: optuna.Study, dims: Sequence[Dim], budget: int, x0: Mapping[str, Any] | None = None,
-                 noise: float = 0.0) -> list[tuple[dict[str, Any], int]]:
-    """The confirm phase (docs/tuner.md) for any study: the next round of (point, run index) re-runs of
-    its 3 best points by mean and its defaults `x0` (when they ran), fewest runs first, until `budget`
-    runs exist."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    results, running = trials_as_results(study.get_trials(deepcopy=False), dims, maximize, in_box=False)
-    decision = CoordinateDescent(dims, x0=x0, budget=budget, noise=noise).confirm(results, running)
-    return list(zip(decision.probes, decision.runs)) if decision.action == "probe" else []
 
 
 def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, budget: int, storage: Any,
@@ -149,15 +135,13 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
     study.set_user_attr("search", search)
     study.set_user_attr(GRACE, grace)  # workers started by hand beat to it (`heartbeat_for`)
     heartbeat = heartbeat_for(grace) if heartbeat is None else heartbeat
-    x0, noise = s.get("x0"), float(s.get("noise") or 0.0)
+    settings = cd_settings(s)
+    x0, noise = settings["x0"], settings["noise"]
     if search == "cd":
-        coordinate(study, dims, x0=x0, tol=float(s.get("tol") or 0.0), budget=budget, order=[d.name for d in dims],
-                   seed=seed, coupled={k: tuple(v) for k, v in (s.get("coupled") or {}).items()}, noise=noise,
+        coordinate(study, dims, budget=budget, order=[d.name for d in dims], seed=seed, **settings,
                    poll=poll, grace=grace, heartbeat=heartbeat, objective=objective if local else None,
                    on_decision=(lambda d: progress(study)) if progress else None, log=log)
         return study
-    if x0 is not None and search != "grid" and not study.trials:
-        study.enqueue_trial(dict(x0), user_attrs={RUN: 0})  # the defaults first, as cd runs them
     if local:
         for lost in StaleMonitor(grace).sweep(study, log, orphans=True):  # left running by a killed run of this search
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
@@ -167,53 +151,55 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
             with Heartbeat(study, trial, heartbeat):
                 return objective(trial)
 
-        sampled = sampling_budget(budget, confirm, search)
-        remaining = sampled - len([t for t in study.trials if t.state.is_finished()])
-        if remaining > 0:
-            study.optimize(beating, n_trials=remaining, catch=(Exception,), callbacks=callbacks)
-        while confirm:
-            queued = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]  # a retry
-            nxt = confirm_next(study, dims, budget, x0, noise)[:1] if not queued else []
-            if not queued and not nxt:
-                break
-            for point, run in nxt:
-                study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
-            study.optimize(beating, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        monitor = StaleMonitor(grace)
+        while (step := _step(study, dims, budget, search, confirm, x0, noise)).action != "done":
+            _enqueue(study, step.probes)
+            queued = sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+            if step.action == "wait" and not queued:  # a trial another process runs: its end, or its heartbeat's
+                for lost in monitor.sweep(study, log):
+                    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
+                time.sleep(poll)
+                continue
+            # A wait with a queued retry of a failed trial runs the retry.
+            study.optimize(beating, n_trials=step.trials if step.action != "wait" else queued, catch=(Exception,),
+                           callbacks=callbacks)
         return study
-    supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log,
-              confirm_dims=dims if confirm else None, x0=x0, noise=noise)
+    supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log, search=search, dims=dims,
+              confirm=confirm, x0=x0, noise=noise)
     return study
 
 
+def _step(study: optuna.Study, dims: Sequence[Dim], budget: int, search: str, confirm: bool,
+          x0: Mapping[str, Any] | None, noise: float) -> Step:
+    return next_step(study.get_trials(deepcopy=False), dims, budget=budget, search=search, confirm=confirm, x0=x0,
+                     noise=noise, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+
+
+def _enqueue(study: optuna.Study, probes) -> None:
+    for point, run in probes:
+        study.enqueue_trial(dict(point), user_attrs={RUN: run}, skip_if_exists=False)
+
+
 def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: float = 1.0,
-              progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print,
-              confirm_dims: Sequence[Dim] | None = None, x0: Mapping[str, Any] | None = None,
-              noise: float = 0.0) -> None:
-    """For tpe/random/grid with workers: re-queue lost trials once, until `budget` trials finished.
-    With `confirm_dims`, once the workers' sampled trials are done, queue the confirm re-runs."""
+              progress: Callable[[optuna.Study], None] | None = None, log: Callable[[str], None] = print, *,
+              search: str = "tpe", dims: Sequence[Dim] = (), confirm: bool = False,
+              x0: Mapping[str, Any] | None = None, noise: float = 0.0) -> None:
+    """For tpe, gp, random and grid with workers: the policy's steps (`policy.next_step`) while the
+    workers sample, re-queueing lost trials once; the confirm rounds are queued here for them."""
     monitor = StaleMonitor(grace)
     study.set_user_attr(STATE, "running")
-    sampled = sampling_budget(budget, confirm_dims is not None)
     while True:
         for lost in monitor.sweep(study, log):
             RetryHeartbeatStaleTrialCallback(max_retry=1)(study, lost)
-        trials = study.get_trials(deepcopy=False)
         if progress:
             progress(study)
-        finished = len([t for t in trials if t.state.is_finished()])
-        if confirm_dims is not None and sampled <= finished and len(trials) < budget and \
-                all(t.state.is_finished() for t in trials):
-            nxt = confirm_next(study, confirm_dims, budget, x0, noise)
-            if not nxt:  # no point with a value to confirm (every run failed): nothing left to do
-                study.set_user_attr(STATE, "done")
-                return
-            for point, run in nxt:
-                study.enqueue_trial(point, user_attrs={RUN: run}, skip_if_exists=False)
-            continue
-        if finished >= budget and all(t.state.is_finished() for t in trials):
+        step = _step(study, dims, budget, search, confirm, x0, noise)
+        if step.action == "done":
             study.set_user_attr(STATE, "done")
             return
-        time.sleep(poll)
+        _enqueue(study, step.probes)  # the defaults before the workers' first sample; a confirm round
+        if not step.probes:
+            time.sleep(poll)
 
 
 # -- after the search ----------------------------------------------------------------------------

@@ -113,6 +113,14 @@ def load_spec(study: optuna.Study) -> dict[str, Any]:
     return spec
 
 
+def cd_settings(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The coordinate-descent settings a study's spec holds, as `CoordinateDescent` takes them: the one
+    reading of them for every engine (`x0`, `tol`, `noise`, `coupled`; absent keys: none, 0, 0, none)."""
+    s = spec or {}
+    return {"x0": s.get("x0"), "tol": float(s.get("tol") or 0.0), "noise": float(s.get("noise") or 0.0),
+            "coupled": {k: tuple(v) for k, v in (s.get("coupled") or {}).items()}}
+
+
 def dims_of(spec: Mapping[str, Any]) -> list[Dim]:
     return [Dim(**{**d, "choices": tuple(d.get("choices", ()))}) for d in spec["dims"]]
 

@@ -254,7 +254,7 @@ def test_supervised_confirm_ends_when_no_run_has_a_value():
         study.add_trial(optuna.trial.create_trial(params={"balance": 1.0}, state=optuna.trial.TrialState.FAIL,
                                                   distributions={"balance": optuna.distributions.FloatDistribution(
                                                       1 / 16, 16, log=True)}))
-    supervise(study, 4, poll=0.01, log=lambda s: None, confirm_dims=dims)  # returns instead of spinning
+    supervise(study, 4, poll=0.01, log=lambda s: None, dims=dims, confirm=True)  # returns instead of spinning
     assert study.user_attrs["pmlbal:state"] == "done"
 
 
