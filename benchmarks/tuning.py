@@ -46,7 +46,7 @@ import optuna
 
 from pmlbal.tune import CoordinateDescentSampler, Dim, pick
 from pmlbal.tune.optuna import RUN
-from pmlbal.tune.run import confirm_next
+from pmlbal.tune.policy import confirm_round
 from pmlbal.tune.spaces import suggest
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -185,7 +185,7 @@ def one_search(args) -> dict:
             study.add_trial(t)
             obj.count[obj.key(t.params)] += 1
         while len(study.trials) < b:
-            nxt = confirm_next(study, obj.dims, b)
+            nxt = confirm_round(study.get_trials(deepcopy=False), obj.dims, b)
             if not nxt:
                 break
             for point, run in nxt:
