@@ -41,7 +41,7 @@ def make_jpegs(folder: Path, n: int, classes: int = 32) -> None:
 
 
 def step_fn(model, loss_fn, opt, device):
-    from pmlbal.train import train_step
+    from pmlbal.loop import train_step
 
     return lambda x, y: train_step(model, loss_fn, opt, x, y, amp=device.type == "cuda")
 

@@ -42,7 +42,8 @@ import time
 from dataclasses import dataclass
 
 from pmlbal.records import RunLockedError, atomic_write_text, run_key, find_existing
-from pmlbal.train import TrainConfig, train
+from pmlbal.train import train
+from pmlbal.config import TrainConfig
 
 FIELDS = ("balance_exp", "temperature_exp", "batch_exp", "seed", "recall@1", "map_at_r", "run_id",
           "balance", "temperature", "batch_size")

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .records import RunLockedError, check_writable, run_key, find_existing, find_failed
-from .train import DivergedError, TrainConfig, loss_data_args, make_loss, train
+from .train import train
 
 #: The main job's line-up: PML baselines next to pmlbal's losses.
+from .build import loss_data_args, make_loss
+from .config import TrainConfig
+from .loop import DivergedError
 #:
 #: How the balanced losses' configurations were chosen: from recorded validation runs (train-sub /
 #: val, never test), by the one-standard-error rule on MAP@R, digits' lead metric: take the best mean,

@@ -1,7 +1,7 @@
 """Run configurations in files: `pmlbal train --config FILE` and `--from-record RECORD.json`.
 
 A configuration file is a YAML or JSON mapping with the keys of a run record's `config` (the fields
-of `pmlbal.train.TrainConfig`); keys it leaves out take their usual defaults. For example::
+of `pmlbal.config.TrainConfig`); keys it leaves out take their usual defaults. For example::
 
     dataset: digits
     loss: BalancedNTXentLoss

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from .config import TrainConfig
 from .records import RunLockedError, check_writable, is_current, iter_records, numerics_version
-from .train import DivergedError, train
+from .train import train
+from .loop import DivergedError
 
 
 def stale_runs(results_dir: str | Path, dataset: str | None = None, split: str | None = "test") -> list[dict[str, Any]]:

@@ -4,8 +4,9 @@
 factories: `build.build_run` (config resolved, process, data, model, loss, optimiser, batch source)
 -> `untrained.untrained_metrics` -> `loop.train_epoch` per epoch (`resume` checkpoints between) ->
 `Run.evaluate` -> `provenance.run_record` -> `records.replace_record`, under `records.run_lock`.
-The names other modules and users import from here (`TrainConfig`, `identity`, `evaluate`, ...)
-are re-exported from the modules that hold them.
+Only `train` (and what it alone owns) is imported from here: a configuration is `pmlbal.config.TrainConfig`,
+the loop's and the evaluation's errors live in `loop` and `evaluation`, so the import graph shows what a
+module really depends on.
 """
 
 from __future__ import annotations
@@ -22,22 +23,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .build import (DATA_LOSS_ARGS, Run, build_run, check_splits, fold_mask, loss_data_args,  # noqa: F401
-                    make_loss)
-from .checkpoints import evaluate_checkpoint, load_checkpoint, save_checkpoint  # noqa: F401  (public names)
-from .command import NOT_IN_COMMAND, command_baseline, command_for, implied_train_split  # noqa: F401
-from .config import (DATASET_DEFAULTS, EVAL_ON, FIELD_ROLES, IDENTITY_NEUTRAL, LEAD_METRICS,  # noqa: F401
-                     TrainConfig, fill_defaults, identity)
-from .devices import DEVICE_HELP, check_device, distributed_context, pick_device  # noqa: F401
-from .evaluation import MetricsError, check_retrievable, embed, evaluate  # noqa: F401
-from .loop import DivergedError, epoch_line, train_epoch, train_step  # noqa: F401
+from .build import Run, build_run
+from .checkpoints import save_checkpoint
+from .config import TrainConfig
+from .evaluation import evaluate
+from .loop import DivergedError, epoch_line, train_epoch
 from .metrics.collapse import collapse_of
 from .procs import remove_dead_temporaries
 from .provenance import failure_record, run_record
 from .records import (best_epoch, check_writable, run_key, find_existing, find_failed, replace_record, run_lock,
                       write_record)
 from .resume import CheckpointWriteError, Progress, checkpoint_path, load_run_state, run_name, save_run_state
-from .samplers.batches import batches_per_epoch, check_classes_per_batch, class_balanced_batches  # noqa: F401
+from .samplers.batches import batches_per_epoch
 from .untrained import untrained_metrics
 
 

@@ -13,7 +13,7 @@ import pmlbal
 from pmlbal.bench import DEFAULT_LOSSES, parse_loss_spec
 from pmlbal.records import run_key, find_existing, iter_records
 from pmlbal.registry import dataset_spec
-from pmlbal.train import TrainConfig
+from pmlbal.config import TrainConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRID = RESULTS / "tuning_digits_grid.csv"

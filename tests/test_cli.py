@@ -78,7 +78,8 @@ def test_datasets_check_counts_and_names_missing_file(tmp_path):
 
 @pytest.mark.slow
 def test_training_beats_untrained_model_on_digits(tmp_path):
-    from pmlbal.train import TrainConfig, train
+    from pmlbal.train import train
+    from pmlbal.config import TrainConfig
 
     record = train(TrainConfig(dataset="digits", loss="BalancedNTXentLoss", loss_kwargs={"balance": 4.0},
                                epochs=4, results_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), progress=False))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pmlbal.cli import main
 from pmlbal.config_file import config_from_record, read_config_file
-from pmlbal.train import TrainConfig
+from pmlbal.config import TrainConfig
 
 YAML = """\
 # a run as a user writes it

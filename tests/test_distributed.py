@@ -11,7 +11,7 @@ from pytorch_metric_learning.losses import ArcFaceLoss, ProxyAnchorLoss
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 
 from pmlbal.distributed import DistributedLoss, process_group_backend
-from pmlbal.train import distributed_context
+from pmlbal.devices import distributed_context
 
 WORLD, BATCH, DIM, CLASSES, STEPS, LR = 2, 16, 8, 4, 3, 0.5
 LOSSES = {"ProxyAnchorLoss": ProxyAnchorLoss, "ArcFaceLoss": ArcFaceLoss}

@@ -24,7 +24,7 @@ import pmlbal.loop as loop
 import pmlbal.train as train_mod
 from pmlbal.bench import run_bench
 from pmlbal.records import iter_records
-from pmlbal.train import TrainConfig
+from pmlbal.config import TrainConfig
 from pmlbal.tune import Dim, pick, run_search, training_objective
 
 pytestmark = pytest.mark.slow

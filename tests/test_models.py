@@ -109,7 +109,7 @@ def test_kaiming_head_init_is_proxy_anchors():
 
 
 def test_frozen_bn_keeps_its_statistics_and_affine_through_a_training_step():
-    from pmlbal.train import train_step
+    from pmlbal.loop import train_step
 
     m = EmbeddingModel("resnet10t", 8, freeze_bn=True)
     bns = [x for x in m.backbone.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
@@ -126,7 +126,7 @@ def test_frozen_bn_keeps_its_statistics_and_affine_through_a_training_step():
 
 def test_a_saved_model_reloads_with_its_pooling(tmp_path):
     from pmlbal.checkpoints import load_checkpoint, save_checkpoint
-    from pmlbal.train import TrainConfig
+    from pmlbal.config import TrainConfig
 
     cfg = TrainConfig(backbone="resnet10t", embedding_dim=8, pooling="avg+max", results_dir=str(tmp_path))
     model = EmbeddingModel("resnet10t", 8, pooling="avg+max").eval()
@@ -162,7 +162,7 @@ def test_cached_timm_weights_are_not_probed(monkeypatch):
 
 def test_stats_frozen_bn_keeps_its_statistics_while_its_affine_parameters_train():
     # PML's trainer with freeze_trunk_batchnorm (MLRC): BN layers in eval mode, weight and bias trained.
-    from pmlbal.train import train_step
+    from pmlbal.loop import train_step
 
     m = EmbeddingModel("resnet10t", 8, freeze_bn="stats")
     bns = [x for x in m.backbone.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
@@ -178,7 +178,8 @@ def test_stats_frozen_bn_keeps_its_statistics_while_its_affine_parameters_train(
 
 
 def test_freeze_bn_takes_true_false_or_stats_only():
-    from pmlbal.train import TrainConfig, command_for
+    from pmlbal.command import command_for
+    from pmlbal.config import TrainConfig
 
     with pytest.raises(ValueError, match="freeze_bn must be true, false or 'stats', got 'all'"):
         TrainConfig(freeze_bn="all").resolved()

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from pmlbal.cli import main
 from pmlbal.config import protocol_config
 from pmlbal.protocols import PROTOCOLS, list_protocols, protocol_values
-from pmlbal.train import TrainConfig, command_for
+from pmlbal.command import command_for
+from pmlbal.config import TrainConfig
 from tests.data.layouts import make_cub
 
 # Written from the sources, independently of pmlbal/protocols.py:

@@ -12,7 +12,8 @@ import pmlbal
 from pmlbal import registry
 from pmlbal.data import DATASETS, RetrievalDataset
 from pmlbal.metrics import STANDARD_KS
-from pmlbal.train import DATASET_DEFAULTS, TrainConfig, train
+from pmlbal.train import train
+from pmlbal.config import DATASET_DEFAULTS, TrainConfig
 from pmlbal.tune import search_space
 from pmlbal.tune.spaces import samples_per_class
 

@@ -19,7 +19,9 @@ from click.testing import CliRunner
 import pmlbal.train as train_mod
 from pmlbal.cli import main
 from pmlbal.records import RunLockedError, iter_records, lock_path, run_lock, write_record
-from pmlbal.train import DivergedError, TrainConfig, train
+from pmlbal.train import train
+from pmlbal.config import TrainConfig
+from pmlbal.loop import DivergedError
 from tests.data.layouts import make_cub, make_sop
 from tests.helpers import dead_pid
 

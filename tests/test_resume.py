@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from pmlbal.cli import main
 from pmlbal.resume import checkpoint_path
-from pmlbal.train import TrainConfig, train
+from pmlbal.train import train
+from pmlbal.config import TrainConfig
 
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -136,7 +137,8 @@ def test_run_killed_by_sigkill_resumes_with_train_resume(tmp_path, cache):
     # A real kill: no exception handler, no `finally` runs in the killed process.
     script = textwrap.dedent("""
         import json, os, signal, sys
-        from pmlbal.train import TrainConfig, train
+        from pmlbal.train import train
+        from pmlbal.config import TrainConfig
 
         def kill(entry):
             if entry["epoch"] == 2:

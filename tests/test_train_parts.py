@@ -12,7 +12,10 @@ import torch
 from pmlbal.records import run_key
 from pmlbal.samplers import MPerClassBatches
 from pmlbal.samplers.batches import batches_per_epoch, class_balanced_batches
-from pmlbal.train import TrainConfig, build_run, identity, run_record, train_epoch
+from pmlbal.build import build_run
+from pmlbal.config import TrainConfig, identity
+from pmlbal.loop import train_epoch
+from pmlbal.provenance import run_record
 
 
 @pytest.mark.slow
@@ -113,7 +116,7 @@ def test_step_constant_and_cosine_schedules(schedule, warmup, expected):
 
 
 def test_cv_folds_are_class_disjoint_and_cover_the_classes():
-    from pmlbal.train import fold_mask
+    from pmlbal.build import fold_mask
 
     labels = np.repeat(np.array([3, 5, 7, 8, 11, 12, 20]), 3)
     held = [set(labels[~fold_mask(labels, 3, f)]) for f in range(3)]
@@ -123,7 +126,7 @@ def test_cv_folds_are_class_disjoint_and_cover_the_classes():
 
 
 def test_loss_data_args_fill_only_what_the_loss_takes():
-    from pmlbal.train import loss_data_args
+    from pmlbal.build import loss_data_args
 
     assert loss_data_args("ProxyAnchorLoss", {"margin": 0.2}, 7, 64) == {"num_classes": 7, "embedding_size": 64,
                                                                           "margin": 0.2}
@@ -184,7 +187,7 @@ def test_every_committed_record_carries_the_key_todays_code_gives_its_config():
 def test_eval_on_backbone_embeds_the_pooled_features_before_the_head():
     from pmlbal.data.gpu_batches import ImageBank, center_crop_resize, normalize
     from pmlbal.models import EmbeddingModel
-    from pmlbal.train import embed
+    from pmlbal.evaluation import embed
 
     model = EmbeddingModel("resnet10t", 8, pooling="avg+max").eval()
     bank = ImageBank(np.random.default_rng(0).integers(0, 255, (5, 36, 36, 3), dtype=np.uint8), "cpu")

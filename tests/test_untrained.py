@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pmlbal import untrained
-from pmlbal.train import TrainConfig, build_run
+from pmlbal.build import build_run
+from pmlbal.config import TrainConfig
 
 
 def _run(tmp_path, **kw):

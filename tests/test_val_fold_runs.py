@@ -8,7 +8,7 @@ import torch
 
 from pmlbal.config import TrainConfig, data_splits, identity
 from pmlbal.registry import dataset_spec
-from pmlbal.train import build_run
+from pmlbal.build import build_run
 
 FOLD = dict(eval_split="val", train_split="train-sub")
 

@@ -27,7 +27,11 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from ..train import DivergedError, MetricsError, TrainConfig
+from ..config import TrainConfig
+
+from ..evaluation import MetricsError
+
+from ..loop import DivergedError
 from .dims import Dim, distribution_of
 from .policy import next_step
 from .run import make_sampler, train_point

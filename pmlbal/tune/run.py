@@ -15,7 +15,13 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..train import DivergedError, MetricsError, TrainConfig, train
+from ..train import train
+
+from ..config import TrainConfig
+
+from ..evaluation import MetricsError
+
+from ..loop import DivergedError
 from .dims import Dim
 from .folds import FoldScore, train_trial
 from .optuna import SPEC, CoordinateDescentSampler, Pick, pick

@@ -168,7 +168,8 @@ def test_near_duplicate_rule_against_a_naive_loop():
 # -- no flips, and the raw-pixel baseline --------------------------------------------------------------
 def test_glyphs_are_not_flipped_and_other_data_sets_keep_their_flips():
     from pmlbal.data.gpu_batches import random_resized_crop_flip
-    from pmlbal.train import TrainConfig, command_for, identity
+    from pmlbal.command import command_for
+    from pmlbal.config import TrainConfig, identity
 
     cfg = TrainConfig(dataset="cjk-glyphs").resolved()
     assert cfg.hflip is False and "--no-hflip" not in command_for(cfg)

@@ -127,7 +127,7 @@ def test_datasets_check_names_a_missing_file(tmp_path):
 def test_validation_run_defaults_fit_train_sub():
     """train-sub has 3 classes: a validation run without an explicit m takes the data set's tuning
     rule (m = batch / 2, 2 classes a batch) instead of the default batch's 4 classes."""
-    from pmlbal.train import TrainConfig
+    from pmlbal.config import TrainConfig
 
     for dataset in ("fashion-mnist", "digits"):
         cfg = TrainConfig(dataset=dataset, train_split="train-sub", eval_split="val").resolved()

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pmlbal.train import TrainConfig
+from pmlbal.config import TrainConfig
 from pmlbal.tune import Dim, make_spec, pick, run_search
 from pmlbal.tune import report
 from pmlbal.tune.spaces import suggest

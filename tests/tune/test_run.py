@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from pmlbal.cli import main
-from pmlbal.train import TrainConfig
+from pmlbal.config import TrainConfig
 from pmlbal.tune import Dim, grid_values, make_spec, open_storage, open_study, pick, run_search, search_space
 from pmlbal.tune.spaces import suggest
 
