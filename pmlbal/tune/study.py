@@ -83,17 +83,26 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
 
             return run_ray_search(val, loss, dims, spec, store, name, trials, cpus_per_trial=cpus_per_trial,
                                   gpus_per_trial=gpus_per_trial, address=address, progress=update, log=say)
-        procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir, grace) \
-            if workers > 1 else []
-        try:
-            return run_search(training_objective(val, loss, dims, metric) if workers == 1 else None, dims, search,
-                              trials, store, name, seed, spec=spec, local=workers == 1, grace=grace, confirm=confirm,
-                              progress=update, log=say)
-        finally:
-            stop_workers(procs)
+        return _optuna_engine(base, val, spec, dims, storage, store, name, trials, workers=workers, grace=grace,
+                              confirm=confirm, progress=update, log=say)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _optuna_engine(base: TrainConfig, val: TrainConfig, spec: dict, dims, storage: str, store, name: str, trials: int,
+                   *, workers: int, grace: float, confirm: bool, progress, log: Callable[[str], None]) -> optuna.Study:
+    """The trials in this process (`workers` 1) or in N `pmlbal tune-worker` processes started here (N > 1;
+    0: workers started elsewhere), on Optuna storage (`run.run_search`)."""
+    procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir, grace) \
+        if workers > 1 else []
+    try:
+        objective = training_objective(val, spec["loss"], dims, spec["metric"]) if workers == 1 else None
+        return run_search(objective, dims, spec["search"], trials, store, name, spec["seed"], spec=spec,
+                          local=workers == 1, grace=grace, confirm=confirm,
+                          progress=progress, log=log)
+    finally:
+        stop_workers(procs)
 
 
 def _validation_length(val: TrainConfig, epochs: int, tune_epochs: int | None, dims, log: Callable[[str], None]):
