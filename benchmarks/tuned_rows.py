@@ -29,6 +29,7 @@ import optuna
 from pmlbal.config import NOT_COMPUTED, TrainConfig, at_default
 from pmlbal.records import find_existing, iter_records, run_key
 from pmlbal.tune.optuna import SPEC, pick, study_defaults
+from pmlbal.tune.model import StudySpec
 from pmlbal.tune.spec import load_spec
 from pmlbal.tune.storage import open_storage
 
@@ -41,9 +42,9 @@ def tuned_runs(results_dir: str, source: str) -> dict[int, dict]:
             if r["config"].get("tuned_from") == source and r["config"].get("eval_split", "test") == "test"}
 
 
-def default_runs(results_dir: str, spec: dict, seeds) -> dict[int, dict]:
+def default_runs(results_dir: str, spec: StudySpec, seeds) -> dict[int, dict]:
     """Seed -> the test record of the configuration the study started from (the line-up row)."""
-    base = TrainConfig(dataset=spec["dataset"], loss=spec["loss"], loss_kwargs=dict(spec["base"].get("loss_kwargs") or {}),
+    base = TrainConfig(dataset=spec.dataset, loss=spec.loss, loss_kwargs=dict(spec.base.get("loss_kwargs") or {}),
                        results_dir=results_dir)
     out = {}
     for seed in seeds:
@@ -69,7 +70,7 @@ def describe(study: optuna.Study, storage: str, results_dir: str) -> dict | None
     x0_values = [t.value for t in study.trials if t.value is not None and x0 is not None
                  and all(t.params.get(k) == v for k, v in x0.items())]
     return {
-        "study": study.study_name, "loss": spec["loss"], "search": spec["search"] + ("+confirm" if spec.get("confirm") and spec["search"] != "cd" else ""),
+        "study": study.study_name, "loss": spec.loss, "search": spec.search + ("+confirm" if spec.confirm and spec.search != "cd" else ""),
         "params": chosen.params, "is_default": chosen.is_default, "val": 100 * chosen.value, "val_runs": chosen.runs,
         "val_default": 100 * statistics.mean(x0_values) if x0_values else float("nan"),
         "tuned": {s: 100 * tuned[s]["final"]["map_at_r"] for s in seeds},

@@ -177,7 +177,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
 
     from ..tune import open_storage
     from ..tune.budget import sampling_budget, spec_trials
-    from ..tune.run import dims_of, load_spec, make_sampler, objective_from_spec
+    from ..tune.run import load_spec, make_sampler, objective_from_spec
     from ..tune.workers import GRACE, heartbeat_for, work
 
     try:
@@ -191,8 +191,8 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
             raise ValueError(f"--heartbeat {heartbeat:g} s: the coordinator declares a trial lost after {grace:g} s "
                              f"without one; give at most {grace / 2:g} (default {heartbeat_for(grace):g})")
         spec = load_spec(study)
-        if spec["search"] != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
-            study.sampler = make_sampler(spec["search"], dims_of(spec), spec["seed"] + os.getpid(), spec_trials(spec))
+        if spec.search != "cd":  # workers sample new trials themselves; distinct seeds, distinct samples
+            study.sampler = make_sampler(spec.search, spec.dims, spec.seed + os.getpid(), spec_trials(spec))
         overrides = {"results_dir": results_dir, "cache_dir": cache_dir, "progress": False}
         if device:
             overrides["device"] = device
@@ -200,7 +200,7 @@ def tune_worker(storage, study_name, device, results_dir, cache_dir, heartbeat, 
     except user_errors() as err:
         fail(err)
     n = work(study, objective, heartbeat=heartbeat_for(grace) if heartbeat is None else heartbeat,
-             coordinator=coordinator, sample_new=spec["search"] != "cd",
-             budget=sampling_budget(spec_trials(spec), spec.get("confirm", False), spec["search"]),
+             coordinator=coordinator, sample_new=spec.search != "cd",
+             budget=sampling_budget(spec_trials(spec), spec.confirm, spec.search),
              total=spec_trials(spec), idle_timeout=idle_timeout, log=click.echo)
     click.echo(f"worker done: {n} trials run")

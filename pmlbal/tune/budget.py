@@ -3,10 +3,11 @@ sampler proposes itself. The one place the CLI, the search loop and the workers 
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from optuna.trial import FrozenTrial
 
+from .model import StudySpec
 from .trials import table_of_trials
 
 
@@ -18,14 +19,15 @@ def trial_budget(runs: int, folds: int = 1) -> int:
     return runs // folds
 
 
-def spec_folds(spec: dict | None) -> int:
-    """The validation folds a study's trial trains (one run each); 1 without a spec."""
-    return int(((spec or {}).get("base") or {}).get("val_folds") or 1)
+def spec_folds(attrs: Mapping[str, Any] | None) -> int:
+    """The validation folds a trial of the study whose stored description is `attrs` trains (one run
+    each); 1 for a study without one."""
+    return StudySpec.from_attrs(attrs).folds if attrs else 1
 
 
-def spec_trials(spec: dict) -> int:
+def spec_trials(spec: StudySpec) -> int:
     """Trials a study's budget buys: its `budget` (training runs) over its base's validation folds."""
-    return trial_budget(spec["budget"], spec_folds(spec))
+    return trial_budget(spec.budget, spec.folds)
 
 
 def sampling_budget(budget: int, confirm: bool, search: str = "tpe") -> int:

@@ -35,7 +35,8 @@ from ..loop import DivergedError
 from .dims import Dim, distribution_of
 from .policy import next_step
 from .run import make_sampler, train_point
-from .spec import cd_settings, open_study
+from .model import StudySpec
+from .spec import open_study
 from .trials import FAILED_FOR_GOOD, RUN, trials_as_results
 
 RAY_EXTRA = "pip install 'pmlbal[ray]'"
@@ -59,11 +60,12 @@ def import_ray():
     return ray, tune
 
 
-def run_ray_search(val: TrainConfig, loss: str, dims: Sequence[Dim], spec: Mapping[str, Any], storage: Any,
+def run_ray_search(val: TrainConfig, spec: StudySpec, storage: Any,
                    name: str, trials: int, *, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
                    address: str | None = None, progress: Callable[[optuna.Study], None] | None = None,
                    log: Callable[[str], None] = print) -> optuna.Study:
-    """Create or resume study `name` on `storage` (`spec`: `spec.make_spec`) and spend its `trials` trials
+    """Create or resume study `name` on `storage` (`spec`: `spec.make_spec`, whose loss, search space and
+    metric the trials train and score) and spend its `trials` trials
     (on `val.val_folds` folds each) as Ray Tune trials of `cpus_per_trial` CPUs and `gpus_per_trial` GPUs;
     returns the study. `address`: a running cluster ("auto", "HOST:PORT", "ray://HOST:PORT"); default: the
     Ray this process already initialised, else a local one started here and shut down at the end. An
@@ -78,13 +80,13 @@ def run_ray_search(val: TrainConfig, loss: str, dims: Sequence[Dim], spec: Mappi
     try:
         _check_resources(ray, cpus_per_trial, gpus_per_trial)
         study = open_study(storage, name, spec, "maximize")
-        study.set_user_attr("search", spec["search"])
+        study.set_user_attr("search", spec.search)
         study.set_user_attr(ENGINE, "ray")
-        metric = spec["metric"]
-        fit = _fitter(tune, tune.with_resources(_trainable(shipped, loss, dims, metric),
+        dims, metric = spec.dims, spec.metric
+        fit = _fitter(tune, tune.with_resources(_trainable(shipped, spec.loss, dims, metric),
                                                 {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
                       _recorder(study, dims, metric, progress, log), folder, name)
-        if spec["search"] == "cd":
+        if spec.search == "cd":
             _descend(study, dims, spec, trials, fit)
         else:
             _sample(study, dims, spec, trials, fit)
@@ -255,12 +257,12 @@ def _ended(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
 
 
-def _descend(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
+def _descend(study: optuna.Study, dims: Sequence[Dim], spec: StudySpec, trials: int, fit: Callable) -> None:
     """cd: the searcher, with the spec's plan, told the study's ended trials first (a resumed study)."""
     from .ray import CoordinateDescentSearcher
 
-    searcher = CoordinateDescentSearcher(dims, spec["metric"], "max", budget=trials, order=[d.name for d in dims],
-                                         seed=int(spec.get("seed", 0)), **cd_settings(spec))
+    searcher = CoordinateDescentSearcher(dims, spec.metric, "max", budget=trials, order=[d.name for d in dims],
+                                         seed=spec.seed, **spec.cd_settings())
     results, _ = trials_as_results(_ended(study), dims)
     for r in results:
         searcher.add_evaluated_point({**r.point, RUN: r.run}, r.value, error=r.value is None and not r.final,
@@ -272,24 +274,23 @@ def _descend(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], 
             raise KeyboardInterrupt  # Ray stopped on Ctrl-C (it returns instead of raising)
 
 
-def _sample(study: optuna.Study, dims: Sequence[Dim], spec: Mapping[str, Any], trials: int, fit: Callable) -> None:
+def _sample(study: optuna.Study, dims: Sequence[Dim], spec: StudySpec, trials: int, fit: Callable) -> None:
     """tpe, gp, random: the policy's steps (`policy.next_step`). A sample step is Ray's OptunaSearch with
     pmlbal's sampler, the defaults first, told the study's ended trials (a resumed study), a trial that
     raises tried once more by Ray; a confirm step runs its re-runs as presets."""
     from ray.tune.search.optuna import OptunaSearch
 
-    search, x0 = spec["search"], spec.get("x0")
+    search, x0 = spec.search, spec.x0
     while True:
         ended = _ended(study)  # Ray adds a trial to the study when it ends: there are no others
-        step = next_step(ended, dims, budget=trials, search=search, confirm=bool(spec.get("confirm")), x0=x0,
-                         noise=cd_settings(spec)["noise"])
+        step = next_step(ended, dims, budget=trials, search=search, confirm=spec.confirm, x0=x0, noise=spec.noise)
         if step.action == "done":
             return
         if step.action == "sample":
             # A resumed study's sampler takes another seed: the first one's draws are in the study already.
-            alg = OptunaSearch({d.name: distribution_of(d) for d in dims}, spec["metric"], "max",
+            alg = OptunaSearch({d.name: distribution_of(d) for d in dims}, spec.metric, "max",
                                points_to_evaluate=[dict(p) for p, _ in step.probes] or None,
-                               sampler=make_sampler(search, dims, int(spec.get("seed", 0)) + len(ended), trials))
+                               sampler=make_sampler(search, dims, spec.seed + len(ended), trials))
             for t in ended:
                 alg.add_evaluated_point(t.params, t.value, error=t.state == TrialState.FAIL,
                                         pruned=t.state == TrialState.PRUNED)

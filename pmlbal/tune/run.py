@@ -30,12 +30,13 @@ from .policy import Step, next_step
 from .powers import PowersOfTwo
 from .spaces import final_samples_per_class, grid_values, suggest
 # The study's spec and storage live in spec.py and storage.py; the CLI, bench and tests import them from here.
-from .spec import cd_settings, config_for, dims_of, load_spec, make_spec, open_study
+from .model import StudySpec
+from .spec import config_for, load_spec, make_spec, open_study
 from .storage import open_storage, storage_exists
 from .trials import FAILED_FOR_GOOD, RUN
 from .workers import GRACE, STATE, Heartbeat, StaleMonitor, coordinate, heartbeat_for
 
-__all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "best_point", "config_for", "dims_of",
+__all__ = ["FINAL", "SEARCHES", "SEARCH_VERSION", "SPEC", "config_for",
            "final_config", "find_tuned", "load_spec", "make_sampler", "make_spec", "objective_from_spec",
            "open_storage", "open_study", "retrain_best", "retry_failed_once", "run_search", "storage_exists",
            "supervise", "train_point", "training_objective"]
@@ -79,15 +80,14 @@ def train_point(base: TrainConfig, loss: str, dims: Sequence[Dim], params: Mappi
     return train_trial(cfg, run, metric, train)
 
 
-def objective_from_spec(spec: Mapping[str, Any], **overrides: Any) -> Callable:
+def objective_from_spec(spec: StudySpec, **overrides: Any) -> Callable:
     """Rebuild a study's training objective (for a worker); `overrides` e.g. device, results_dir."""
-    base = TrainConfig(**{**spec["base"], **overrides})
-    return training_objective(base, spec["loss"], dims_of(spec), spec["metric"])
+    return training_objective(spec.base_config(**overrides), spec.loss, spec.dims, spec.metric)
 
 
 # -- searches -------------------------------------------------------------------------------------
 def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | None = None,
-                 spec: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+                 spec: StudySpec | None = None) -> optuna.samplers.BaseSampler:
     """The search's sampler (cd with the settings of a study's `spec`: x0, tol, noise, coupled); Optuna's
     TPE, Gaussian-process (`GPSampler`, its observation noise fitted: runs are noisy) and random search
     draw batch sizes as powers of two, as cd and grid do. GP's quasi-random start-up trials are a third
@@ -95,7 +95,7 @@ def make_sampler(search: str, dims: Sequence[Dim], seed: int = 0, budget: int | 
     powers = [d.name for d in dims if d.scale == "log2-int"]
     if search == "cd":
         return CoordinateDescentSampler(budget, seed, order=[d.name for d in dims], search_space=dims,
-                                        **cd_settings(spec))
+                                        **_settings(spec))
     if search == "tpe":
         return PowersOfTwo(optuna.samplers.TPESampler(seed=seed), powers)
     if search == "gp":
@@ -117,7 +117,7 @@ def retry_failed_once(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, budget: int, storage: Any,
-               study_name: str, seed: int = 0, direction: str = "maximize", *, spec: Mapping[str, Any] | None = None,
+               study_name: str, seed: int = 0, direction: str = "maximize", *, spec: StudySpec | None = None,
                local: bool = True, heartbeat: float | None = None, grace: float = 120.0, poll: float = 1.0,
                confirm: bool = False, progress: Callable[[optuna.Study], None] | None = None,
                log: Callable[[str], None] = lambda s: None) -> optuna.Study:
@@ -136,12 +136,11 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if confirm and search == "grid":
         raise ValueError("--confirm is for tpe, gp and random (cd always confirms; a grid runs every point once)")
-    s = dict(spec or {})
-    study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget, s))
+    study = open_study(storage, study_name, spec, direction, make_sampler(search, dims, seed, budget, spec))
     study.set_user_attr("search", search)
     study.set_user_attr(GRACE, grace)  # workers started by hand beat to it (`heartbeat_for`)
     heartbeat = heartbeat_for(grace) if heartbeat is None else heartbeat
-    settings = cd_settings(s)
+    settings = _settings(spec)
     x0, noise = settings["x0"], settings["noise"]
     if search == "cd":
         coordinate(study, dims, budget=budget, order=[d.name for d in dims], seed=seed, **settings,
@@ -173,6 +172,11 @@ def run_search(objective: Callable | None, dims: Sequence[Dim], search: str, bud
     supervise(study, budget, grace=grace, poll=poll, progress=progress, log=log, search=search, dims=dims,
               confirm=confirm, x0=x0, noise=noise)
     return study
+
+
+def _settings(spec: StudySpec | None) -> dict[str, Any]:
+    """cd's settings from a study's description; a study without one (a test, a notebook): none."""
+    return spec.cd_settings() if spec is not None else {"x0": None, "tol": 0.0, "noise": 0.0, "coupled": {}}
 
 
 def _step(study: optuna.Study, dims: Sequence[Dim], budget: int, search: str, confirm: bool,
@@ -209,11 +213,6 @@ def supervise(study: optuna.Study, budget: int, grace: float = 120.0, poll: floa
 
 
 # -- after the search ----------------------------------------------------------------------------
-def best_point(study: optuna.Study) -> Pick | None:
-    """The study's pick (`pick`: docs/tuner.md, "Ranking and the pick")."""
-    return pick(study)
-
-
 def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> TrainConfig:
     """The picked configuration, trained on the full train split and evaluated on test, for the
     spec's `final_epochs` where its validation runs were shorter (`pmlbal tune --tune-epochs`)."""
@@ -221,9 +220,9 @@ def final_config(study: optuna.Study, storage_url: str, **overrides: Any) -> Tra
     best = pick(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no finished trial")
-    if spec.get("final_epochs") is not None:
-        overrides = {"epochs": spec["final_epochs"], **overrides}
-    return picked_config(TrainConfig(**{**spec["base"], **overrides}), study, best, storage_url)
+    if spec.final_epochs is not None:
+        overrides = {"epochs": spec.final_epochs, **overrides}
+    return picked_config(spec.base_config(**overrides), study, best, storage_url)
 
 
 def picked_config(base: TrainConfig, study: optuna.Study, best: Pick, storage_url: str) -> TrainConfig:
@@ -231,11 +230,11 @@ def picked_config(base: TrainConfig, study: optuna.Study, best: Pick, storage_ur
     evaluated on test, with the train split's batch composition (samples per class from the data
     set's rule for train, `final_samples_per_class`, not the tuning split's), and its provenance."""
     spec = load_spec(study)
-    cfg = config_for(base, spec["loss"], best.params, dims_of(spec))
+    cfg = config_for(base, spec.loss, best.params, spec.dims)
     if "batch_size" in best.params:
         cfg = replace(cfg, samples_per_class=final_samples_per_class(base.dataset, best.params["batch_size"]))
-    folds = int(spec["base"].get("val_folds", 1))
-    search = spec["search"] + ("+confirm" if spec.get("confirm") and spec["search"] != "cd" else "")
+    folds = spec.folds
+    search = spec.search + ("+confirm" if spec.confirm and spec.search != "cd" else "")
     by = f"{search} on {folds} fold{'s' if folds != 1 else ''}" + ("; the defaults: nothing beat them" if best.is_default
                                                                   else "")
     return replace(cfg, train_split="train", eval_split="test", val_folds=1, val_fold=0,
@@ -260,8 +259,9 @@ def find_tuned(storage_url: str, dataset: str, loss: str, study_name: str | None
         if study_name is not None and summary.study_name != study_name:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        spec = study.user_attrs.get(SPEC)
-        if not spec or spec.get("dataset") != dataset or spec.get("loss") != loss:
+        attrs = study.user_attrs.get(SPEC)
+        spec = StudySpec.from_attrs(attrs, f"study {summary.study_name!r}") if attrs else None
+        if spec is None or spec.dataset != dataset or spec.loss != loss:
             if study_name is not None:
                 raise ValueError(f"study {study_name!r} in {storage_url} does not tune {loss} on {dataset}")
             continue

@@ -15,6 +15,7 @@ import optuna
 
 from ..config import LOCAL, TrainConfig
 from .dims import Dim
+from .model import StudySpec
 from .optuna import SPEC
 from .plan import SEARCH_VERSION
 from .spaces import samples_per_class
@@ -23,27 +24,24 @@ from .spaces import samples_per_class
 def make_spec(base: TrainConfig, loss: str, dims: Sequence[Dim], search: str, budget: int, seed: int = 0,
               metric: str = "recall@1", confirm: bool = False, final_epochs: int | None = None,
               x0: Mapping[str, Any] | None = None, tol: float = 0.0, noise: float = 0.0,
-              coupled: Mapping[str, tuple[str, float]] | None = None) -> dict[str, Any]:
-    """A study's description: what a worker needs to rebuild the objective, and what a resume must match.
-    `final_epochs`: the final run's length when the validation runs (`base.epochs`) are shorter; `x0`
-    the defaults (the first point and the pick's reference), `tol`, `noise` and `coupled` the search's
-    settings (`pmlbal.tune.plan.SearchPlan`)."""
-    base_dict = {k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC}
-    spec = {"loss": loss, "dataset": base.dataset, "search": search, "budget": budget, "seed": seed,
-            "metric": metric, "dims": [asdict(d) for d in dims], "base": base_dict,
-            "confirm": bool(confirm or search == "cd"), "version": SEARCH_VERSION,
-            "x0": dict(x0) if x0 is not None else None, "tol": float(tol), "noise": float(noise),
-            "coupled": {k: list(v) for k, v in (coupled or {}).items()}}
-    if final_epochs is not None and final_epochs != base.epochs:
-        spec["final_epochs"] = final_epochs
-    return spec
+              coupled: Mapping[str, tuple[str, float]] | None = None) -> StudySpec:
+    """A new study's description (`model.StudySpec`): what a worker needs to rebuild the objective, and what
+    a resume must match. `final_epochs`: the final run's length when the validation runs (`base.epochs`) are
+    shorter; `x0` the defaults (the first point and the pick's reference), `tol`, `noise` and `coupled` the
+    search's settings (`pmlbal.tune.plan.SearchPlan`)."""
+    return StudySpec(loss=loss, dataset=base.dataset, search=search, budget=budget, seed=seed, metric=metric,
+                     dims=tuple(dims), base={k: v for k, v in asdict(base).items() if k not in _NOT_IN_SPEC},
+                     confirm=bool(confirm or search == "cd"), version=SEARCH_VERSION,
+                     x0=dict(x0) if x0 is not None else None, tol=float(tol), noise=float(noise),
+                     coupled=dict(coupled or {}),
+                     final_epochs=final_epochs if final_epochs is not None and final_epochs != base.epochs else None)
 
 
 _SAME = ("loss", "dataset", "search", "metric", "dims", "base", "confirm", "version", "seed", "final_epochs", "x0",
          "tol", "noise", "coupled")
 
 
-def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
+def open_study(storage: Any, name: str, spec: StudySpec | None = None,
                direction: str = "maximize", sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create `name`, or load it; a stored spec must agree with `spec` (else resuming would mix searches)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -56,7 +54,7 @@ def open_study(storage: Any, name: str, spec: Mapping[str, Any] | None = None,
                          .splitlines()[0]) from None
     stored = study.user_attrs.get(SPEC)
     if spec is not None:
-        spec = _jsonable(spec)
+        spec = _jsonable(spec.to_attrs())
         if stored is None:
             study.set_user_attr(SPEC, spec)
         else:
@@ -106,23 +104,12 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def load_spec(study: optuna.Study) -> dict[str, Any]:
+def load_spec(study: optuna.Study) -> StudySpec:
+    """The description a `pmlbal tune` study stores, typed; ValueError for a study it did not make."""
     spec = study.user_attrs.get(SPEC)
     if spec is None:
         raise ValueError(f"study {study.study_name!r} was not made by `pmlbal tune` (no {SPEC} attribute)")
-    return spec
-
-
-def cd_settings(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The coordinate-descent settings a study's spec holds, as `CoordinateDescent` takes them: the one
-    reading of them for every engine (`x0`, `tol`, `noise`, `coupled`; absent keys: none, 0, 0, none)."""
-    s = spec or {}
-    return {"x0": s.get("x0"), "tol": float(s.get("tol") or 0.0), "noise": float(s.get("noise") or 0.0),
-            "coupled": {k: tuple(v) for k, v in (s.get("coupled") or {}).items()}}
-
-
-def dims_of(spec: Mapping[str, Any]) -> list[Dim]:
-    return [Dim(**{**d, "choices": tuple(d.get("choices", ()))}) for d in spec["dims"]]
+    return StudySpec.from_attrs(_with_new_defaults(spec), f"study {study.study_name!r}")
 
 
 def config_for(base: TrainConfig, loss: str, params: Mapping[str, Any], dims: Sequence[Dim]) -> TrainConfig:

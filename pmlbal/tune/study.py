@@ -20,6 +20,7 @@ from ..config import TrainConfig
 from ..records import check_writable
 from ..registry import dataset_spec
 from .budget import spec_trials
+from .model import StudySpec
 from .run import SAMPLED, run_search, training_objective
 from .spaces import default_point, search_space
 from .spec import make_spec
@@ -54,13 +55,13 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     with `cpus_per_trial` and `gpus_per_trial` each, on the Ray cluster at `address` (default: a local one
     started here), and are recorded in the same study. One-line warnings go to `log`.
     """
-    spec_ds = dataset_spec(base.dataset)
+    ds = dataset_spec(base.dataset)
     storage = storage or f"sqlite:///{Path(base.results_dir) / 'tuning.db'}"
     name = study_name or f"{base.dataset}-{loss}-{search}"
-    metric = metric or spec_ds.lead_metric
+    metric = metric or ds.lead_metric
     check_writable(Path(base.results_dir) / "runs")  # before the first trial, not after it
     dims = search_space(loss, base.dataset, dict(space or {}))
-    folds = val_folds or spec_ds.val_folds
+    folds = val_folds or ds.val_folds
     val = replace(base, loss=loss, eval_split="val", train_split="train-sub", val_folds=folds, val_fold=0)
     if confirm and search not in SAMPLED:
         raise ValueError(f"--confirm is for --search {', '.join(SAMPLED)} (cd always confirms), not {search}")
@@ -70,7 +71,7 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     resolved = val.resolved()
     val, final_epochs = _validation_length(val, resolved.epochs, tune_epochs, dims, log)
     start = default_point(loss, dims, base.loss_kwargs, resolved.batch_size, resolved.lr, x0)
-    noise = float(spec_ds.val_noise.get(metric, 0.0))
+    noise = float(ds.val_noise.get(metric, 0.0))
     spec = make_spec(val, loss, dims, search, budget, seed, metric, confirm, final_epochs, x0=start,
                      tol=TOL_IN_NOISE * noise, noise=noise)
     _warn_few_classes(val, folds, log)
@@ -81,7 +82,7 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
         if engine == "ray":
             from .ray_engine import run_ray_search  # Ray is imported there, on first use
 
-            return run_ray_search(val, loss, dims, spec, store, name, trials, cpus_per_trial=cpus_per_trial,
+            return run_ray_search(val, spec, store, name, trials, cpus_per_trial=cpus_per_trial,
                                   gpus_per_trial=gpus_per_trial, address=address, progress=update, log=say)
         return _optuna_engine(base, val, spec, dims, storage, store, name, trials, workers=workers, grace=grace,
                               confirm=confirm, progress=update, log=say)
@@ -90,15 +91,15 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
             bar.close()
 
 
-def _optuna_engine(base: TrainConfig, val: TrainConfig, spec: dict, dims, storage: str, store, name: str, trials: int,
+def _optuna_engine(base: TrainConfig, val: TrainConfig, spec: StudySpec, dims, storage: str, store, name: str, trials: int,
                    *, workers: int, grace: float, confirm: bool, progress, log: Callable[[str], None]) -> optuna.Study:
     """The trials in this process (`workers` 1) or in N `pmlbal tune-worker` processes started here (N > 1;
     0: workers started elsewhere), on Optuna storage (`run.run_search`)."""
     procs = start_workers(storage, name, workers, base.device, base.results_dir, base.cache_dir, grace) \
         if workers > 1 else []
     try:
-        objective = training_objective(val, spec["loss"], dims, spec["metric"]) if workers == 1 else None
-        return run_search(objective, dims, spec["search"], trials, store, name, spec["seed"], spec=spec,
+        objective = training_objective(val, spec.loss, dims, spec.metric) if workers == 1 else None
+        return run_search(objective, dims, spec.search, trials, store, name, spec.seed, spec=spec,
                           local=workers == 1, grace=grace, confirm=confirm,
                           progress=progress, log=log)
     finally:

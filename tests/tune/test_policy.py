@@ -73,7 +73,9 @@ def test_no_engine_keeps_its_own_copy_of_the_budget_arithmetic(engine_file):
 
 
 def test_the_local_engine_follows_the_policy_to_the_budget():
+    from pmlbal.config import TrainConfig
     from pmlbal.tune.run import run_search
+    from pmlbal.tune.spec import make_spec
     from pmlbal.tune.spaces import suggest
 
     calls = []
@@ -82,7 +84,28 @@ def test_the_local_engine_follows_the_policy_to_the_budget():
         calls.append(suggest(t, DIMS[0]))
         return -abs(calls[-1] - 2.0) + 0.001 * len(calls)
 
-    study = run_search(objective, DIMS, "random", 8, optuna.storages.InMemoryStorage(), "s", seed=0,
-                       spec={"x0": X0, "noise": 0.0}, confirm=True)
+    spec = make_spec(TrainConfig(), "BalancedNTXentLoss", DIMS, "random", 8, confirm=True, x0=X0)
+    study = run_search(objective, DIMS, "random", 8, optuna.storages.InMemoryStorage(), "s", seed=0, spec=spec,
+                       confirm=True)
     assert calls[0] == 1.0 and len(calls) == 8
     assert step(study.get_trials(deepcopy=False)).action == "done"
+
+
+def test_a_study_description_is_typed_and_round_trips_through_its_stored_json():
+    """One study model (issue 45): a misspelt field is an AttributeError, not a silent None; what a study stores
+    reads back equal; a stored description without the keys a study needs is refused by name."""
+    from pmlbal.config import TrainConfig
+    from pmlbal.tune.model import StudySpec
+    from pmlbal.tune.spec import make_spec
+
+    spec = make_spec(TrainConfig(val_folds=2), "BalancedNTXentLoss", DIMS, "tpe", 9, confirm=True, x0=X0, noise=0.01,
+                     coupled={"balance": ("temperature", 0.5)})
+    assert (spec.folds, spec.trials, spec.confirm) == (2, 4, True)
+    assert StudySpec.from_attrs(spec.to_attrs()) == spec
+    assert spec.cd_settings() == {"x0": X0, "tol": 0.0, "noise": 0.01, "coupled": {"balance": ("temperature", 0.5)}}
+    with pytest.raises(AttributeError):
+        spec.nosie  # noqa: B018
+    with pytest.raises(ValueError, match="study 'x': its description lacks dims, base"):
+        StudySpec.from_attrs({"loss": "L", "dataset": "d", "search": "cd", "budget": 1, "metric": "m"}, "study 'x'")
+    old = {k: v for k, v in spec.to_attrs().items() if k not in ("tol", "noise", "coupled", "seed")}
+    assert StudySpec.from_attrs(old).cd_settings() == {"x0": X0, "tol": 0.0, "noise": 0.0, "coupled": {}}

@@ -18,7 +18,7 @@ from pmlbal.tune import CoordinateDescent, Dim, open_storage, pick, point_key, s
 from pmlbal.tune.optuna import decide_from_trials  # noqa: E402
 from pmlbal.tune.ray import CoordinateDescentSearcher  # noqa: E402
 from pmlbal.tune.ray_engine import ATTRS, record_trial  # noqa: E402
-from pmlbal.tune.spec import dims_of  # noqa: E402
+from pmlbal.tune.spec import load_spec  # noqa: E402
 from pmlbal.tune.trials import FAILED_FOR_GOOD  # noqa: E402
 from tests.helpers import serial_search  # noqa: E402
 
@@ -163,9 +163,8 @@ def test_cli_tune_engine_ray_records_resumes_and_picks_as_the_optuna_engine(tmp_
     assert {t.user_attrs["run_id"] for t in study.trials} == set(val)
     rerun = [t for t in study.trials if t.user_attrs["run"] == 1]
     assert len(rerun) == 1 and val[rerun[0].user_attrs["run_id"]]["seed"] == 1  # run k: seed base + k
-    best, spec = pick(study), study.user_attrs["pmlbal:spec"]
-    cd = CoordinateDescent(dims_of(spec), x0=spec["x0"], tol=spec["tol"], budget=4, seed=spec["seed"],
-                           noise=spec["noise"])
+    best, spec = pick(study), load_spec(study)
+    cd = CoordinateDescent(spec.dims, x0=spec.x0, tol=spec.tol, budget=4, seed=spec.seed, noise=spec.noise)
     table = decide_from_trials(cd, study.trials, study.direction)
     assert table.action == "done" and table.best == best.params and table.best_runs == best.runs
     final = [r for r in records.values() if r["config"]["eval_split"] == "test"]
@@ -180,7 +179,7 @@ def test_cli_tune_engine_ray_records_resumes_and_picks_as_the_optuna_engine(tmp_
     assert set(_records(tmp_path)) == set(records) and len(study.trials) == 4 and pick(study) == best
 
     cut = optuna.create_study(study_name="cut", storage=open_storage(url), direction="maximize")
-    cut.set_user_attr("pmlbal:spec", spec)
+    cut.set_user_attr("pmlbal:spec", spec.to_attrs())
     for t in study.trials[:2]:  # a run interrupted after two trials
         cut.add_trial(t)
     resumed = CliRunner().invoke(main, ["tune", "--engine", "ray", "--study", "cut", "--no-final"] + common)
@@ -211,7 +210,7 @@ def test_ray_engine_samples_confirms_and_resumes_a_cut_study_without_sampling_it
     first = CliRunner().invoke(main, ["tune", "--study", "w"] + common)
     assert first.exit_code == 0, first.output
     study = optuna.load_study(study_name="w", storage=open_storage(url))
-    spec = study.user_attrs["pmlbal:spec"]
+    spec = study.user_attrs["pmlbal:spec"]  # as stored
     assert len(study.trials) == 4 and study.trials[0].params == spec["x0"]  # the defaults first
     assert [t.user_attrs["run"] for t in study.trials][-1] >= 1  # the last quarter re-runs a top point
     cut = optuna.create_study(study_name="cut", storage=open_storage(url), direction="maximize")

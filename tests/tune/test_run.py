@@ -293,7 +293,8 @@ def test_gp_is_optunas_gaussian_process_with_fitted_noise_and_powers_of_two(tmp_
 
     x0 = {"balance": 1.0, "batch_size": 128}
     study = run_search(objective, dims, "gp", budget=12, storage=f"sqlite:///{tmp_path}/g.db", study_name="g",
-                       spec={"x0": x0}, confirm=True)
+                       spec=make_spec(TrainConfig(), "BalancedNTXentLoss", dims, "gp", 12, confirm=True, x0=x0),
+                       confirm=True)
     assert len(study.trials) == 12 and study.trials[0].params == x0  # the defaults first
     assert all(t.params["batch_size"] in (16, 32, 64, 128, 256) for t in study.trials)
     assert any(t.user_attrs.get("run", 0) >= 1 for t in study.trials[9:])  # the last quarter confirms
