@@ -15,8 +15,9 @@ from . import data as data_mod
 from .config import TrainConfig, data_splits
 from .data.cache import load_or_build, load_or_build_aspect
 from .data.gpu_batches import ImageBank
+from .data.views import make_views
 from .devices import distributed_context, pick_device, run_device
-from .evaluation import check_retrievable, evaluate
+from .evaluation import check_retrievable, evaluate, evaluate_ssl
 from .models import EmbeddingModel
 from .optim import make_optimizer, make_schedule, param_groups
 from .registry import create, get, list_losses
@@ -98,12 +99,19 @@ class Run:
     #: A cross-validation fold's held-out train classes (their images and labels), on which the
     #: fold's model is validated, as MLRC does.
     held_out: tuple[ImageBank, np.ndarray] | None = None
+    #: ``--task ssl``: one random view of each image of a batch (`pmlbal.data.views`); None for metric runs.
+    views: Callable | None = None
 
     @property
     def amp(self) -> bool:
         return self.device.type == "cuda"
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        """The model's metrics on the evaluation split; a self-supervised run's with the kNN probe, and
+        at the `final` evaluation the linear probe too."""
+        if self.cfg.task == "ssl":
+            return evaluate_ssl(self.model, self.train_bank, self.train_set.labels, self.eval_bank,
+                                self.eval_set.labels, self.cfg, self.device, linear=final)
         return evaluate(self.model, self.eval_bank, self.eval_set.labels, self.cfg, self.device)
 
 
@@ -139,12 +147,16 @@ def build_run(config: TrainConfig, fold: int | None = None, log: Callable[[str],
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
 
     train_set, eval_set, train_bank, eval_bank, held_out = _load_data(cfg, device, fold, log if rank == 0 else None)
-    loss_labels = np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
+    ssl = cfg.task == "ssl"
+    if ssl and world > 1:
+        raise ValueError("--task ssl runs in one process for now (its two-view loss under torchrun is not built)")
+    # Self-supervised batch sources and losses see no labels: each image is its own class.
+    loss_labels = np.arange(len(train_set)) if ssl else np.unique(train_set.labels, return_inverse=True)[1].reshape(-1)
     # A loss with parameters (Proxy-Anchor's proxies) draws them from a fork of the seeded generator,
     # so every loss of one seed starts from the same network: paired comparisons, one untrained row.
     with torch.random.fork_rng(devices=[]):
-        loss_fn = make_loss(cfg.loss, **loss_data_args(cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1,
-                                                       cfg.embedding_dim))
+        loss_fn = make_loss(cfg.loss, **(cfg.loss_kwargs if ssl else loss_data_args(
+            cfg.loss, cfg.loss_kwargs, int(loss_labels.max()) + 1, cfg.embedding_dim)))
     if hasattr(loss_fn, "check_finite"):
         # The trainer checks every loss itself (`DivergedError`, naming epoch and step), without a
         # host sync per step on a GPU; non-finite embeddings show there as a non-finite loss.
@@ -155,17 +167,38 @@ def build_run(config: TrainConfig, fold: int | None = None, log: Callable[[str],
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     forward, train_loss = _distributed(model, loss_fn, device, world)
+    if ssl:
+        train_loss = two_view_loss(loss_fn, cfg.loss)
     forward = torch.compile(forward) if cfg.compile else forward
     opt = make_optimizer(cfg.optimizer, param_groups(model, loss_fn, cfg.lr, cfg.head_lr, cfg.loss_lr), cfg.lr,
                          cfg.weight_decay)
     # Built before any training step: a batch/class mismatch fails here, not after the first epoch.
-    batches = get(cfg.sampler, kind="batches")(train_set.labels, cfg.batch_size, cfg.samples_per_class,
-                                               seed=cfg.seed, resample_every=cfg.resample_every)
+    batches = get(cfg.sampler, kind="batches")(loss_labels if ssl else train_set.labels, cfg.batch_size,
+                                               cfg.samples_per_class, seed=cfg.seed, resample_every=cfg.resample_every)
     sched = make_schedule(opt, cfg.schedule, cfg.epochs, batches_per_epoch(len(train_set), cfg.batch_size),
                           cfg.warmup_epochs, cfg.lr_step_epochs, cfg.lr_gamma)
     trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    views = make_views(cfg.views, cfg.input_size) if ssl else None
     return Run(cfg, rank, world, device, gen, train_set, eval_set, train_bank, eval_bank, model, forward, loss_fn,
-               train_loss, opt, sched, batches, loss_labels, trunk, fold, held_out)
+               train_loss, opt, sched, batches, None if ssl else loss_labels, trunk, fold, held_out, views)
+
+
+def two_view_loss(loss_fn: torch.nn.Module, name: str) -> Callable:
+    """A self-supervised step's loss: the batch's embeddings are its first views then its second views,
+    and each loss is called in the two-view form PML defines (`SelfSupervisedLoss`, symmetric: each view
+    is the other's reference; DHEL and KCL take it as their `ref_emb` form); labels are never passed."""
+    from pytorch_metric_learning.losses import SelfSupervisedLoss
+
+    try:
+        wrapped = SelfSupervisedLoss(loss_fn, symmetric=True)
+    except Exception as err:  # PML refuses a loss without a two-view form by raising a bare Exception
+        raise ValueError(f"--task ssl: {name} has no two-view form ({err})") from None
+
+    def loss(z: torch.Tensor, _labels: None) -> torch.Tensor:
+        first, second = z.chunk(2)
+        return wrapped(first, second)
+
+    return loss
 
 
 def _load_data(cfg: TrainConfig, device: torch.device, fold: int | None,

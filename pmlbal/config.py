@@ -28,6 +28,9 @@ DATASET_DEFAULTS = RegistryView(list_datasets, lambda name: dict(dataset_spec(na
 
 
 EVAL_ON = ("head", "backbone")
+#: metric: class labels train the model (deep metric learning); ssl: two augmented views of each image
+#: do, and labels only evaluate it (self-supervised learning, `pmlbal.ssl`).
+TASKS = ("metric", "ssl")
 LEAD_METRICS = ("recall@1", "map_at_r", "r_precision", "precision_at_1")
 
 
@@ -102,8 +105,9 @@ class TrainConfig:
     clip_grad_value: float | None = None
     #: Training cache: square (centre square, as before) | aspect (whole image, `pmlbal.data.cache`).
     cache_mode: str = "square"
-    #: Evaluate the head's embeddings or the pooled backbone output before the head.
-    eval_on: str = "head"
+    #: Evaluate the head's embeddings or the pooled backbone output before the head (None: the head for
+    #: metric learning, the backbone for self-supervised runs, as their literatures do).
+    eval_on: str | None = None
     #: k > 1: k models on class-disjoint folds of the train classes, each leaving one fold out;
     #: test embeddings are the k models' concatenated (MLRC).
     cv_folds: int = 0
@@ -113,6 +117,10 @@ class TrainConfig:
     #: (`pmlbal.data.base.held_out_classes`; eval_split val, train_split train-sub); 1: the fixed split.
     val_folds: int = 1
     val_fold: int = 0
+    #: `TASKS`: metric (labels train) or ssl (two views of each image train; labels only evaluate).
+    task: str = "metric"
+    #: ssl: the two views' recipe (`pmlbal.data.views.RECIPES`; None: the data set's).
+    views: str | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Any change of a field makes a resolved configuration one to check again.
@@ -127,6 +135,7 @@ class TrainConfig:
         spec = dataset_spec(self.dataset)  # ValueError naming the known data sets
         values = asdict(self)
         fill_defaults(values, spec.defaults)
+        resolve_task(values, spec.ssl_views)
         if self.samples_per_class is None and self.train_split == "train-sub":
             # train-sub holds fewer classes than train (3 of 5 on digits and Fashion-MNIST), too few
             # for the default batch's P classes: take m from the data set's tuning rule instead.
@@ -135,7 +144,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "samples_per_class", "embedding_dim", "cache_size", "input_size"):
             if int(getattr(cfg, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        if cfg.samples_per_class < 2:
+        if cfg.samples_per_class < 2 and cfg.task == "metric":
             raise ValueError(f"samples_per_class must be >= 2 (positives are needed), got {cfg.samples_per_class}")
         if cfg.batch_size % cfg.samples_per_class:
             raise ValueError(
@@ -149,7 +158,7 @@ class TrainConfig:
             raise ValueError(f"sampler must be one of {', '.join(list_batch_sources())}, got {cfg.sampler!r}")
         if cfg.resample_every < 1:
             raise ValueError(f"resample_every must be >= 1, got {cfg.resample_every}")
-        if cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test"):
+        if cfg.task == "metric" and (cfg.train_split not in ("train", "train-sub") or cfg.eval_split not in ("val", "test")):
             raise ValueError("train_split must be train|train-sub and eval_split val|test")
         cfg._check_recipe()
         object.__setattr__(cfg, "_is_resolved", True)
@@ -195,6 +204,38 @@ class TrainConfig:
             raise ValueError("val_folds and cv_folds both divide the train classes: use one of them")
 
 
+def resolve_task(values: dict[str, Any], dataset_views: str) -> None:
+    """The task's own defaults and limits. metric: the head is evaluated, no views. ssl: the classification
+    protocol's splits (cls-train, cls-test: every class in both), random batches of single images (each
+    image and its second view are a class: m = 1), the backbone evaluated, the data set's view recipe."""
+    from .data.views import RECIPES
+
+    task = values["task"]
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "metric":
+        if values["views"] is not None:
+            raise ValueError("views are for --task ssl (two augmented views of each image)")
+        values["eval_on"] = values["eval_on"] or "head"
+        return
+    values["eval_on"] = values["eval_on"] or "backbone"
+    values["views"] = values["views"] or dataset_views
+    if values["views"] not in RECIPES:
+        raise ValueError(f"views must be one of {', '.join(RECIPES)}, got {values['views']!r}")
+    values["train_split"] = "cls-train" if values["train_split"] == "train" else values["train_split"]
+    values["eval_split"] = "cls-test" if values["eval_split"] == "test" else values["eval_split"]
+    if (values["train_split"], values["eval_split"]) != ("cls-train", "cls-test"):
+        raise ValueError(f"--task ssl trains on cls-train and evaluates on cls-test (every class in both), got "
+                         f"{values['train_split']} and {values['eval_split']}")
+    values["sampler"] = "random" if values["sampler"] == "m-per-class" else values["sampler"]
+    if values["sampler"] != "random":
+        raise ValueError(f"--task ssl draws random batches; --sampler {values['sampler']} is not built for it "
+                         "(its self-supervised form chooses batches from the two views' embeddings)")
+    if values["cv_folds"] or values["val_folds"] > 1:
+        raise ValueError("--task ssl evaluates on the classification protocol: no cv_folds or val_folds")
+    values["samples_per_class"] = 1
+
+
 def fill_defaults(values: dict[str, Any], dataset_defaults: Mapping[str, Any]) -> None:
     """Fill the config fields left at None in `values`: the data set's defaults, then the harness's."""
     for k, v in dataset_defaults.items():
@@ -237,7 +278,8 @@ _BLX = FieldRole("bookkeeping", in_command=False, local=True)
 FIELD_ROLES: Mapping[str, FieldRole] = {
     # the data, and how it is evaluated
     "dataset": FieldRole("identity", in_command=False),  # the command's first flags
-    "root": _P, "cache_size": _I, "input_size": _I, "eval_split": _I, "eval_on": _I,
+    "root": _P, "cache_size": _I, "input_size": _I, "eval_split": _I,
+    "eval_on": FieldRole("identity", neutral="head"),
     # the network
     "backbone": _I, "embedding_dim": _I, "pretrained": _I, "freeze_bn": _I, "pooling": _I, "head_init": _I,
     # the loss, optimisation and schedule: training only
@@ -249,7 +291,7 @@ FIELD_ROLES: Mapping[str, FieldRole] = {
     "optimizer": _T, "schedule": _T, "lr_step_epochs": _T, "lr_gamma": _T, "freeze_trunk_epochs": _T,
     "clip_grad_value": _T, "cache_mode": _T, "cv_folds": _T, "lead_metric": _T,
     # which validation fold (the classes evaluated on, and those trained on)
-    "val_folds": _I, "val_fold": _I,
+    "val_folds": _I, "val_fold": _I, "task": _I, "views": _T,
     # where the values came from
     "tuned_from": _PX, "tuned_runs": _PX, "tuned_by": _PX, "protocol": _PX,
     # where and how it ran

@@ -10,6 +10,7 @@ import torch
 from .config import TrainConfig
 from .data.gpu_batches import ImageBank, center_crop_resize, normalize, random_resized_crop_flip
 from .metrics import embedding_geometry, retrieval_metrics
+from .metrics.probes import knn_top1, linear_top1
 from .models import EmbeddingModel
 from .registry import dataset_spec
 
@@ -60,6 +61,22 @@ def evaluate(model, bank, labels, cfg: TrainConfig, device) -> dict[str, float]:
         else:
             cause = "unknown cause"
         raise MetricsError(f"evaluation on {cfg.dataset}/{cfg.eval_split} gave NaN {', '.join(bad)}: {cause}")
+    return metrics
+
+
+def evaluate_ssl(model, train_bank, train_labels, eval_bank, eval_labels, cfg: TrainConfig, device,
+                 linear: bool = False) -> dict[str, float]:
+    """A self-supervised run's evaluation (``--task ssl``), on the features `cfg.eval_on` names (the
+    backbone's by default): `evaluate`'s retrieval metrics and geometry on the test split, the kNN
+    top-1 accuracy with the train split as the bank (`metrics.probes.knn_top1`), and with `linear`
+    the linear probe's (`metrics.probes.linear_top1`). The labels are read here only."""
+    metrics = evaluate(model, eval_bank, eval_labels, cfg, device)
+    amp = device.type == "cuda"
+    bank = embed(model, train_bank, cfg.input_size, device, amp=amp, on=cfg.eval_on)
+    queries = embed(model, eval_bank, cfg.input_size, device, amp=amp, on=cfg.eval_on)
+    metrics["knn_top1"] = knn_top1(bank, train_labels, queries, eval_labels)
+    if linear:
+        metrics["linear_top1"] = linear_top1(bank, train_labels, queries, eval_labels)
     return metrics
 
 

@@ -63,17 +63,11 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
                                                      amp=run.amp, augment=run.gen, flip=cfg.hflip))
     run.model.train()
     before_step = _before_step(run, epoch)
-    labels = run.train_set.labels if run.loss_labels is None else run.loss_labels
     steps, t0, checked = [], time.perf_counter(), 0
     for idx in batches:
         if run.world > 1:  # every rank draws the same global batch and takes its own slice
             idx = np.array_split(idx, run.world)[run.rank]
-        idx_t = torch.from_numpy(idx)
-        x = normalize(random_resized_crop_flip(run.train_bank.take(idx_t), cfg.input_size, run.gen,
-                                               scale=(cfg.crop_scale, 1.0), valid=run.train_bank.take_boxes(idx_t),
-                                               flip=cfg.hflip),
-                      run.model.mean, run.model.std)
-        y = torch.as_tensor(labels[idx], device=run.device)
+        x, y = _batch(run, torch.from_numpy(idx))
         loss = train_step(run.forward, run.train_loss, run.opt, x, y, run.amp, before_step)
         run.sched.step()
         step = {"loss": loss.detach()}
@@ -94,6 +88,19 @@ def train_epoch(run: Run, epoch: int, bar=None) -> tuple[dict[str, Any], list[di
     entry = {"epoch": epoch, "train_loss": float(torch.stack([s["loss"] for s in steps]).mean()),
              "lr": run.sched.get_last_lr()[0]}
     return entry, steps, seconds, len(batches) * cfg.batch_size
+
+
+def _batch(run: Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A step's inputs: metric learning, one augmented crop of each image and its label; self-supervised
+    (`run.views`), two views of each image, all first views then all second views, and no labels."""
+    cfg, images = run.cfg, run.train_bank.take(idx)
+    if run.views is not None:
+        return normalize(torch.cat([run.views(images), run.views(images)]), run.model.mean, run.model.std), None
+    labels = run.train_set.labels if run.loss_labels is None else run.loss_labels
+    x = normalize(random_resized_crop_flip(images, cfg.input_size, run.gen, scale=(cfg.crop_scale, 1.0),
+                                           valid=run.train_bank.take_boxes(idx), flip=cfg.hflip),
+                  run.model.mean, run.model.std)
+    return x, torch.as_tensor(labels[idx.numpy()], device=run.device)
 
 
 def epoch_line(cfg: TrainConfig, entry: dict[str, Any], seconds: float, rank: int = 0, world: int = 1) -> str:

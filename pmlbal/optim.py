@@ -5,9 +5,10 @@ constant or step decay."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the names below are read by a config's validation and `pmlbal --help`: no torch for them
+    import torch
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop")
 #: Learning-rate schedules after the linear warm-up: cosine decay to 0 (the harness's own), a
@@ -35,6 +36,8 @@ def param_groups(model: torch.nn.Module, loss_fn: torch.nn.Module, lr: float, he
 def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """`name` (one of OPTIMIZERS) over `groups`; RMSprop with momentum 0.9, as both powerful-benchmarker's
     config_optimizers/default.yaml and Proxy-Anchor's code/train.py set it."""
+    import torch
+
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "adam":
@@ -49,6 +52,8 @@ def make_schedule(opt: torch.optim.Optimizer, schedule: str, epochs: int, steps_
     """Linear warm-up over `warmup_epochs`, then `schedule`: cosine decay to 0 at the last step,
     constant, or x `lr_gamma` every `lr_step_epochs` epochs (stepped per batch, counted in epochs,
     as a StepLR stepped at each epoch's end)."""
+    import torch
+
     warm = max(1, int(warmup_epochs * steps_per_epoch))
     if schedule == "cosine":
         total = epochs * steps_per_epoch

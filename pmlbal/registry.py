@@ -240,6 +240,8 @@ class DatasetSpec:
     val_noise: Mapping[str, float] = field(default_factory=dict)
     #: m for a tuned batch size on the full train split (None: `samples_per_class`).
     final_rule: Callable[[int], int] | None = None
+    #: The two views' recipe of a self-supervised run (``--task ssl``; `pmlbal.data.views.RECIPES`).
+    ssl_views: str = "crop-flip-jitter"
 
     def final_samples_per_class(self, batch_size: int) -> int:
         """m for a tuned batch size trained on the full train split (a tuned configuration's final
@@ -271,7 +273,8 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
                      samples_per_class: Callable[[int], int] | None = None, needs_root: bool = True,
                      lead_metric: str | None = None, lead_reason: str = "", val_folds: int = 1,
                      final_samples_per_class: Callable[[int], int] | None = None,
-                     val_noise: Mapping[str, float] | None = None) -> Callable[[T], T]:
+                     val_noise: Mapping[str, float] | None = None,
+                     ssl_views: str = "crop-flip-jitter") -> Callable[[T], T]:
     """Class decorator for a `RetrievalDataset`: register it as `name` with its spec.
 
     `lead_metric` (default Recall@ks[0]) must be one of the board's metrics; any other lead needs
@@ -284,7 +287,7 @@ def register_dataset(name: str, *, ks: tuple[int, ...], defaults: Mapping[str, A
         _DATASETS[name] = DatasetSpec(name, cls, tuple(ks), MappingProxyType(dict(defaults)),
                                       MappingProxyType(dict(tune)), samples_per_class or (lambda batch_size: 4),
                                       needs_root, lead_metric or "", lead_reason, val_folds,
-                                      MappingProxyType(dict(val_noise or {})), final_samples_per_class)
+                                      MappingProxyType(dict(val_noise or {})), final_samples_per_class, ssl_views)
         return cls
 
     return decorator

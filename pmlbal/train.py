@@ -192,7 +192,7 @@ def _train_epochs(run: Run, done: Progress, bar, ckpt: Path | None, board, on_ep
 def _finish(run: Run, done: Progress, ckpt: Path | None, board, t_start: float, steps_per_epoch: int) -> dict[str, Any]:
     """The final evaluation and the run's record, written; the checkpoint removed, the TensorBoard log closed."""
     cfg = run.cfg
-    final = run.evaluate()
+    final = run.evaluate(final=True)
     done.epochs[-1]["metrics"] = final
     record = run_record(run, done.epochs, done.steps, done.initial, final,
                         done.elapsed + time.perf_counter() - t_start, done.train_time, done.images_seen)

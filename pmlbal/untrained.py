@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 #: acts through the weights, which are hashed; the device is keyed by its kind below): derived from
 #: `pmlbal.config.FIELD_ROLES`. Every other field, new ones included, is in the key.
 TRAINING_ONLY = config.TRAINING_ONLY
-_CODE = ("metrics/retrieval.py", "metrics/geometry.py", "evaluation.py", "models.py", "data/gpu_batches.py")
+_CODE = ("metrics/retrieval.py", "metrics/geometry.py", "metrics/probes.py", "evaluation.py", "models/__init__.py",
+         "models/embedding.py", "data/gpu_batches.py")
 
 
 def _code_hash() -> str:
@@ -106,7 +107,7 @@ def untrained_metrics(run: "Run", log: Callable[[str], None] | None = None) -> d
     def evaluate() -> dict[str, float]:
         if log is not None:
             log(f"{run.cfg.dataset}: evaluating the untrained network on {run.cfg.eval_split}")
-        return run.evaluate()
+        return run.evaluate(final=True)  # a self-supervised run's untrained row has the linear probe too
 
     return _memoised(run, untrained_key(run), evaluate)
 

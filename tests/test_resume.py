@@ -272,3 +272,17 @@ def test_a_full_disk_at_the_last_epochs_checkpoint_still_writes_the_record(tmp_p
         record = train(cfg)
     assert len(calls) == 2 and Path(record["path"]).is_file() and [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert not checkpoint_path(cfg.resolved()).exists() and not list((tmp_path / "runs").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_self_supervised_run_resumes_drawing_the_views_it_would_have_drawn(tmp_path, cache):
+    """--task ssl: the views come from torch's global generator, which the checkpoint keeps."""
+    cfg = TrainConfig(dataset="digits", task="ssl", epochs=2, batch_size=250, progress=False,
+                      results_dir=str(tmp_path / "whole"), cache_dir=cache)
+    whole = train(cfg)
+    part = replace(cfg, results_dir=str(tmp_path / "part"))
+    with pytest.raises(Killed):
+        train(part, on_epoch=_die_after(1))
+    resumed = train(part, resume=True)
+    assert resumed["config"]["task"] == "ssl" and resumed["final"]["knn_top1"] == whole["final"]["knn_top1"]
+    assert_same_record(whole, resumed)

@@ -25,7 +25,7 @@ def test_same_network_is_evaluated_once_and_gives_the_fresh_value(tmp_path, monk
     a = _run(tmp_path, loss="BalancedNTXentLoss", lr=1e-3)
     fresh = a.evaluate()
     evaluate = type(a).evaluate
-    monkeypatch.setattr(type(a), "evaluate", lambda self: calls.append(self.cfg.loss) or evaluate(self))
+    monkeypatch.setattr(type(a), "evaluate", lambda self, final=False: calls.append(self.cfg.loss) or evaluate(self, final))
     first = untrained.untrained_metrics(a)
     assert first == fresh and calls == ["BalancedNTXentLoss"]
     # Another loss, learning rate and batch: the same starting network and evaluation -> the memo.

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from ..config import TASKS
 from ..data.cache import CACHE_MODES
+from ..data.views import RECIPES
 from ..models import HEAD_INITS, POOLINGS
 from ..protocols import list_protocols
 from ..registry import list_batch_sources, list_datasets
@@ -150,13 +152,18 @@ def _input_options() -> list:
                      help="Random horizontal flips of training crops (default: per data set; glyphs: off)."),
         click.option("--cache-mode", type=click.Choice(CACHE_MODES), default=None,
                      help="Training views from a centre square, or the whole image with its aspect kept [square]."),
+        click.option("--task", type=click.Choice(TASKS), default=None,
+                     help="metric: class labels train the model; ssl: two augmented views of each image do, labels "
+                          "only evaluate it (kNN and linear probe on cls-train/cls-test, every class in both) [metric]."),
+        click.option("--views", type=click.Choice(RECIPES), default=None,
+                     help="--task ssl: the two views' recipe (default: the data set's; glyphs: glyph)."),
     ]
 
 
 def _evaluation_options() -> list:
     return [
         click.option("--eval-on", type=click.Choice(["head", "backbone"]), default=None,
-                     help="Evaluate the head's embeddings or the pooled backbone output [head]."),
+                     help="Evaluate the head's embeddings or the pooled backbone output [head; --task ssl: backbone]."),
         click.option("--cv-folds", type=click.IntRange(min=0), default=None,
                      help="k >= 2: k models on class-disjoint folds of the train classes, embeddings concatenated [0]."),
         click.option("--lead-metric", type=click.Choice(LEAD_METRICS), default=None,

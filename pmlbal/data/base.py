@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SPLITS = ("train", "test", "train-sub", "val")
+#: The classification protocol of self-supervised evaluation (``--task ssl``): every class in both
+#: splits, the images divided (`RetrievalDataset.cls_test_mask`), as a kNN or linear probe needs.
+CLS_SPLITS = ("cls-train", "cls-test")
+SPLITS = ("train", "test", "train-sub", "val", *CLS_SPLITS)
+#: Default classification protocol: within each class, every CLS_TEST_EVERY-th image is a test image.
+CLS_TEST_EVERY = 6
 #: From this many train classes on, validation folds are contiguous blocks of classes (K-fold, as
 #: MLRC's class-disjoint partitions); below, each fold holds out a window of the fixed split's size,
 #: shifted down by one class per fold, so a 5-class train half still validates on 2 classes (on one
@@ -90,8 +95,10 @@ class RetrievalDataset:
         base, folds, fold = parse_split(split)
         self.root = Path(root) if root is not None else None
         self.split = split
-        half = "test" if base == "test" else "train"
-        paths, labels = self._load(half)
+        if base in CLS_SPLITS:
+            paths, labels = self._classification_split(base)
+        else:
+            paths, labels = self._load("test" if base == "test" else "train")
         labels = np.asarray(labels, dtype=np.int64)
         if base in ("train-sub", "val"):
             classes = np.unique(labels)
@@ -105,6 +112,25 @@ class RetrievalDataset:
 
     def _load(self, half: str) -> tuple[list[str], np.ndarray]:
         raise NotImplementedError
+
+    def _classification_split(self, split: str) -> tuple[list[str], np.ndarray]:
+        """cls-train or cls-test: both class halves, the images divided by `cls_test_mask`."""
+        train_paths, train_labels = self._load("train")
+        test_paths, test_labels = self._load("test")
+        paths = list(train_paths) + list(test_paths)
+        labels = np.concatenate([np.asarray(train_labels), np.asarray(test_labels)]).astype(np.int64)
+        keep = self.cls_test_mask(paths, labels) == (split == "cls-test")
+        return [p for p, k in zip(paths, keep) if k], labels[keep]
+
+    def cls_test_mask(self, paths: list[str], labels: np.ndarray) -> np.ndarray:
+        """Which images are the classification protocol's test images: a data set's official division
+        where it has one (Fashion-MNIST's 10,000 test images), else every CLS_TEST_EVERY-th image of
+        each class in file order."""
+        mask = np.zeros(len(labels), dtype=bool)
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            mask[rows[CLS_TEST_EVERY - 1 :: CLS_TEST_EVERY]] = True
+        return mask
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -264,7 +264,7 @@ def load_rendered(root: str | Path | None = None, cache_dir: str | Path | None =
 # two sweeps of three coordinates); paired run-to-run noise of validation MAP@R 1.56 points (the s.d. of
 # a same-seed difference of two points, from the 12 points of results/tuning_cjk-glyphs_grid.csv with two seeds).
 @register_dataset(
-    "cjk-glyphs", ks=(1, 2, 4, 8), needs_root=False, val_folds=1, val_noise={"map_at_r": 0.0156},
+    "cjk-glyphs", ks=(1, 2, 4, 8), needs_root=False, val_folds=1, val_noise={"map_at_r": 0.0156}, ssl_views="glyph",
     defaults=dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=4,
                   batch_size=128, samples_per_class=4, lr=8e-3, crop_scale=0.7, hflip=False),
     tune={"batch_size": ("log2-int", 32, 256)},

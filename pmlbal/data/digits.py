@@ -13,7 +13,7 @@ from .base import RetrievalDataset
 # samples (the image sets: batch/4 classes of 4); a tuned configuration's final run on the 5 train
 # classes keeps the default's 5 classes a batch as nearly as its batch size allows.
 @register_dataset(
-    "digits", ks=(1, 2, 4, 8), needs_root=False, val_folds=3,
+    "digits", ks=(1, 2, 4, 8), needs_root=False, val_folds=3, ssl_views="crop-jitter",
     defaults=dict(backbone="resnet10t", embedding_dim=64, cache_size=32, input_size=32, epochs=8,
                   batch_size=50, samples_per_class=10, lr=2e-3, crop_scale=0.6),
     tune={"batch_size": ("log2-int", 8, 64), "lr": ("log", 1e-4, 1e-2)},
@@ -43,7 +43,9 @@ class Digits(RetrievalDataset):
         keep = bunch.target <= 4 if half == "train" else bunch.target >= 5
         rows = np.flatnonzero(keep)
         # 0..16 grey levels -> 0..255; "paths" are stable ids that the cache fingerprints.
-        self._images = {f"digits/{r}": (bunch.images[r] * (255.0 / 16.0)).round().astype(np.uint8) for r in rows}
+        # Kept across calls: the classification splits (cls-train, cls-test) load both halves.
+        self._images = {**getattr(self, "_images", {}),
+                        **{f"digits/{r}": (bunch.images[r] * (255.0 / 16.0)).round().astype(np.uint8) for r in rows}}
         return [f"digits/{r}" for r in rows], bunch.target[keep]
 
     def load_image(self, i: int) -> Image.Image:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..registry import classes_per_batch, register_dataset
-from .base import DatasetLayoutError, RetrievalDataset
+from .base import DatasetLayoutError, RetrievalDataset, parse_split
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -85,7 +85,7 @@ class FashionMNIST(RetrievalDataset):
                 f"fashion-mnist: no root: pass --root, set $PMLBAL_FASHION_MNIST, or install Debian's "
                 f"dataset-fashion-mnist (files under {DEBIAN_ROOT}); expected {self.layout}")
         super().__init__(root, split)
-        if split != "test" and self.train_cap_per_class:
+        if parse_split(split)[0] in ("train", "train-sub", "val") and self.train_cap_per_class:
             keep = np.concatenate([np.flatnonzero(self.labels == c)[: self.train_cap_per_class]
                                    for c in np.unique(self.labels)])
             keep.sort()
@@ -108,6 +108,7 @@ class FashionMNIST(RetrievalDataset):
                                          f"{lab_stem} {len(y)} labels (expected as many 28x28 images as labels)")
             images.append(x)
             labels.append(y)
+        self._train_file_rows = len(images[0])  # rows past it come from the t10k files
         x, y = np.concatenate(images), np.concatenate(labels).astype(np.int64)
         if y.max() > 9:
             raise DatasetLayoutError(f"fashion-mnist: label {int(y.max())} out of range 0-9 under {self.root}")
@@ -115,6 +116,10 @@ class FashionMNIST(RetrievalDataset):
         self._pixels = x
         # "Paths" are stable ids (file part and row) that the cache fingerprints.
         return [f"fashion-mnist/{r}" for r in rows], y[rows]
+
+    def cls_test_mask(self, paths: list[str], labels: np.ndarray) -> np.ndarray:
+        """The official division: the 10,000 images of the t10k files are the test images."""
+        return np.array([int(p.rsplit("/", 1)[1]) >= self._train_file_rows for p in paths], dtype=bool)
 
     def load_image(self, i: int) -> Image.Image:
         row = int(self.paths[i].rsplit("/", 1)[1])

@@ -55,6 +55,9 @@ def tune_study(base: TrainConfig, loss: str, budget: int, *, search: str = "cd",
     with `cpus_per_trial` and `gpus_per_trial` each, on the Ray cluster at `address` (default: a local one
     started here), and are recorded in the same study. One-line warnings go to `log`.
     """
+    if base.task != "metric":
+        raise ValueError("tune --task ssl is not built yet (its objective, kNN top-1 on a validation split of the "
+                         "training images, is issue 48's); tune trains metric-learning runs")
     ds = dataset_spec(base.dataset)
     storage = storage or f"sqlite:///{Path(base.results_dir) / 'tuning.db'}"
     name = study_name or f"{base.dataset}-{loss}-{search}"

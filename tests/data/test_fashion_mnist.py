@@ -137,3 +137,18 @@ def test_validation_run_defaults_fit_train_sub():
         given = TrainConfig(dataset=dataset, train_split="train-sub", eval_split="val", samples_per_class=4,
                             batch_size=8).resolved()
         assert given.samples_per_class == 4
+
+
+def test_the_classification_protocol_is_the_official_division_with_every_class_uncapped(tmp_path):
+    """--task ssl: cls-train is the train files' images, cls-test the t10k files', all ten classes in both."""
+    root = miniature(tmp_path / "fm", per_class=4)
+    train, test = create("fashion-mnist", root, "cls-train"), create("fashion-mnist", root, "cls-test")
+    assert np.bincount(train.labels).tolist() == [4] * 10 and np.bincount(test.labels).tolist() == [4] * 10
+    assert all(int(p.rsplit("/", 1)[1]) < 40 for p in train.paths)
+    assert all(int(p.rsplit("/", 1)[1]) >= 40 for p in test.paths)
+
+
+@needs_real
+def test_real_classification_protocol_is_60000_and_10000_images():
+    train, test = create("fashion-mnist", REAL, "cls-train"), create("fashion-mnist", REAL, "cls-test")
+    assert np.bincount(train.labels).tolist() == [6000] * 10 and np.bincount(test.labels).tolist() == [1000] * 10

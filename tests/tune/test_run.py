@@ -196,8 +196,9 @@ def test_a_version_one_study_is_not_resumed_by_version_two(tmp_path):
     url = f"sqlite:///{tmp_path}/t.db"
     dims = [Dim("balance", "log", 1 / 16, 16)]
     spec = make_spec(TrainConfig(), "BalancedNTXentLoss", dims, "cd", 3)
-    old = {k: v for k, v in spec.items() if k not in ("version", "confirm")}  # as version 1 wrote it
-    open_study(open_storage(url), "s", old)
+    old = {k: v for k, v in spec.to_attrs().items() if k not in ("version", "confirm")}  # as version 1 wrote it
+    optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize").set_user_attr(
+        "pmlbal:spec", old)
     with pytest.raises(ValueError, match="search version \\(absent in the stored study: version 1, 3 now"):
         open_study(open_storage(url), "s", spec)
 
