@@ -13,6 +13,8 @@ tuner's study spec and the reproducible command (`pmlbal.command`) are derived f
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -334,6 +336,44 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
     so ``--device cpu`` is the same run as the default."""
     return {k: v for k, v in asdict(cfg).items()
             if k in ALWAYS_IN_KEY or (k in KEY_FIELDS and not at_default(k, v))}
+
+
+def field_type_problem(values: Mapping[str, Any]) -> str | None:
+    """The first known `TrainConfig` field in `values` holding a value of another type (a config file's,
+    a record's: "epochs must be an integer or null, got 'two'"), or None. Unknown keys are the caller's."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in values.items():
+        if key in hints and not _fits(value, hints[key]):
+            return f"{key} must be {_describe(hints[key])}, got {value!r}"
+    return None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint) or hint
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is float:  # YAML and JSON write 1e-3 as a float but 1 as an int
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return isinstance(value, origin)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint) or hint
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
+        origin, getattr(origin, "__name__", str(origin)))
 
 
 def data_splits(cfg: TrainConfig) -> tuple[str, str]:

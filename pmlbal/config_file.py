@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import types
-import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -59,16 +57,15 @@ def check_config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
     """`values` if every key is a TrainConfig field holding a value of its type; else ValueError naming
     `source`, the key and, for an unknown key, the closest known one. With `eval_split` but no
     `train_split`, the training split follows as it does for `--eval-split` (val: train-sub)."""
-    from .config import TrainConfig
+    from .config import TrainConfig, field_type_problem
 
-    hints = typing.get_type_hints(TrainConfig)
     known = [f.name for f in fields(TrainConfig)]
-    unknown = [k for k in values if k not in hints]
+    unknown = [k for k in values if k not in known]
     if unknown:
         raise ValueError(f"{source}: unknown configuration key(s) " + ", ".join(map(_with_suggestion(known), unknown)))
-    for key, value in values.items():
-        if not _fits(value, hints[key]):
-            raise ValueError(f"{source}: {key} must be {_describe(hints[key])}, got {value!r}")
+    problem = field_type_problem(values)
+    if problem:
+        raise ValueError(f"{source}: {problem}")
     values = dict(values)
     if "eval_split" in values and "train_split" not in values:
         values["train_split"] = "train-sub" if values["eval_split"] == "val" else "train"
@@ -99,31 +96,3 @@ def _with_suggestion(known: list[str]):
         return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
     return name
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    origin = typing.get_origin(hint) or hint
-    if origin is bool:
-        return isinstance(value, bool)
-    if origin is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is float:  # YAML and JSON write 1e-3 as a float but 1 as an int
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return isinstance(value, origin)
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    origin = typing.get_origin(hint) or hint
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
-        origin, getattr(origin, "__name__", str(origin)))

@@ -71,7 +71,9 @@ def describe_load_error(err: BaseException) -> str:
     """Why `torch.load(..., weights_only=True)` refused a file, in one line and without torch's advice
     to retry with weights_only=False (which runs whatever a damaged or foreign file holds)."""
     text = str(err)
-    if "Weights only load failed" in text or type(err).__name__ == "UnpicklingError":
-        return "it holds objects other than tensors and plain values, so it is not a file pmlbal wrote"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "Weights only load failed" in text:
+        return "it holds objects other than tensors and plain values, so it is not a file pmlbal wrote"
+    if type(err).__name__ == "UnpicklingError":  # random or truncated bytes: not a pickle at all
+        return f"it is not a file torch wrote (damaged or foreign: {first})" if first else "it is not a file torch wrote"
     return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -16,10 +16,11 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import BOOKKEEPING, TrainConfig, identity
+from .config import BOOKKEEPING, TrainConfig, field_type_problem, identity
 from .files import atomic_write_text  # noqa: F401  (imported from here by older callers)
 from .procs import owner_alive, owner_id, remove_dead_temporaries
 
@@ -207,11 +208,20 @@ def run_lock(results_dir: str | Path, key: str, seed: int) -> Iterator[Path]:
     try:
         yield path
     finally:
-        try:
-            if path.read_text() == me:
-                path.unlink()
-        except FileNotFoundError:
-            pass
+        _release(path, me)
+
+
+def _release(path: Path, me: str) -> None:
+    # A folder that turned read-only (or vanished) under the run must not replace the error the run is
+    # raising with this one: the lock is left, and the next run takes it over as a dead process's.
+    try:
+        if path.read_text() == me:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        warnings.warn(f"could not remove the run lock {path} ({err.strerror or err}); the next run takes it over",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _remove_stale(path: Path, holder: str) -> None:
@@ -232,8 +242,10 @@ def _remove_stale(path: Path, holder: str) -> None:
         except FileNotFoundError:
             return
         if still == holder:
-            print(f"pmlbal: removing the stale lock {path} of a process that is gone ({holder.strip() or '?'})",
-                  file=sys.stderr)
+            from tqdm import tqdm  # above a progress bar, not inside its line
+
+            tqdm.write(f"pmlbal: removing the stale lock {path} of a process that is gone ({holder.strip() or '?'})",
+                       file=sys.stderr)
             path.unlink(missing_ok=True)
     finally:
         guard.unlink(missing_ok=True)
@@ -292,9 +304,21 @@ def _type_problem(record: dict[str, Any]) -> str | None:
         bad = next((k for k, v in values.items() if not _is_number(v)), None)
         if bad is not None:
             return f"{section}.{bad} must be a number, got {values[bad]!r}"
+        nan = next((k for k, v in values.items() if section == "final" and v != v), None)
+        if nan is not None:  # training never records NaN final metrics (`MetricsError`): this file was changed
+            return f"final.{nan} is NaN (a run with NaN metrics is never recorded)"
     if not isinstance(record.get("epochs", []), list):
         return "epochs must be a list"
-    return None
+    collapse = record.get("collapse")
+    if collapse is not None and not (isinstance(collapse, dict) and isinstance(collapse.get("reason"), (str, type(None)))):
+        return f"collapse must be a mapping with a reason (a string or null), got {collapse!r}"
+    return _config_problem(cfg)
+
+
+def _config_problem(cfg: dict[str, Any]) -> str | None:
+    """A configuration value of the wrong type (the check `pmlbal train --from-record` makes), or None."""
+    problem = field_type_problem(cfg)
+    return f"config.{problem}" if problem else None
 
 
 def iter_records(results_dir: str | Path, on_error=None):

@@ -72,6 +72,11 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     except (OSError, RuntimeError) as err:  # torch.save re-raises a full disk as RuntimeError
+        import gc
+
+        # torch's failed writer may keep the removed temp file open until collected: its space stays
+        # taken, and the record written next would find the disk full too.
+        gc.collect()
         raise CheckpointWriteError(path, _state_bytes(state), err) from None
 
 
@@ -83,10 +88,14 @@ class CheckpointWriteError(OSError):
         import shutil
 
         try:
-            free = f"{shutil.disk_usage(path.parent).free / 1e6:.0f} MB free there"
+            free_bytes = shutil.disk_usage(path.parent).free
+            free = f"{free_bytes / 1e6:.0f} MB free there"
         except OSError:
-            free = "free space unknown"
+            free_bytes, free = None, "free space unknown"
         reason = str(getattr(cause, "strerror", None) or cause).splitlines()[0]
+        if "enforce fail" in reason or "unexpected pos" in reason:  # torch's words for a write cut short
+            full = free_bytes is not None and free_bytes < needed
+            reason = "No space left on device" if full else "the write was cut short"
         kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
         super().__init__(f"cannot write the run checkpoint {path} ({reason}): it needs about {needed / 1e6:.0f} MB, "
                          f"{free}; {kept}" + (f"; {note}" if note else ""))
@@ -111,7 +120,7 @@ def load_run_state(path: Path, run) -> Progress:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors share no base class
         raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({describe_load_error(err)}); "
-                         f"remove it to start the run afresh") from None
+                         f"start the run afresh with `pmlbal train --fresh` (or remove it)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise ValueError(f"{path}: checkpoint format {found!r}, expected {FORMAT}; remove it to start afresh")

@@ -145,7 +145,8 @@ def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None]
     if resume and ckpt is not None and ckpt.exists():
         done = load_run_state(ckpt, run)
         if log:
-            log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}")
+            log(f"resuming {ckpt} at epoch {done.epoch + 1}/{cfg.epochs}" if done.epoch < cfg.epochs else
+                f"resuming {ckpt}: all {cfg.epochs} epochs are done, the final evaluation comes next")
         return done
     if ckpt is not None and ckpt.exists() and log:
         log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (`pmlbal train` without "

@@ -25,6 +25,7 @@ from .records import atomic_write_text
 
 if TYPE_CHECKING:
     from .build import Run
+    from .data.gpu_batches import ImageBank
 
 #: TrainConfig fields that only shape training, never the evaluation of a given network (the seed
 #: acts through the weights, which are hashed; the device is keyed by its kind below): derived from
@@ -119,24 +120,37 @@ PIXEL_BASELINE_MAX_VALUES = 200_000_000
 
 def pixel_metrics(run: "Run") -> dict[str, float] | None:
     """Retrieval metrics of the raw pixels: each evaluation image of the cache (cache_size, RGB) as
-    one L2-normalised vector, searched and scored exactly as embeddings are. Memoised per
+    one L2-normalised vector, searched and scored exactly as embeddings are; for a self-supervised run
+    also the kNN and linear probes with the training images' pixels as the bank. Memoised per
     evaluation cache; None where the split is too large for this to be cheap."""
     from .metrics import retrieval_metrics
+    from .metrics.probes import knn_top1, linear_top1
 
-    bank = run.eval_bank
-    if bank.data.numel() > PIXEL_BASELINE_MAX_VALUES:
+    bank, ssl = run.eval_bank, run.cfg.task == "ssl"
+    if bank.data.numel() > PIXEL_BASELINE_MAX_VALUES or ssl and run.train_bank.data.numel() > PIXEL_BASELINE_MAX_VALUES:
         return None
     from .registry import dataset_spec
 
     y = torch.as_tensor(run.eval_set.labels, device=run.device)
     ks = tuple(k for k in dataset_spec(run.cfg.dataset).ks if k < len(y))
     h = hashlib.sha256()
-    h.update(json.dumps({"eval_images": cache_path(run.eval_set, run.cfg.cache_size).name, "ks": ks,
-                         "device": run.device.type, "torch": torch.__version__}, sort_keys=True).encode())
+    key = {"eval_images": cache_path(run.eval_set, run.cfg.cache_size).name, "ks": ks, "device": run.device.type,
+           "torch": torch.__version__}
+    if ssl:  # the probes' bank: the training images (the metric-learning memo keeps its old key)
+        key["train_images"] = cache_path(run.train_set, run.cfg.cache_size).name
+    h.update(json.dumps(key, sort_keys=True).encode())
     h.update(_CODE_HASH.encode())
 
+    def flat(images: "ImageBank") -> torch.Tensor:
+        return torch.nn.functional.normalize(images.data.reshape(len(images), -1).to(run.device).float(), dim=1)
+
     def compute() -> dict[str, float]:
-        z = torch.nn.functional.normalize(bank.data.reshape(len(bank), -1).to(run.device).float(), dim=1)
-        return retrieval_metrics(z, y, ks=ks, device=run.device)
+        z = flat(bank)
+        metrics = retrieval_metrics(z, y, ks=ks, device=run.device)
+        if ssl:
+            train = flat(run.train_bank)
+            metrics["knn_top1"] = knn_top1(train, run.train_set.labels, z, run.eval_set.labels)
+            metrics["linear_top1"] = linear_top1(train, run.train_set.labels, z, run.eval_set.labels)
+        return metrics
 
     return _memoised(run, f"pixels-{h.hexdigest()[:32]}", compute)

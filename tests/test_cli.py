@@ -236,7 +236,7 @@ def test_license_matches_pyproject_and_changelog_exists():
     assert "## [Unreleased]" in (root / "CHANGELOG.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "-x", "a b"])
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "-x", "a b", "x" * 250])
 def test_a_study_name_that_could_leave_the_results_folder_is_refused_before_anything_is_written(tmp_path, name):
     for args in (["tune", "--show"], ["tune-worker", "--storage", f"sqlite:///{tmp_path}/t.db"]):
         out = CliRunner().invoke(main, [*args, "--study", name, "--results-dir", str(tmp_path)])
@@ -314,3 +314,20 @@ def test_a_missing_root_is_reported_before_any_word_of_the_image_cache(tmp_path)
     out = CliRunner().invoke(main, ["train", "--dataset", "cub", "--results-dir", str(tmp_path)])
     assert out.exit_code == 1 and "a root folder is required" in out.output
     assert "preparing the image cache" not in out.output
+
+
+def test_leaderboard_on_a_mistyped_folder_says_so_and_creates_nothing(tmp_path):
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path / "typo")])
+    assert out.exit_code == 1 and "does not exist" in out.output and not (tmp_path / "typo").exists()
+
+
+def test_warnings_under_the_command_line_are_one_line_without_a_source_line(capsys):
+    import warnings
+
+    from pmlbal.cli.errors import show_warning
+
+    show_warning(RuntimeWarning("cannot write the run checkpoint x.ckpt (disk full); evaluating without it\nmore"),
+                 RuntimeWarning, "/x/pmlbal/train.py", 177)
+    err = capsys.readouterr().err
+    assert err == "warning: cannot write the run checkpoint x.ckpt (disk full); evaluating without it\n"
+    assert warnings.showwarning is not show_warning  # set only while a command runs

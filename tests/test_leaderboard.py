@@ -391,11 +391,25 @@ def test_a_record_with_a_wrong_typed_field_is_skipped_once_by_name_and_the_board
     seedless = fake_record(seed=6)
     seedless["seed"] = "6"
     (tmp_path / "runs" / "seed.json").write_text(json.dumps(seedless))
+    # The fault trial's second round (issue 46): a wrong-typed collapse verdict crashed the board; a
+    # wrong-typed configuration value and a NaN metric were boarded as they were.
+    for name, change in (("collapse.json", {"collapse": "yes"}), ("epochs.json", {"epochs_cfg": "two"}),
+                         ("nan.json", {"nan": True})):
+        record = fake_record(seed=7)
+        if "collapse" in change:
+            record["collapse"] = change["collapse"]
+        if "epochs_cfg" in change:
+            record["config"]["epochs"] = "two"
+        if "nan" in change:
+            record["final"]["recall@1"] = float("nan")
+        (tmp_path / "runs" / name).write_text(json.dumps(record))
     out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path), "--no-plots"])
     assert out.exit_code == 0, out.output
-    assert (tmp_path / "digits.md").is_file()
+    assert (tmp_path / "digits.md").is_file() and "| two |" not in (tmp_path / "digits.md").read_text()
     for name, what in (("string.json", "final.map_at_r must be a number"), ("null.json", "final must be a mapping"),
-                       ("seed.json", "seed must be an integer")):
+                       ("seed.json", "seed must be an integer"), ("collapse.json", "collapse must be a mapping"),
+                       ("epochs.json", "config.epochs must be an integer or null"),
+                       ("nan.json", "final.recall@1 is NaN")):
         lines = [line for line in out.output.splitlines() if name in line]
         assert len(lines) == 1 and what in lines[0], out.output  # named once, with the field
 

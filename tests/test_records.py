@@ -78,3 +78,26 @@ def test_records_migrate_command(tmp_path):
     out = CliRunner().invoke(main, ["records", "migrate", "--results-dir", str(tmp_path)])
     assert out.exit_code == 0 and "1 record(s) renamed" in out.output
     assert find_existing(tmp_path, r["config_key"], 0) is not None
+
+
+def test_a_lock_that_cannot_be_released_leaves_the_runs_own_error_in_front(tmp_path, monkeypatch):
+    """Fault trial, second round (issue 46, case 28): a results folder that turned read-only during a run
+    made the lock's removal raise EROFS, which replaced the checkpoint error that says what was kept."""
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    from pmlbal.records import run_lock
+
+    real_unlink = Path.unlink
+
+    def read_only(self, missing_ok=False):
+        if self.name.endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    with pytest.raises(ValueError, match="the run's own error"), pytest.warns(RuntimeWarning, match="next run takes it"):
+        with run_lock(tmp_path, "k", 0):
+            monkeypatch.setattr(Path, "unlink", read_only)
+            raise ValueError("the run's own error")

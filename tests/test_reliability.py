@@ -17,6 +17,8 @@ import torch
 from click.testing import CliRunner
 
 import pmlbal.train as train_mod
+from pmlbal.build import check_splits
+from pmlbal.evaluation import MetricsError, evaluate
 from pmlbal.cli import main
 from pmlbal.records import RunLockedError, iter_records, lock_path, run_lock, write_record
 from pmlbal.train import train
@@ -87,9 +89,9 @@ def test_samples_per_class_above_the_classes_is_refused_before_training(tmp_path
     assert not list(tmp_path.rglob("*.json"))
     labels = np.repeat(np.arange(4), [2, 5, 9, 9])  # SOP-like: small classes are normal, m = 4 draws repeats
     with pytest.warns(UserWarning, match="1 of 4 classes .* fewer than samples_per_class \\(4\\)"):
-        train_mod.check_splits(labels, labels, TrainConfig(samples_per_class=4))
+        check_splits(labels, labels, TrainConfig(samples_per_class=4))
     with pytest.raises(ValueError, match=r"samples_per_class \(10\) is above the largest class .* \(9 images; smallest 2\)"):
-        train_mod.check_splits(labels, labels, TrainConfig(samples_per_class=10))
+        check_splits(labels, labels, TrainConfig(samples_per_class=10))
 
 
 # -- diverging learning rate --------------------------------------------------------------------------
@@ -187,9 +189,9 @@ def test_nan_metrics_name_their_cause(tmp_path):
     model = EmbeddingModel("resnet10t", 8, None, False)
     bank = ImageBank(np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8), torch.device("cpu"))
     cfg = TrainConfig(input_size=16, cache_size=16).resolved()
-    with pytest.raises(train_mod.MetricsError, match="gave NaN .*recall@1.*: no image has another image of its class"):
-        train_mod.evaluate(model, bank, np.arange(6), cfg, torch.device("cpu"))
-    assert train_mod.evaluate(model, bank, np.repeat(np.arange(3), 2), cfg, torch.device("cpu"))["recall@1"] >= 0
+    with pytest.raises(MetricsError, match="gave NaN .*recall@1.*: no image has another image of its class"):
+        evaluate(model, bank, np.arange(6), cfg, torch.device("cpu"))
+    assert evaluate(model, bank, np.repeat(np.arange(3), 2), cfg, torch.device("cpu"))["recall@1"] >= 0
 
 
 # -- one run per configuration and seed ----------------------------------------------------------------

@@ -142,6 +142,7 @@ def test_cli_trains_ssl_end_to_end_with_knn_and_linear_probes_off_the_metric_boa
     assert record["config"]["task"] == "ssl" and "--task ssl" in record["command"]
     assert {"knn_top1", "linear_top1", "map_at_r", "effective_rank"} <= set(record["final"])
     assert {"knn_top1", "linear_top1"} <= set(record["initial"])  # the untrained network, same probes
+    assert {"knn_top1", "linear_top1", "map_at_r"} <= set(record["pixels"])  # and the raw pixels
     assert "knn_top1" in record["epochs"][0]["metrics"] and "linear_top1" not in record["epochs"][0]["metrics"]
     assert 0.1 < record["final"]["knn_top1"] <= 1 and 0.1 < record["final"]["linear_top1"] <= 1
     from pmlbal.leaderboard import write_leaderboards

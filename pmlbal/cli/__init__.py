@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from .benchmarking import bench, sweep
-from .errors import ARGV
+from .errors import ARGV, show_warning
 from .training import eval_, train
 from .tuning import tune, tune_worker
 from .utilities import datasets, leaderboard, records
@@ -28,6 +28,13 @@ class _Main(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[ARGV] = list(args)
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning  # one line each, above the progress bar
+            return super().invoke(ctx)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

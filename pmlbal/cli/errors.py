@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the command line: one line, ``warning: MESSAGE``, on stderr and above any
+    progress bar (Python's own adds the file, the line number and a source line a user cannot act on)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {text}", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - a warning must never stop a command
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def fail(err: Exception) -> None:

@@ -223,4 +223,11 @@ def check_study_name(ctx, param, value):
     if value is not None and (not STUDY_NAME_RE.fullmatch(value) or ".." in value):
         raise click.BadParameter(f"{value!r}: a study name is also a file name; use letters, digits and . _ + = - "
                                  "(no '/' or '..')")
+    if value is not None and len(value) > MAX_STUDY_NAME:  # file names end at 255 bytes; its logs add a suffix
+        raise click.BadParameter(f"a study name is also a file name: at most {MAX_STUDY_NAME} characters, got "
+                                 f"{len(value)}")
     return value
+
+
+#: Longest study name: its plot and worker logs (``tuning-NAME.png``, ``NAME-worker12.log``) stay under 255 bytes.
+MAX_STUDY_NAME = 200

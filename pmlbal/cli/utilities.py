@@ -31,6 +31,8 @@ def leaderboard(dataset, results_dir, seeds, no_plots, docs):
             said.add(message)
             click.echo(message, err=True)
 
+    if not Path(results_dir, "runs").is_dir():  # a mistyped folder: nothing to read, and nothing is created
+        raise click.ClickException(f"no run records: {Path(results_dir) / 'runs'} does not exist")
     try:
         check_writable(results_dir, create=False)  # before reading hundreds of records
         boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots, warn=warn)

@@ -15,6 +15,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from ..records import RunLockedError
 from ..train import train
 
 from ..config import TrainConfig
@@ -241,10 +242,22 @@ def picked_config(base: TrainConfig, study: optuna.Study, best: Pick, storage_ur
                    tuned_from=f"{storage_url}#{study.study_name}", tuned_runs=best.runs, tuned_by=by)
 
 
-def retrain_best(study: optuna.Study, storage_url: str, **overrides: Any) -> dict[str, Any]:
-    """Train the best configuration once on train and evaluate on test; its run record."""
+def retrain_best(study: optuna.Study, storage_url: str, *, log: Callable[[str], None] = print, poll: float = 5.0,
+                 **overrides: Any) -> dict[str, Any]:
+    """Train the best configuration once on train and evaluate on test; its run record. When another
+    process trains that very run (a second `pmlbal tune` of the same study), wait for its record rather
+    than fail: the lock says whether its holder lives, and a dead holder's lock is taken over."""
     cfg = final_config(study, storage_url, **overrides).resolved()
-    record = train(cfg, reuse=True)
+    said = False
+    while True:
+        try:
+            record = train(cfg, reuse=True)
+            break
+        except RunLockedError as err:
+            if not said:
+                log(f"{err}: waiting for its record (the same final run)")
+                said = True
+            time.sleep(poll)
     study.set_user_attr(FINAL, record["run_id"])
     return record
 

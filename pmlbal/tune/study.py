@@ -102,11 +102,13 @@ def _optuna_engine(base: TrainConfig, val: TrainConfig, spec: StudySpec, dims, s
         if workers > 1 else []
     try:
         objective = training_objective(val, spec.loss, dims, spec.metric) if workers == 1 else None
-        return run_search(objective, dims, spec.search, trials, store, name, spec.seed, spec=spec,
-                          local=workers == 1, grace=grace, confirm=confirm,
-                          progress=progress, log=log)
-    finally:
-        stop_workers(procs)
+        study = run_search(objective, dims, spec.search, trials, store, name, spec.seed, spec=spec,
+                           local=workers == 1, grace=grace, confirm=confirm, progress=progress, log=log)
+    except BaseException:  # Ctrl-C or an error: the workers stop now, not after their trials
+        stop_workers(procs, interrupt=True, log=log)
+        raise
+    stop_workers(procs)
+    return study
 
 
 def _validation_length(val: TrainConfig, epochs: int, tune_epochs: int | None, dims, log: Callable[[str], None]):

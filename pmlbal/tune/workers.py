@@ -336,10 +336,20 @@ def start_workers(storage: str, name: str, n: int, device: str, results_dir: str
     return procs
 
 
-def stop_workers(procs: Sequence) -> None:
-    """Wait for the workers to leave (the study is done); terminate one that does not within 60 s."""
+def stop_workers(procs: Sequence, interrupt: bool = False, log: Callable[[str], None] = print) -> None:
+    """Wait for the workers to leave (the study is done); terminate one that does not within 60 s. With
+    `interrupt` (the coordinator stops early: Ctrl-C, an error), first send each a SIGINT, as Ctrl-C in the
+    terminal would: its trial is failed for a retry and it leaves within seconds, not after its trial."""
+    import signal
+
+    alive = [p for p in procs if p.poll() is None]
+    if interrupt and alive:
+        log(f"stopping {len(alive)} tune-worker process{'es' if len(alive) != 1 else ''} (their running trials "
+            "are failed and run again on resume)")
+        for p in alive:
+            p.send_signal(signal.SIGINT)
     for p in procs:
         try:
-            p.wait(timeout=60)
+            p.wait(timeout=30 if interrupt else 60)
         except Exception:
             p.terminate()

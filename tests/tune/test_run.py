@@ -299,3 +299,25 @@ def test_gp_is_optunas_gaussian_process_with_fitted_noise_and_powers_of_two(tmp_
     assert len(study.trials) == 12 and study.trials[0].params == x0  # the defaults first
     assert all(t.params["batch_size"] in (16, 32, 64, 128, 256) for t in study.trials)
     assert any(t.user_attrs.get("run", 0) >= 1 for t in study.trials[9:])  # the last quarter confirms
+
+
+def test_a_final_run_another_tune_is_training_is_waited_for_not_failed(monkeypatch):
+    """Fault trial, second round (issue 46, case 23): a second `pmlbal tune` of the same study exited 1 on the
+    final run's lock while the first trained it."""
+    import pmlbal.tune.run as run_mod
+    from pmlbal.records import RunLockedError
+
+    calls, said = [], []
+
+    def train(cfg, reuse):
+        calls.append(reuse)
+        if len(calls) == 1:
+            raise RunLockedError("another process (vm:1) is training this configuration and seed 0")
+        return {"run_id": "r1", "final": {}}
+
+    monkeypatch.setattr(run_mod, "train", train)
+    monkeypatch.setattr(run_mod, "final_config", lambda study, url, **kw: TrainConfig(epochs=1))
+    study = optuna.create_study(direction="maximize")
+    record = run_mod.retrain_best(study, "sqlite://", log=said.append, poll=0.01)
+    assert record["run_id"] == "r1" and calls == [True, True] and study.user_attrs[run_mod.FINAL] == "r1"
+    assert len(said) == 1 and "waiting for its record" in said[0]

@@ -330,3 +330,21 @@ def test_a_worker_whose_coordinator_dies_leaves_within_its_heartbeat(tmp_path, b
                 p.kill()
     if busy:  # the trial it held is failed, so a later run of the search retries it
         assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["error"] == "interrupted"
+
+
+def test_an_interrupted_coordinator_stops_its_workers_at_once_not_after_their_trials():
+    """Fault trial, second round (issue 46, case 20): SIGINT to the coordinator alone left two minutes of
+    silence while it waited for each worker's trial to end."""
+    import subprocess
+    import sys
+    import time
+
+    from pmlbal.tune.workers import stop_workers
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time\nprint('up', flush=True)\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE)
+    assert worker.stdout.readline().strip() == b"up"  # past its start-up, as a worker in a trial
+    said, start = [], time.monotonic()
+    stop_workers([worker], interrupt=True, log=said.append)
+    assert worker.returncode is not None and time.monotonic() - start < 20
+    assert said and "stopping 1 tune-worker process" in said[0]
