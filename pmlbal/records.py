@@ -126,7 +126,10 @@ def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
     for path in (folder / name for name in names):
         try:
             r = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError) as err:
+            # Named as this run's record but unreadable: the run is trained again beside it, so say why.
+            warnings.warn(f"{path} is named as this run's record but is unreadable ({err}); the run is trained "
+                          "again (remove the damaged file)", RuntimeWarning, stacklevel=2)
             continue
         if isinstance(r, dict) and r.get("config_key") == key and r.get("seed") == seed:
             out.append(path)

@@ -101,3 +101,14 @@ def test_a_lock_that_cannot_be_released_leaves_the_runs_own_error_in_front(tmp_p
         with run_lock(tmp_path, "k", 0):
             monkeypatch.setattr(Path, "unlink", read_only)
             raise ValueError("the run's own error")
+
+
+def test_a_damaged_file_named_as_the_runs_record_is_named_when_the_run_is_trained_again(tmp_path):
+    """Fault trial, second round (issue 46, case 42): bench retrained beside a truncated record without a word."""
+    import pytest
+
+    key = config_key({"dataset": "digits", "loss": "BalancedNTXentLoss", "loss_kwargs": {}, "seed": 0})
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"digits-BalancedNTXentLoss-{key}-s0-abcdef12.json").write_text('{"schema": 1, "run_id": "tru')
+    with pytest.warns(RuntimeWarning, match="is named as this run's record but is unreadable"):
+        assert find_existing(tmp_path, key, 0) is None
