@@ -140,9 +140,6 @@ ORDERS = {
 @pytest.mark.parametrize("order", ORDERS)
 def test_pml_holds_pmlbals_classes_in_any_import_order(order):
     """A fresh process each: in this one PML and pmlbal were imported long ago."""
-    import subprocess
-    import sys
-
     check = (ORDERS[order] + "\nimport sys\nassert 'torch' in sys.modules\n"
              "assert losses.BalancedNTXentLoss.__module__ == 'pmlbal.losses.ntxent'\n"
              "assert losses.KCLLoss.__module__ == 'pmlbal.losses.kcl'\n"
@@ -150,14 +147,19 @@ def test_pml_holds_pmlbals_classes_in_any_import_order(order):
              "assert miners.BalancedPairMiner.__module__ == 'pmlbal.miners.balanced_pair'\n"
              "assert samplers.OSGDBatchSampler.__module__ == 'pmlbal.samplers.osgd'\n"
              "assert type(losses.__loader__).__name__ == 'SourceFileLoader'\n")
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    _run_fresh(check)
+
+
+def _run_fresh(code: str) -> None:
+    """`code` in a fresh interpreter (in this one PML and pmlbal were imported long ago); it must exit 0."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_import_pmlbal_starts_neither_torch_nor_pml_and_its_names_load_on_use():
-    import subprocess
-    import sys
-
     check = ("import sys, pmlbal\n"
              "assert not {'torch', 'pytorch_metric_learning', 'numpy'} & set(sys.modules), sorted(sys.modules)\n"
              "assert 'digits' in pmlbal.list_datasets() and 'torch' not in sys.modules\n"
@@ -166,8 +168,7 @@ def test_import_pmlbal_starts_neither_torch_nor_pml_and_its_names_load_on_use():
              "assert pmlbal.samplers.SpectralBatchSampler.__module__ == 'pmlbal.samplers.spectral'\n"
              "import pytorch_metric_learning.losses as L\n"
              "assert L.BalancedNTXentLoss is pmlbal.losses.BalancedNTXentLoss\n")
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    _run_fresh(check)
 
 
 def test_a_failing_loader_stays_for_the_next_lookup(monkeypatch):

@@ -71,8 +71,8 @@ class StudySpec:
     def to_attrs(self) -> dict[str, Any]:
         """The JSON a study stores (`pmlbal.tune.optuna.SPEC`); `final_epochs` only where it is set."""
         out = {"loss": self.loss, "dataset": self.dataset, "search": self.search, "budget": self.budget,
-               "seed": self.seed, "metric": self.metric, "dims": [_jsonable(asdict(d)) for d in self.dims],
-               "base": _jsonable(dict(self.base)), "confirm": self.confirm, "version": self.version,
+               "seed": self.seed, "metric": self.metric, "dims": [jsonable(asdict(d)) for d in self.dims],
+               "base": jsonable(dict(self.base)), "confirm": self.confirm, "version": self.version,
                "x0": None if self.x0 is None else dict(self.x0), "tol": float(self.tol), "noise": float(self.noise),
                "coupled": {k: list(v) for k, v in self.coupled.items()}}
         if self.final_epochs is not None:
@@ -96,9 +96,10 @@ class StudySpec:
                    final_epochs=attrs.get("final_epochs"))
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """`x` with tuples as lists, as JSON (and a study's stored attributes) hold them."""
     if isinstance(x, Mapping):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x

@@ -15,7 +15,7 @@ import optuna
 
 from ..config import LOCAL, TrainConfig
 from .dims import Dim
-from .model import StudySpec
+from .model import StudySpec, jsonable
 from .optuna import SPEC
 from .plan import SEARCH_VERSION
 from .spaces import samples_per_class
@@ -54,7 +54,7 @@ def open_study(storage: Any, name: str, spec: StudySpec | None = None,
                          .splitlines()[0]) from None
     stored = study.user_attrs.get(SPEC)
     if spec is not None:
-        spec = _jsonable(spec.to_attrs())
+        spec = spec.to_attrs()
         if stored is None:
             study.set_user_attr(SPEC, spec)
         else:
@@ -74,7 +74,7 @@ def _with_new_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
     made before e.g. `save_model` existed resumes with the same options."""
     out = dict(stored)
     if isinstance(out.get("base"), dict):
-        defaults = _jsonable(asdict(TrainConfig()))
+        defaults = jsonable(asdict(TrainConfig()))
         out["base"] = {**{k: v for k, v in defaults.items() if k not in _NOT_IN_SPEC}, **out["base"]}
     return out
 
@@ -94,14 +94,6 @@ def _describe(key: str, stored: Any, now: Any) -> str:
     if stored is None:
         return f"{key} (absent in the stored study: it predates it; now {now!r})"
     return f"{key} ({stored!r} then, {now!r} now)"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def load_spec(study: optuna.Study) -> StudySpec:
