@@ -30,7 +30,7 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable pmlbal checkpoint ({describe_load_error(err)})") from None
+        raise ValueError(f"{path} is not a readable pmlbal checkpoint ({describe_load_error(err, path)})") from None
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise ValueError(f"{path} is not a pmlbal checkpoint (no 'config' and 'state_dict')")
     cfg = TrainConfig(**{**ckpt["config"], "device": device, "pretrained": None})

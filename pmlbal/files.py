@@ -67,13 +67,25 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def describe_load_error(err: BaseException) -> str:
+#: The first bytes of every file `torch.save` writes (a zip archive).
+TORCH_FILE_MAGIC = b"PK\x03\x04"
+
+
+def describe_load_error(err: BaseException, path: str | os.PathLike | None = None) -> str:
     """Why `torch.load(..., weights_only=True)` refused a file, in one line and without torch's advice
-    to retry with weights_only=False (which runs whatever a damaged or foreign file holds)."""
+    to retry with weights_only=False (which runs whatever a damaged or foreign file holds). With `path`,
+    a file that does not even start as torch's files do is called that, whatever torch's parser said
+    of its bytes (random bytes raise anything from an UnpicklingError to a KeyError there)."""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(TORCH_FILE_MAGIC))
+        except OSError:
+            head = TORCH_FILE_MAGIC
+        if head != TORCH_FILE_MAGIC:
+            return "it is not a file torch wrote: damaged, or something else under this name"
     text = str(err)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if "Weights only load failed" in text:
         return "it holds objects other than tensors and plain values, so it is not a file pmlbal wrote"
-    if type(err).__name__ == "UnpicklingError":  # random or truncated bytes: not a pickle at all
-        return f"it is not a file torch wrote (damaged or foreign: {first})" if first else "it is not a file torch wrote"
     return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -74,8 +74,9 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
     except (OSError, RuntimeError) as err:  # torch.save re-raises a full disk as RuntimeError
         import gc
 
-        # torch's failed writer may keep the removed temp file open until collected: its space stays
-        # taken, and the record written next would find the disk full too.
+        # The error's traceback holds torch.save's frames, and they its writer, whose open file keeps the
+        # removed temp file's space taken: the record written next would find the disk full too.
+        err.__traceback__ = None
         gc.collect()
         raise CheckpointWriteError(path, _state_bytes(state), err) from None
 
@@ -119,7 +120,7 @@ def load_run_state(path: Path, run) -> Progress:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors share no base class
-        raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({describe_load_error(err)}); "
+        raise ValueError(f"{path} is not a readable pmlbal run checkpoint ({describe_load_error(err, path)}); "
                          f"start the run afresh with `pmlbal train --fresh` (or remove it)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None

@@ -76,6 +76,7 @@ def test_only_dead_writers_temporaries_are_removed(tmp_path):
 
 def test_a_refused_torch_load_is_named_in_one_line_without_the_unsafe_advice(tmp_path):
     import pickle
+    import random
 
     import torch
 
@@ -96,3 +97,13 @@ def test_a_refused_torch_load_is_named_in_one_line_without_the_unsafe_advice(tmp
         text = describe_load_error(err)
         assert "weights_only" not in text and "\n" not in text
     assert "not a file pmlbal wrote" in describe_load_error(torch_errors[0])
+    # Random bytes (fault trial, second round, case 47): torch's parser says anything of them, mostly
+    # "Weights only load failed"; the file's first bytes settle it.
+    noise = tmp_path / "noise.ckpt"
+    for seed in range(5):
+        noise.write_bytes(random.Random(seed).randbytes(5000))
+        try:
+            torch.load(noise, weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            assert describe_load_error(err, noise).startswith("it is not a file torch wrote"), seed
+    assert "not a file pmlbal wrote" in describe_load_error(torch_errors[0], foreign)  # a torch file after all

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pmlbal.cli import main
@@ -287,3 +288,33 @@ def test_a_self_supervised_run_resumes_drawing_the_views_it_would_have_drawn(tmp
     resumed = train(part, resume=True)
     assert resumed["config"]["task"] == "ssl" and resumed["final"]["knn_top1"] == whole["final"]["knn_top1"]
     assert_same_record(whole, resumed)
+
+
+def test_a_checkpoint_cut_short_releases_its_file_before_the_record_is_written(tmp_path, monkeypatch):
+    """Fault trial, second round (issue 46, case 29): torch's failed writer, held by the error's traceback,
+    kept the removed temp file open, so on a full disk the record written next found no space either."""
+    import weakref
+    from types import SimpleNamespace
+
+    import pmlbal.resume as resume
+
+    handles = []
+
+    def cut_short(state, f):
+        writer = open(f, "wb")  # as torch's zip writer holds its file
+        handles.append(weakref.ref(writer))
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(resume.torch, "save", cut_short)
+    monkeypatch.setattr(resume, "_rng_states", lambda run: {})
+    run = SimpleNamespace(cfg=TrainConfig(), model=torch.nn.Linear(2, 2), loss_fn=torch.nn.Identity(),
+                          opt=SimpleNamespace(state_dict=dict), sched=None, batches=None)
+    try:
+        resume.save_run_state(tmp_path / "x.ckpt", run, resume.Progress(), 1.0)
+    except resume.CheckpointWriteError as err:  # while the error is handled, as train writes the record then
+        assert "the write was cut short" in str(err)
+        writer = handles[0]()
+        assert writer is None or writer.closed
+    else:
+        pytest.fail("no CheckpointWriteError")
+    assert list(tmp_path.iterdir()) == []
