@@ -6,7 +6,7 @@ import shlex
 from dataclasses import fields
 from typing import Any
 
-from .config import NOT_IN_COMMAND, TrainConfig, fill_defaults
+from .config import NOT_IN_COMMAND, TrainConfig, fill_defaults, resolve_task
 from .protocols import protocol_values
 from .registry import dataset_spec
 
@@ -14,16 +14,22 @@ __all__ = ["NOT_IN_COMMAND", "command_baseline", "command_for", "implied_train_s
 
 
 def implied_train_split(eval_split: str) -> str:
-    """The CLI's training split for an evaluation split: validation runs train on train-sub."""
-    return "train-sub" if eval_split == "val" else "train"
+    """The CLI's training split for an evaluation split: validation runs train on train-sub, the
+    classification protocol's test split (``--task ssl``) comes with its train split."""
+    return {"val": "train-sub", "cls-test": "cls-train"}.get(eval_split, "train")
 
 
-def command_baseline(dataset: str, protocol: str | None = None) -> dict[str, Any]:
-    """What `pmlbal train --dataset DATASET [--protocol NAME]` trains with before any other flag."""
+def command_baseline(dataset: str, protocol: str | None = None, task: str = "metric") -> dict[str, Any]:
+    """What `pmlbal train --dataset DATASET [--protocol NAME] [--task TASK]` trains with before any other flag
+    (the task's own defaults too: a self-supervised run's splits, batches and evaluated features)."""
     values = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
-    fill_defaults(values, dataset_spec(dataset).defaults)
+    spec = dataset_spec(dataset)
+    fill_defaults(values, spec.defaults)
     if protocol is not None:
         values.update(protocol_values(protocol, dataset))
+    values["task"] = task
+    resolve_task(values, spec.ssl_views)
+    values["task"] = TrainConfig().task  # `--task` itself is a flag of the command
     return values
 
 
@@ -34,7 +40,7 @@ def command_for(cfg: TrainConfig) -> str:
         parts += ["--protocol", cfg.protocol]
     for k, v in sorted(cfg.loss_kwargs.items()):
         parts += ["--loss-arg", f"{k}={v}"]
-    base = command_baseline(cfg.dataset, cfg.protocol)
+    base = command_baseline(cfg.dataset, cfg.protocol, cfg.task)
     base["train_split"] = implied_train_split(cfg.eval_split)
     for f in fields(TrainConfig):
         if f.name in NOT_IN_COMMAND:

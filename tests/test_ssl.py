@@ -148,3 +148,15 @@ def test_cli_trains_ssl_end_to_end_with_knn_and_linear_probes_off_the_metric_boa
     from pmlbal.leaderboard import write_leaderboards
 
     assert write_leaderboards(tmp_path, plots=False, warn=lambda m: None) == {}  # not a metric-learning board's row
+
+
+def test_the_reproducing_command_names_the_task_and_nothing_the_task_implies():
+    from pmlbal.command import command_for
+
+    cmd = command_for(SSL.resolved())
+    assert cmd.endswith(" --task ssl") and cmd.startswith("pmlbal train --dataset digits --loss BalancedNTXentLoss ")
+    assert not any(f in cmd for f in ("--eval-on", "--train-split", "--eval-split", "--sampler", "--samples-per-class",
+                                      "--views"))  # what --task ssl implies
+    # eval_on's default is None now (resolved by the task): a metric run's command stays as it always was.
+    assert "--eval-on" not in command_for(TrainConfig(dataset="digits").resolved())
+    assert "--eval-on backbone" in command_for(TrainConfig(dataset="digits", eval_on="backbone").resolved())
