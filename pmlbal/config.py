@@ -107,9 +107,9 @@ class TrainConfig:
     clip_grad_value: float | None = None
     #: Training cache: square (centre square, as before) | aspect (whole image, `pmlbal.data.cache`).
     cache_mode: str = "square"
-    #: Evaluate the head's embeddings or the pooled backbone output before the head (None: the head for
-    #: metric learning, the backbone for self-supervised runs, as their literatures do).
-    eval_on: str | None = None
+    #: Evaluate the head's embeddings or the pooled backbone output before the head (a self-supervised
+    #: run evaluates the backbone, as its literature does).
+    eval_on: str = "head"
     #: k > 1: k models on class-disjoint folds of the train classes, each leaving one fold out;
     #: test embeddings are the k models' concatenated (MLRC).
     cv_folds: int = 0
@@ -218,9 +218,8 @@ def resolve_task(values: dict[str, Any], dataset_views: str) -> None:
     if task == "metric":
         if values["views"] is not None:
             raise ValueError("views are for --task ssl (two augmented views of each image)")
-        values["eval_on"] = values["eval_on"] or "head"
         return
-    values["eval_on"] = values["eval_on"] or "backbone"
+    values["eval_on"] = "backbone"  # the projection head is the loss's; the features are the backbone's
     values["views"] = values["views"] or dataset_views
     if values["views"] not in RECIPES:
         raise ValueError(f"views must be one of {', '.join(RECIPES)}, got {values['views']!r}")
@@ -281,7 +280,7 @@ FIELD_ROLES: Mapping[str, FieldRole] = {
     # the data, and how it is evaluated
     "dataset": FieldRole("identity", in_command=False),  # the command's first flags
     "root": _P, "cache_size": _I, "input_size": _I, "eval_split": _I,
-    "eval_on": FieldRole("identity", neutral="head"),
+    "eval_on": _I,
     # the network
     "backbone": _I, "embedding_dim": _I, "pretrained": _I, "freeze_bn": _I, "pooling": _I, "head_init": _I,
     # the loss, optimisation and schedule: training only

@@ -163,7 +163,7 @@ def _input_options() -> list:
 def _evaluation_options() -> list:
     return [
         click.option("--eval-on", type=click.Choice(["head", "backbone"]), default=None,
-                     help="Evaluate the head's embeddings or the pooled backbone output [head; --task ssl: backbone]."),
+                     help="Evaluate the head's embeddings or the pooled backbone output [head; --task ssl evaluates the backbone]."),
         click.option("--cv-folds", type=click.IntRange(min=0), default=None,
                      help="k >= 2: k models on class-disjoint folds of the train classes, embeddings concatenated [0]."),
         click.option("--lead-metric", type=click.Choice(LEAD_METRICS), default=None,
