@@ -60,6 +60,9 @@ def untrained_key(run: "Run") -> str:
     settings = {k: v for k, v in asdict(run.cfg).items() if k not in TRAINING_ONLY}
     settings["eval_images"] = cache_path(run.eval_set, run.cfg.cache_size).name
     settings["device"] = run.device.type
+    # On a CPU the thread count decides the last bits of a reduction (an effective rank moved at 1e-15 with
+    # it): a memo of a 1-thread run is not the 2-thread run's evaluation.
+    settings["threads"] = torch.get_num_threads() if run.device.type == "cpu" else None
     settings["torch"] = torch.__version__
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(_CODE_HASH.encode())
@@ -126,7 +129,7 @@ def pixel_metrics(run: "Run") -> dict[str, float] | None:
     from .metrics import retrieval_metrics
     from .metrics.probes import knn_top1, linear_top1
 
-    bank, ssl = run.eval_bank, run.cfg.task == "ssl"
+    bank, ssl = run.eval_bank, getattr(run.cfg, "task", "metric") == "ssl"
     if bank.data.numel() > PIXEL_BASELINE_MAX_VALUES or ssl and run.train_bank.data.numel() > PIXEL_BASELINE_MAX_VALUES:
         return None
     from .registry import dataset_spec
@@ -135,7 +138,7 @@ def pixel_metrics(run: "Run") -> dict[str, float] | None:
     ks = tuple(k for k in dataset_spec(run.cfg.dataset).ks if k < len(y))
     h = hashlib.sha256()
     key = {"eval_images": cache_path(run.eval_set, run.cfg.cache_size).name, "ks": ks, "device": run.device.type,
-           "torch": torch.__version__}
+           "torch": torch.__version__, "threads": torch.get_num_threads() if run.device.type == "cpu" else None}
     if ssl:  # the probes' bank: the training images (the metric-learning memo keeps its old key)
         key["train_images"] = cache_path(run.train_set, run.cfg.cache_size).name
     h.update(json.dumps(key, sort_keys=True).encode())

@@ -48,6 +48,14 @@ def test_anything_that_changes_the_numbers_changes_the_key(tmp_path):
     with torch.no_grad():
         next(run.model.parameters()).add_(1e-6)
     assert untrained.untrained_key(run) != base
+    # The thread count decides a CPU reduction's last bits: a 1-thread memo is not the 2-thread evaluation
+    # (found when a 1-thread run's memo was read by the 2-thread golden run: effective rank off at 1e-15).
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if before != 1 else 2)
+        assert untrained.untrained_key(_run(tmp_path)) != base
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_corrupt_memo_is_evaluated_again(tmp_path):

@@ -31,10 +31,10 @@ def leaderboard(dataset, results_dir, seeds, no_plots, docs):
             said.add(message)
             click.echo(message, err=True)
 
-    if not Path(results_dir, "runs").is_dir():  # a mistyped folder: nothing to read, and nothing is created
-        raise click.ClickException(f"no run records: {Path(results_dir) / 'runs'} does not exist")
     try:
         check_writable(results_dir, create=False)  # before reading hundreds of records
+        if not Path(results_dir, "runs").is_dir():  # a mistyped folder: nothing to read, and nothing is created
+            raise ValueError(f"no run records: {Path(results_dir) / 'runs'} does not exist")
         boards = write_leaderboards(results_dir, dataset, expected_seeds=seeds, plots=not no_plots, warn=warn)
         for path in write_board_markers(docs, results_dir, warn=warn):
             click.echo(f"updated the board tables of {path}", err=True)
