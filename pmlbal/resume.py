@@ -76,7 +76,11 @@ def save_run_state(path: Path, run, progress: Progress, elapsed: float) -> None:
 
         # The error's traceback holds torch.save's frames, and they its writer, whose open file keeps the
         # removed temp file's space taken: the record written next would find the disk full too.
-        err.__traceback__ = None
+        seen, link = set(), err
+        while link is not None and id(link) not in seen:  # torch re-raises inside its writer's __exit__: a chain
+            seen.add(id(link))
+            link.__traceback__ = None
+            link = link.__context__ or link.__cause__
         gc.collect()
         raise CheckpointWriteError(path, _state_bytes(state), err) from None
 

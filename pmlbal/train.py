@@ -277,7 +277,9 @@ def _checkpoint(path: Path, run: Run, done: Progress, elapsed: float, optional: 
         try:
             record = write_record(failure_record(run, err, done.epochs, elapsed, status="interrupted"),
                                   run.cfg.results_dir, folder="interrupted")
-            kept = f"epochs 1-{done.epoch} recorded in {record}; run it again to continue from the last checkpoint"
+            again = ("run it again to continue from the last checkpoint" if path.exists() else
+                     "no checkpoint to continue from: with room on the disk, the run starts afresh")
+            kept = f"epochs 1-{done.epoch} recorded in {record}; {again}"
         except OSError as record_err:  # write_record names the temp file it kept instead
             kept = str(record_err)
         raise CheckpointWriteError(err.path, err.needed, err.cause, note=kept) from None

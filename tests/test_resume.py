@@ -300,10 +300,16 @@ def test_a_checkpoint_cut_short_releases_its_file_before_the_record_is_written(t
 
     handles = []
 
+    def write(writer):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
     def cut_short(state, f):
         writer = open(f, "wb")  # as torch's zip writer holds its file
         handles.append(weakref.ref(writer))
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        try:
+            write(writer)
+        finally:  # as torch's writer's __exit__ fails again on the full disk: the first error is the context
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
     monkeypatch.setattr(resume.torch, "save", cut_short)
     monkeypatch.setattr(resume, "_rng_states", lambda run: {})
