@@ -129,7 +129,7 @@ def _same_run(folder: Path, key: str, seed: int) -> list[Path]:
         except (OSError, json.JSONDecodeError) as err:
             # Named as this run's record but unreadable: the run is trained again beside it, so say why.
             warnings.warn(f"{path} is named as this run's record but is unreadable ({err}); the run is trained "
-                          "again (remove the damaged file)", RuntimeWarning, stacklevel=2)
+                          "again (remove the damaged file)", RuntimeWarning)  # here, not at a caller: one warning a file
             continue
         if isinstance(r, dict) and r.get("config_key") == key and r.get("seed") == seed:
             out.append(path)

@@ -331,3 +331,23 @@ def test_warnings_under_the_command_line_are_one_line_without_a_source_line(caps
     err = capsys.readouterr().err
     assert err == "warning: cannot write the run checkpoint x.ckpt (disk full); evaluating without it\n"
     assert warnings.showwarning is not show_warning  # set only while a command runs
+
+
+def test_a_warning_repeated_during_one_command_is_shown_once(tmp_path, monkeypatch, capsys):
+    """Fault trial re-check (issue 46, case 42): bench's plan and the run both warned of the same damaged file."""
+    import warnings
+
+    import click
+
+    from pmlbal.cli import _Main
+
+    @click.command()
+    def twice():
+        for _ in range(2):
+            with warnings.catch_warnings():  # a library resetting the filters between the two
+                warnings.simplefilter("default")
+            warnings.warn("the same damaged file", RuntimeWarning)
+
+    group = _Main(commands={"twice": twice})
+    group(["twice"], standalone_mode=False)
+    assert capsys.readouterr().err.count("warning: the same damaged file") == 1

@@ -32,8 +32,17 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context):
         import warnings
 
+        said: set[str] = set()
+
+        def once(message, category, filename, lineno, file=None, line=None):
+            # One line each, above the progress bar, and each text once a command: Python's own registry
+            # forgets what it showed whenever a library changes the warning filters.
+            if str(message) not in said:
+                said.add(str(message))
+                show_warning(message, category, filename, lineno, file, line)
+
         with warnings.catch_warnings():
-            warnings.showwarning = show_warning  # one line each, above the progress bar
+            warnings.showwarning = once
             return super().invoke(ctx)
 
 
