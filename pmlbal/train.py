@@ -149,8 +149,8 @@ def _start(run: Run, ckpt: Path | None, resume: bool, log: Callable[[str], None]
                 f"resuming {ckpt}: all {cfg.epochs} epochs are done, the final evaluation comes next")
         return done
     if ckpt is not None and ckpt.exists() and log:
-        log(f"{ckpt} holds an interrupted run of this configuration; starting afresh (`pmlbal train` without "
-            "--fresh, or train(..., resume=True), continues it)")
+        log(f"{ckpt} is left aside (an interrupted run of this configuration, or a damaged file): starting afresh; "
+            "`pmlbal train` without --fresh, or train(..., resume=True), continues an interrupted run")
     return Progress(initial=untrained_metrics(run, log) if run.rank == 0 else None)
 
 
